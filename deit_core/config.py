@@ -1,0 +1,310 @@
+"""The job schema: one typed config for the CLI file and the REST body, validated once.
+
+Defaults are the DeiT recipe (Touvron et al., 2021). Every key is checked: an unknown key, a wrong
+type, a missing path or an impossible value raises :class:`ConfigError` naming the field with a
+dotted path (``train.batch_size``), so the CLI and the API can both point at it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+KINDS = ("teacher", "distill")
+DISTILLATION_TYPES = ("none", "soft", "hard")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+STUDENT_RE = re.compile(r"^deit_(tiny|small|base)_distilled_patch(\d+)_(224|384)$")
+TEACHER_RE = re.compile(r"^regnety_\w+$")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong. ``field`` is the dotted path of the offending key."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str
+    val: str
+    img_size: int = 224
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    model: str = "deit_tiny_distilled_patch16_224"
+    patch_size: int | None = None
+    init: str | None = None  # null (random), "timm" (hub weights), or a local weights path
+
+    @property
+    def effective_patch_size(self) -> int:
+        if self.patch_size is not None:
+            return self.patch_size
+        m = STUDENT_RE.match(self.model)
+        return int(m.group(2)) if m else 16
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    model: str = "regnety_160"
+    # A local weights file, a final/ directory, "timm" for hub weights, or (service only) an
+    # artifact id that the service resolves to a path before the run starts.
+    checkpoint: str | int | None = None
+
+
+@dataclass(frozen=True)
+class DistillationConfig:
+    type: str = "hard"
+    alpha: float = 0.5
+    tau: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 300
+    batch_size: int = 128  # per process, as in DeiT; the lr scales with the global batch
+    lr: float = 5.0e-4  # for a global batch of 512
+    weight_decay: float = 0.05
+    warmup_epochs: int = 5
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    smoothing: float = 0.1
+    drop_path: float = 0.1
+    aa: str | None = "rand-m9-mstd0.5-inc1"
+    reprob: float = 0.25
+    ema: bool = False
+    ema_decay: float = 0.99996
+    clip_grad: float | None = None
+    mixed_precision: str = "auto"
+    seed: int = 0
+    accum_steps: int = 1
+    min_lr: float = 1.0e-5
+    warmup_lr: float = 1.0e-6
+    repeated_aug: bool = True
+    workers: int = 2
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    processes: int = 1
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    kind: str
+    data: DataConfig
+    teacher: TeacherConfig
+    train: TrainConfig
+    resources: ResourcesConfig
+    student: StudentConfig | None = None
+    distillation: DistillationConfig | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if self.kind == "teacher":
+            d.pop("student")
+            d.pop("distillation")
+        return d
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "student": StudentConfig,
+    "teacher": TeacherConfig,
+    "distillation": DistillationConfig,
+    "train": TrainConfig,
+    "resources": ResourcesConfig,
+}
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _coerce(path: str, value: Any, annotation: str) -> Any:
+    """Check ``value`` against a dataclass annotation string (``int | None`` style)."""
+    allowed = [a.strip() for a in annotation.split("|")]
+    if value is None:
+        if "None" in allowed:
+            return None
+        raise ConfigError(path, f"must not be null (expected {annotation})")
+    for a in allowed:
+        if a == "bool" and isinstance(value, bool):
+            return value
+        if a == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if a == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if a == "str" and isinstance(value, str):
+            return value
+    raise ConfigError(path, f"expected {annotation}, got {type(value).__name__} {value!r}")
+
+
+def _build_section(name: str, raw: Any, required: tuple[str, ...] = ()) -> Any:
+    cls = _SECTIONS[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(name, f"must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}", f"unknown key; allowed keys: {', '.join(fields)}")
+    values = {}
+    for fname, f in fields.items():
+        path = f"{name}.{fname}"
+        if fname in raw:
+            values[fname] = _coerce(path, raw[fname], str(f.type))
+        elif f.default is dataclasses.MISSING or fname in required:
+            raise ConfigError(path, "is required")
+    return cls(**values)
+
+
+def _check_range(path: str, value: float | None, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False) -> None:
+    if value is None:
+        return
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise ConfigError(path, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ConfigError(path, f"must be <= {hi}, got {value}")
+
+
+def _check_path(path: str, value: str, want_dir: bool) -> None:
+    p = Path(value)
+    if not p.exists():
+        raise ConfigError(path, f"path does not exist: {value}")
+    if want_dir and not p.is_dir():
+        raise ConfigError(path, f"must be a directory (an ImageFolder root): {value}")
+
+
+def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
+    """Validate a raw mapping (from YAML/JSON) into a :class:`JobConfig`.
+
+    Args:
+        raw: the config as loaded from a file or a request body.
+        check_paths: check that data folders and checkpoint paths exist. The service passes
+            ``False`` and resolves paths itself (artifact ids, dataset registry).
+
+    Raises:
+        ConfigError: with the dotted field name of the first problem found.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config", f"must be a mapping, got {type(raw).__name__}")
+    top = {"kind", *_SECTIONS}
+    for key in raw:
+        if key not in top:
+            raise ConfigError(str(key), f"unknown key; allowed keys: {', '.join(sorted(top))}")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ConfigError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+    if "data" not in raw:
+        raise ConfigError("data", "is required")
+    data = _build_section("data", raw["data"])
+    teacher = _build_section("teacher", raw.get("teacher"))
+    train = _build_section("train", raw.get("train"))
+    resources = _build_section("resources", raw.get("resources"))
+    student = distillation = None
+    if kind == "distill":
+        student = _build_section("student", raw.get("student"))
+        distillation = _build_section("distillation", raw.get("distillation"))
+    else:
+        for key in ("student", "distillation"):
+            if raw.get(key) is not None:
+                raise ConfigError(key, "only allowed for kind 'distill'")
+
+    # Values
+    _check_range("data.img_size", data.img_size, 8, 1024)
+    if not TEACHER_RE.match(teacher.model):
+        raise ConfigError("teacher.model", f"must be a timm regnety_* model, got {teacher.model!r}")
+    if student is not None:
+        if not STUDENT_RE.match(student.model):
+            raise ConfigError(
+                "student.model",
+                "must be deit_{tiny,small,base}_distilled_patch16_{224,384}, got " + repr(student.model),
+            )
+        _check_range("student.patch_size", student.patch_size, 1, 64)
+        ps = student.effective_patch_size
+        if data.img_size % ps:
+            raise ConfigError("data.img_size", f"must be a multiple of the student patch size {ps}, got {data.img_size}")
+    if distillation is not None:
+        if distillation.type not in DISTILLATION_TYPES:
+            raise ConfigError("distillation.type", f"must be one of {', '.join(DISTILLATION_TYPES)}, got {distillation.type!r}")
+        _check_range("distillation.alpha", distillation.alpha, 0.0, 1.0)
+        _check_range("distillation.tau", distillation.tau, 0.0, None, lo_open=True)
+        if distillation.type != "none" and teacher.checkpoint is None:
+            raise ConfigError("teacher.checkpoint", "a distill run needs a trained teacher: a weights file, a final/ directory, an artifact id or 'timm'")
+    t = train
+    _check_range("train.epochs", t.epochs, 1, 100000)
+    _check_range("train.batch_size", t.batch_size, 1, 65536)
+    _check_range("train.lr", t.lr, 0.0, 10.0, lo_open=True)
+    _check_range("train.weight_decay", t.weight_decay, 0.0, 10.0)
+    _check_range("train.warmup_epochs", t.warmup_epochs, 0, 100000)
+    for name in ("mixup", "cutmix"):
+        _check_range(f"train.{name}", getattr(t, name), 0.0, 100.0)
+    for name in ("smoothing", "drop_path", "reprob"):
+        _check_range(f"train.{name}", getattr(t, name), 0.0, 0.99)
+    _check_range("train.ema_decay", t.ema_decay, 0.0, 1.0)
+    _check_range("train.clip_grad", t.clip_grad, 0.0, None, lo_open=True)
+    if t.mixed_precision not in PRECISIONS:
+        raise ConfigError("train.mixed_precision", f"must be one of {', '.join(PRECISIONS)}, got {t.mixed_precision!r}")
+    _check_range("train.seed", t.seed, 0, 2**31 - 1)
+    _check_range("train.accum_steps", t.accum_steps, 1, 1024)
+    _check_range("train.min_lr", t.min_lr, 0.0, 10.0)
+    _check_range("train.warmup_lr", t.warmup_lr, 0.0, 10.0)
+    _check_range("train.workers", t.workers, 0, 64)
+    _check_range("train.log_every", t.log_every, 1, 100000)
+    if (t.mixup > 0 or t.cutmix > 0) and t.batch_size % 2:
+        raise ConfigError("train.batch_size", "must be even when mixup or cutmix is on (they pair images within a batch)")
+    if t.aa is not None and t.aa not in ("", "0") and not re.match(r"^(rand|augmix|original|v0|3a)", t.aa):
+        raise ConfigError("train.aa", f"not a timm auto-augment spec, e.g. rand-m9-mstd0.5-inc1 or null: {t.aa!r}")
+    _check_range("resources.processes", resources.processes, 1, 64)
+
+    if check_paths:
+        _check_path("data.train", data.train, True)
+        _check_path("data.val", data.val, True)
+        for path, value in (("teacher.checkpoint", teacher.checkpoint),
+                            ("student.init", student.init if student else None)):
+            if isinstance(value, int):
+                raise ConfigError(path, f"artifact id {value} can only be resolved by the service; give a file path here")
+            if value is not None and value != "timm":
+                _check_path(path, value, False)
+    return JobConfig(kind=kind, data=data, teacher=teacher, train=train, resources=resources,
+                     student=student, distillation=distillation)
+
+
+def load_config_file(path: str | os.PathLike, check_paths: bool = True) -> JobConfig:
+    """Read a YAML or JSON job file and validate it."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError("config", f"cannot read {p}: {e.strerror}") from e
+    try:
+        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError("config", f"{p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from e
+    return parse_config(raw, check_paths=check_paths)
+
+
+def with_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of ``raw`` with dotted keys (``train.epochs``) replaced."""
+    out = copy.deepcopy(dict(raw))
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
