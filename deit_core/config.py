@@ -79,6 +79,8 @@ class TrainConfig:
     smoothing: float = 0.1
     drop_path: float = 0.1
     aa: str | None = "rand-m9-mstd0.5-inc1"
+    scale_min: float = 0.08  # RandomResizedCrop's smallest area share; raise it for small images
+    hflip: float = 0.5
     reprob: float = 0.25
     ema: bool = False
     ema_decay: float = 0.99996
@@ -251,6 +253,8 @@ def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
     _check_range("train.warmup_epochs", t.warmup_epochs, 0, 100000)
     for name in ("mixup", "cutmix"):
         _check_range(f"train.{name}", getattr(t, name), 0.0, 100.0)
+    _check_range("train.scale_min", t.scale_min, 0.01, 1.0)
+    _check_range("train.hflip", t.hflip, 0.0, 1.0)
     for name in ("smoothing", "drop_path", "reprob"):
         _check_range(f"train.{name}", getattr(t, name), 0.0, 0.99)
     _check_range("train.ema_decay", t.ema_decay, 0.0, 1.0)

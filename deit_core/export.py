@@ -1,14 +1,414 @@
-"""Mobile export (int8 .ptl / .pte with verification and report)."""
+"""Mobile export: a run's ``final/`` -> int8 ``.ptl`` (+ ``.pte``, TorchScript), verified, measured, checksummed.
+
+``distillery export --model DIR/final --output OUT [--val PATH] [--max-drop 1.0] [--force] [--no-pte]``
+
+Everything is written to a temp directory next to ``OUT`` and renamed into place only once every
+file was loaded back and agreed with the int8 eager model, so ``OUT`` is either complete or absent.
+When the int8 accuracy on ``--val`` falls more than ``--max-drop`` points below fp32 (the parity
+gate), the complete output, report included, goes to ``OUT.rejected/`` instead and ``OUT`` is not
+created. Exit codes: 0 success, 1 export failure, 2 bad input, 3 parity gate failure.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from . import export_report as rep
+from . import mobile
+
+log = logging.getLogger(__name__)
+
+REPORT_VERSION = 1
+PTL, PTE, TORCHSCRIPT, LABELS, REPORT = "model.ptl", "model.pte", "model_int8.pt", "labels.json", "report.json"
+REJECTED_SUFFIX = ".rejected"
+
+
+class ExportError(RuntimeError):
+    """The export failed; exit code 1."""
+
+    exit_code = 1
+
+
+class BadInputError(ExportError):
+    """The final/ directory, the --val folder or the output directory cannot be used; exit code 2."""
+
+    exit_code = 2
+
+
+class VerificationError(ExportError):
+    """An exported file did not reproduce the int8 eager model; nothing was written to OUT."""
+
+
+class ParityGateError(ExportError):
+    """int8 accuracy fell more than --max-drop points below fp32; the output is kept at OUT.rejected/."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, rejected_dir: Path, report: dict[str, Any]):
+        super().__init__(message)
+        self.rejected_dir = rejected_dir
+        self.report = report
+
+
+@dataclass
+class ExportOptions:
+    """Knobs of one export; the defaults are what the service uses after every training job."""
+
+    val: str | None = None
+    max_drop: float = 1.0
+    force: bool = False
+    pte: bool = True
+    keep_fp32: tuple[str, ...] = mobile.DEFAULT_KEEP_FP32
+    latency_runs: int = 50
+    latency_warmup: int = 10
+    verify_samples: int = 8
+    torchscript_methods: tuple[str, ...] = mobile.TORCHSCRIPT_METHODS
+    engine: str | None = None
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------- input
+
+
+def check_output_dir(out: Path, force: bool) -> None:
+    """Refuse to touch an existing non-empty OUT unless --force (then it is replaced only on success)."""
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--output {out} exists and is not a directory; choose another path")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise BadInputError(f"--output {out} exists and is not empty; pass --force to replace it, or choose another path")
+
+
+def load_checked(final_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load ``final/`` with :func:`deit_core.models.load_final`, turning each failure into a BadInputError that names it."""
+    from safetensors import SafetensorError
+
+    from .config import ConfigError
+    from .models import FINAL_CONFIG, FINAL_WEIGHTS, load_final, num_outputs
+
+    if not final_dir.is_dir():
+        raise BadInputError(f"--model {final_dir}: no such directory (expected a run's final/ directory)")
+    try:
+        model, cfg = load_final(final_dir)
+    except SafetensorError as e:
+        raise BadInputError(f"{final_dir / FINAL_WEIGHTS} is corrupt or not a safetensors file ({e}); "
+                            f"re-run the training job or restore the file") from e
+    except (FileNotFoundError, ConfigError, ValueError) as e:
+        raise BadInputError(f"--model {final_dir}: {e}") from e
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise BadInputError(f"{final_dir / FINAL_CONFIG} does not match {FINAL_WEIGHTS} "
+                            f"({' '.join(first[:3])[:400]}); the config and the weights come from different models") from e
+    classes = list(cfg["classes"])
+    if num_outputs(model) != len(classes):
+        raise BadInputError(f"{final_dir / FINAL_CONFIG} lists {len(classes)} classes but the model predicts "
+                            f"{num_outputs(model)}; the config and the weights come from different runs")
+    kw_size = cfg.get("model_kwargs", {}).get("img_size")
+    if kw_size is not None and int(kw_size) != int(cfg["img_size"]):
+        raise BadInputError(f"{final_dir / FINAL_CONFIG}: img_size {cfg['img_size']} differs from model_kwargs.img_size {kw_size}")
+    for key in ("mean", "std"):
+        if len(cfg[key]) != 3:
+            raise BadInputError(f"{final_dir / FINAL_CONFIG}: {key} must have 3 values (RGB), got {cfg[key]}")
+    return model, cfg
+
+
+def load_val_checked(path: str, classes: Sequence[str], img_size: int) -> rep.ValSet:
+    try:
+        val = rep.load_val(path, classes, img_size)
+    except rep.ValFolderError as e:
+        raise BadInputError(str(e)) from e
+    if len(val) == 0:
+        raise BadInputError(f"--val {val.path} holds no images")
+    return val
+
+
+# ------------------------------------------------------------------------------------- verification
+
+
+def sample_inputs(img_size: int, n: int, seed: int, val: rep.ValSet | None) -> list[torch.Tensor]:
+    """Fixed inputs for verification: seeded random [0,1] images plus the first val images."""
+    g = torch.Generator().manual_seed(seed)
+    samples = [torch.rand(1, 3, img_size, img_size, generator=g) for _ in range(max(1, n))]
+    if val is not None:
+        for images, _ in rep.iter_images(val, batch_size=n):
+            samples += [images[i:i + 1] for i in range(len(images))]
+            break
+    return samples
+
+
+def compare_outputs(what: str, got_fn: rep.Predictor, ref_fn: rep.Predictor, samples: Sequence[torch.Tensor],
+                    rel_tol: float, allow_near_ties: bool = False) -> dict[str, Any]:
+    """Check ``got_fn`` reproduces ``ref_fn``: same top-1 on every sample and logits within tolerance.
+
+    The tolerance is ``rel_tol`` times the largest reference logit magnitude (at least 1). With
+    ``allow_near_ties`` a different top-1 is accepted only when the reference scores both classes
+    within that tolerance (different int8 kernels may break an exact tie either way).
+    """
+    worst, mismatched = 0.0, []
+    with torch.no_grad():
+        for i, x in enumerate(samples):
+            got, ref = got_fn(x).float(), ref_fn(x).float()
+            if got.shape != ref.shape:
+                raise VerificationError(f"{what}: output shape {tuple(got.shape)} differs from the int8 eager model's {tuple(ref.shape)}")
+            tol = rel_tol * max(1.0, ref.abs().max().item())
+            diff = (got - ref).abs().max().item()
+            worst = max(worst, diff / max(1.0, ref.abs().max().item()))
+            g, r = int(got.argmax()), int(ref.argmax())
+            tie = allow_near_ties and (ref[0, r] - ref[0, g]).item() <= tol
+            if (g != r and not tie) or diff > tol:
+                mismatched.append(f"sample {i}: top-1 {g} vs {r}, max |diff| {diff:.4g} > {tol:.4g}" if diff > tol
+                                  else f"sample {i}: top-1 {g} vs {r}")
+    if mismatched:
+        raise VerificationError(f"{what} does not reproduce the int8 eager model: {'; '.join(mismatched[:3])}. "
+                                f"The file was not published; report this with the model's config.json")
+    return {"samples": len(samples), "max_rel_diff": round(worst, 8), "rel_tol": rel_tol, "top1_equal": True}
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def labels_document(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What an app needs to feed the model and read its output."""
+    size = int(cfg["img_size"])
+    return {
+        "classes": list(cfg["classes"]), "num_classes": len(cfg["classes"]),
+        "input": {"shape": [1, 3, size, size], "dtype": "float32", "layout": "NCHW", "color": "RGB", "range": [0.0, 1.0]},
+        "img_size": size, "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+        "interpolation": cfg.get("interpolation", "bicubic"), "crop_pct": cfg.get("crop_pct", 1.0),
+        "output": "1 x num_classes logits, in the order of classes (softmax for probabilities)",
+        "description": (f"Input: a float32 1x3x{size}x{size} RGB image resized to {size}x{size} "
+                        f"({cfg.get('interpolation', 'bicubic')}), values in [0,1] (pixel/255), NOT normalized: "
+                        "the model subtracts mean and divides by std itself."),
+    }
+
+
+def runtime_stamp(ptl_path: Path, engine: str, executorch_version: str | None) -> dict[str, Any]:
+    import timm
+    import torchvision
+
+    stamp = {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
+             "executorch": executorch_version, "python": platform.python_version(),
+             "platform": f"{platform.system()} {platform.machine()}", "quantized_engine": engine,
+             "xnnpack": mobile.xnnpack_enabled()}
+    stamp.update(mobile.ptl_runtime_stamp(ptl_path))
+    return stamp
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move the finished temp dir to OUT; an old OUT (allowed by --force) is removed only afterwards."""
+    old = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        else:
+            out.rmdir()
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    stale = out.with_name(out.name + REJECTED_SUFFIX)
+    if stale.exists():
+        log.info("removing %s left by an earlier rejected export", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def reject(tmp: Path, out: Path) -> Path:
+    """Keep a gate-failed output for inspection at OUT.rejected/ (replacing an older one)."""
+    rejected = out.with_name(out.name + REJECTED_SUFFIX)
+    if rejected.exists():
+        shutil.rmtree(rejected)
+    os.replace(tmp, rejected)
+    return rejected
+
+
+# ---------------------------------------------------------------------------------------- the steps
+
+
+def _gate(variants: dict[str, dict[str, Any]], max_drop: float, have_val: bool) -> dict[str, Any]:
+    """Parity gate: every shipped int8 file (.ptl, and .pte if built) within max_drop top-1 points of fp32."""
+    if not have_val:
+        return {"checked": False, "passed": None, "max_drop": max_drop, "reason": "no --val given; accuracy not measured"}
+    fp32 = variants["fp32"]["top1"]
+    drops = {name: round(fp32 - variants[name]["top1"], 3) for name in ("ptl", "pte") if variants.get(name, {}).get("top1") is not None}
+    failed = {k: d for k, d in drops.items() if d > max_drop}
+    reason = ("; ".join(f".{k} top-1 {variants[k]['top1']:.2f}% is {d:.2f} points below fp32 {fp32:.2f}% "
+                        f"(allowed {max_drop})" for k, d in failed.items()) if failed else "within max_drop")
+    return {"checked": True, "passed": not failed, "max_drop": max_drop, "fp32_top1": fp32, "drops": drops, "reason": reason}
+
+
+def _measure(predictors: dict[str, tuple[rep.Predictor, bool]], val: rep.ValSet | None, example: torch.Tensor,
+             opts: ExportOptions) -> dict[str, dict[str, Any]]:
+    """Accuracy (if val) and batch-1 single-thread latency of every variant; fp32 gets normalized input."""
+    variants: dict[str, dict[str, Any]] = {name: {} for name in predictors}
+    if val is not None:
+        logits = rep.predict_batches(predictors, val)
+        for name, lg in logits.items():
+            variants[name].update(top1=rep.topk_accuracy(lg, val.targets, 1), top5=rep.topk_accuracy(lg, val.targets, 5),
+                                  agreement_top1=rep.agreement(lg, logits["fp32"]))
+    for name, (fn, _) in predictors.items():
+        variants[name]["latency_ms"] = rep.latency_ms(fn, example, opts.latency_runs, opts.latency_warmup)
+    return variants
+
+
+def _build(model: nn.Module, cfg: dict[str, Any], tmp: Path, val: rep.ValSet | None, opts: ExportOptions,
+           report: dict[str, Any]) -> dict[str, tuple[rep.Predictor, bool]]:
+    """Quantize, write and verify every file in ``tmp``; returns the predictors to measure."""
+    mean, std, size = cfg["mean"], cfg["std"], int(cfg["img_size"])
+    fp32 = mobile.NormalizedClassifier(model, mean, std).eval()
+    plan = mobile.plan_quantization(model, opts.keep_fp32)
+    int8 = mobile.NormalizedClassifier(mobile.quantize_int8(model, plan), mean, std).eval()
+    report["quantization"] = {
+        "method": "torch.ao.quantization.quantize_dynamic, qint8 per-tensor weights, activations quantized per call",
+        "engine": torch.backends.quantized.engine, **plan.as_dict(),
+        "stayed_fp32": "listed kept_fp32_linear layers, patch embedding (Conv2d), LayerNorm, attention matmul/softmax, "
+                       "GELU, position embeddings, normalization (all non-Linear ops)",
+    }
+    samples = sample_inputs(size, opts.verify_samples, opts.seed, val)
+    example = samples[0]
+
+    t0 = time.perf_counter()
+    script = mobile.to_lite_interpreter(int8, example, tmp / PTL, opts.torchscript_methods)
+    torch.jit.save(script.module, str(tmp / TORCHSCRIPT))
+    report["torchscript"] = {"method": script.method, "attempts": script.attempts, "passes": script.passes,
+                             "seconds": round(time.perf_counter() - t0, 2)}
+    report["skipped"] += script.skipped
+    ptl = mobile.load_ptl(tmp / PTL)
+    server = torch.jit.load(str(tmp / TORCHSCRIPT))
+    report["verification"] = {"ptl": compare_outputs(".ptl (Lite Interpreter)", ptl, int8, samples, 1e-3),
+                              TORCHSCRIPT: compare_outputs(TORCHSCRIPT, server, int8, samples, 1e-3)}
+    predictors: dict[str, tuple[rep.Predictor, bool]] = {
+        "fp32": (lambda x: model((x - fp32.mean) / fp32.std), True), "int8": (int8, True), "ptl": (ptl, False)}
+
+    ok, et_version = mobile.executorch_status()
+    report["runtime_executorch"] = et_version if ok else None
+    if not opts.pte:
+        report["skipped"].append("model.pte: --no-pte given")
+    elif not ok:
+        report["skipped"].append(f"model.pte: {et_version}")
+    else:
+        t0 = time.perf_counter()
+        names = [f"model.{n}" for n in plan.quantize]
+        reference, info = mobile.export_pte(fp32, names, example, samples[:4], tmp / PTE)
+        runner = mobile.PteRunner(tmp / PTE)
+        report["verification"]["pte"] = compare_outputs(".pte (ExecuTorch XNNPACK)", runner, reference, samples, 0.05,
+                                                        allow_near_ties=True)
+        report["pte"] = {**info, "seconds": round(time.perf_counter() - t0, 2),
+                         "reference": "PT2E converted module (quantize/dequantize in eager) of the same layers"}
+        predictors["pte"] = (runner, False)
+    rep.write_json_atomic(tmp / LABELS, labels_document(cfg))
+    return predictors
+
+
+def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts: ExportOptions | None = None) -> dict[str, Any]:
+    """Export ``final_dir`` to ``out_dir``; returns the report (also written as ``OUT/report.json``).
+
+    Raises:
+        BadInputError: unusable final/, --val or output directory (nothing written).
+        VerificationError / ExportError: a conversion or check failed (nothing written).
+        ParityGateError: accuracy gate failed; the output is at ``OUT.rejected/``, OUT not created.
+    """
+    opts = opts or ExportOptions()
+    started = time.perf_counter()
+    final, out = Path(final_dir), Path(out_dir)
+    check_output_dir(out, opts.force)
+    model, cfg = load_checked(final)
+    val = load_val_checked(opts.val, cfg["classes"], int(cfg["img_size"])) if opts.val else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    engine = opts.engine or mobile.quant_engine()
+    report: dict[str, Any] = {
+        "report_version": REPORT_VERSION, "skipped": [],
+        "model": {"final_dir": str(final.resolve()), "architecture": cfg["architecture"], "kind": cfg.get("kind"),
+                  "classes": list(cfg["classes"]), "img_size": int(cfg["img_size"]), "mean": cfg["mean"], "std": cfg["std"],
+                  "fp32_weights_bytes": (final / "model.safetensors").stat().st_size},
+        "val": {"path": str(val.path), "images": len(val)} if val else None,
+    }
+    try:
+        with mobile.using_engine(engine), torch.no_grad():
+            predictors = _build(model, cfg, tmp, val, opts, report)
+            example = sample_inputs(int(cfg["img_size"]), 1, opts.seed, None)[0]
+            variants = _measure(predictors, val, example, opts)
+        sizes = {"fp32": final / "model.safetensors", "int8": tmp / TORCHSCRIPT, "ptl": tmp / PTL, "pte": tmp / PTE}
+        for name, v in variants.items():
+            v["size_bytes"] = sizes[name].stat().st_size
+            v["file"] = sizes[name].name
+        report["variants"] = variants
+        report["gate"] = _gate(variants, opts.max_drop, val is not None)
+        report["runtime"] = runtime_stamp(tmp / PTL, engine, report.pop("runtime_executorch"))
+        report["files"] = rep.file_entries(tmp)
+        report["elapsed_s"] = round(time.perf_counter() - started, 2)
+        rep.write_json_atomic(tmp / REPORT, report)
+        if report["gate"]["passed"] is False:
+            rejected = reject(tmp, out)
+            raise ParityGateError(f"parity gate failed: {report['gate']['reason']}; the output is kept at {rejected} "
+                                  f"for inspection (keep more layers fp32 with --keep-fp32, or raise --max-drop)",
+                                  rejected, report)
+        publish(tmp, out)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"export of {final} failed: {type(e).__name__}: {e}") from e
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- CLI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a run's final/ directory")
     p.add_argument("--output", required=True, help="export directory to create")
     p.add_argument("--val", help="ImageFolder root or its val/ folder, for accuracy and the parity gate")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="parity gate: fail (exit 3, output kept at OUT.rejected/) if int8 top-1 is more than this "
+                        "many points below fp32 (default 1.0)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty OUT (only once the export succeeded)")
+    p.add_argument("--no-pte", dest="pte", action="store_false", help="skip the ExecuTorch .pte (saves ~40 s)")
+    p.add_argument("--keep-fp32", default=None, metavar="PATTERNS",
+                   help="comma-separated fnmatch patterns of Linear layers kept fp32 "
+                        f"(default {','.join(mobile.DEFAULT_KEEP_FP32)}; '' quantizes all, '*' none)")
+    p.add_argument("--latency-runs", type=int, default=50, help="timed runs per model after warm-up (default 50)")
+
+
+def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    return ExportOptions(val=args.val, max_drop=args.max_drop, force=args.force, pte=args.pte,
+                         keep_fp32=mobile.parse_patterns(args.keep_fp32), latency_runs=args.latency_runs,
+                         latency_warmup=min(10, max(1, args.latency_runs // 5)))
+
+
+def print_summary(report: dict[str, Any], out: Path) -> None:
+    print(rep.format_table(report["variants"], report["model"]["fp32_weights_bytes"]))
+    gate = report["gate"]
+    print(f"parity gate: {'not checked' if not gate['checked'] else ('passed' if gate['passed'] else 'FAILED')} ({gate['reason']})")
+    for s in report["skipped"]:
+        print(f"skipped: {s}")
+    print(f"wrote {', '.join(report['files'])} and {REPORT} to {out}")
 
 
 def main(args: argparse.Namespace) -> int:
-    raise SystemExit("export is not built yet")
+    """``distillery export``: 0 on success, 3 on a parity gate failure, 2 on bad input, 1 otherwise."""
+    try:
+        report = export_final(args.model, args.output, options_from_args(args))
+    except ParityGateError as e:
+        print(rep.format_table(e.report["variants"], e.report["model"]["fp32_weights_bytes"]))
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print_summary(report, Path(args.output))
+    return 0

@@ -1,8 +1,476 @@
-"""REST client subcommands of `distillery` (submit, jobs, watch, cancel, download)."""
+"""REST client subcommands of `distillery` (submit, jobs, watch, cancel, download).
+
+They talk to a running service over HTTP with ``requests`` only, so they work from any machine with
+the package installed and never import Flask, Celery or torch. Every failure a user can cause (a
+wrong token, an unknown job, a server that is down, a rejected config) ends with one clear line on
+stderr and a distinct exit code instead of a traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, TextIO
+
+DEFAULT_URL = "http://127.0.0.1:5000"
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+
+# Exit codes. 2 is argparse's usage error; `watch` returns the job's outcome.
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_JOB_CANCELLED = 3
+EXIT_API_ERROR = 4  # the server refused the request (validation error, conflict, 5xx)
+EXIT_AUTH = 5  # 401/403: wrong or missing token
+EXIT_NOT_FOUND = 6  # 404: unknown job or artifact
+EXIT_UNREACHABLE = 7  # connection refused, DNS, timeout
+EXIT_CHECKSUM = 8  # downloaded bytes do not match the artifact's sha256
+
+# File names a download gets when the server does not suggest one.
+FORMAT_SUFFIX = {"ptl": ".ptl", "pte": ".pte", "pt": ".pt", "checkpoint": ".safetensors",
+                 "report": ".json", "labels": ".json"}
+
+
+class ClientError(Exception):
+    """A request failed in a way the user can fix; ``exit_code`` says which way."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_API_ERROR):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class ApiClient:
+    """Thin wrapper over ``requests`` that turns HTTP failures into :class:`ClientError`.
+
+    Args:
+        url: the service root (``http://host:port``), without ``/api/v1``.
+        token: the API token sent as ``Authorization: Bearer``.
+        timeout: seconds per request; downloads stream so large files are fine.
+    """
+
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0):
+        import requests
+
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method: str, path: str, *, what: str = "", stream: bool = False,
+                **kwargs: Any) -> Any:
+        """Send one request to ``/api/v1{path}``; return the response (``stream``) or its JSON."""
+        import requests
+
+        full = f"{self.url}/api/v1{path}"
+        try:
+            resp = self.session.request(method, full, timeout=self.timeout, stream=stream, **kwargs)
+        except requests.ConnectionError as e:
+            reason = "connection refused" if "refused" in str(e).lower() else "cannot connect"
+            raise ClientError(
+                f"cannot reach the distillery server at {self.url} ({reason}). Is it running "
+                f"(`distillery up`)? Set --url or DISTILLERY_URL.", EXIT_UNREACHABLE) from None
+        except requests.Timeout:
+            raise ClientError(f"the server at {self.url} did not answer within {self.timeout:.0f} s",
+                              EXIT_UNREACHABLE) from None
+        except requests.RequestException as e:
+            raise ClientError(f"request to {full} failed: {e}", EXIT_UNREACHABLE) from None
+        if resp.status_code >= 400:
+            raise _error_from_response(resp, what or path)
+        if stream:
+            return resp
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise ClientError(f"{full} answered HTTP {resp.status_code} with something that is not "
+                              "JSON; is --url pointing at a distillery server?") from None
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+
+def _error_from_response(resp: Any, what: str) -> ClientError:
+    """Map an HTTP error to a message that says what to do next."""
+    err: dict[str, Any] = {}
+    try:
+        body = resp.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+        elif isinstance(body, dict) and isinstance(body.get("error"), str):
+            err = {"message": body["error"]}
+    except ValueError:
+        pass
+    message = err.get("message") or resp.reason or "request failed"
+    if resp.status_code == 401:
+        return ClientError("the server rejected the token (HTTP 401): check --token or "
+                           "DISTILLERY_TOKEN; `distillery token create --user NAME` makes one",
+                           EXIT_AUTH)
+    if resp.status_code == 403:
+        return ClientError(f"not allowed (HTTP 403): {message}", EXIT_AUTH)
+    if resp.status_code == 404:
+        return ClientError(f"{what} not found (HTTP 404)", EXIT_NOT_FOUND)
+    field = err.get("field")
+    prefix = f"{field}: " if field and not str(message).startswith(f"{field}:") else ""
+    return ClientError(f"HTTP {resp.status_code}: {prefix}{message}", EXIT_API_ERROR)
+
+
+# ----------------------------------------------------------------------------------- formatting
+
+def format_duration(seconds: float | None) -> str:
+    """``3725`` -> ``1h02m``; short and fixed-width enough for a table or a progress line."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def _parse_time(value: str | None) -> float | None:
+    from datetime import datetime, timezone
+
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def format_age(created_at: str | None, now: float | None = None) -> str:
+    t = _parse_time(created_at)
+    if t is None:
+        return "-"
+    return format_duration((now or time.time()) - t)
+
+
+def _num(value: Any, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def progress_fraction(job: dict[str, Any]) -> float:
+    """The job's completed fraction in [0, 1]; succeeded jobs are full whatever progress says."""
+    if job.get("state") == "succeeded":
+        return 1.0
+    p = job.get("progress") or {}
+    frac = p.get("fraction")
+    if not isinstance(frac, (int, float)):
+        epochs, spe = p.get("epochs") or 0, p.get("steps_per_epoch") or 0
+        frac = (p.get("step", 0) / (epochs * spe)) if epochs and spe else 0.0
+    return min(1.0, max(0.0, float(frac)))
+
+
+def format_bar(fraction: float, width: int = 24) -> str:
+    full = int(round(fraction * width))
+    return "#" * full + "-" * (width - full)
+
+
+def progress_line(job: dict[str, Any], width: int = 24) -> str:
+    """One terminal line: state, bar, percent, epoch, loss, top-1, ETA."""
+    p = job.get("progress") or {}
+    m = job.get("metrics") or {}
+    frac = progress_fraction(job)
+    epoch = f"{p['epoch']}/{p['epochs']}" if p.get("epochs") else "-"
+    eta = "-" if job.get("state") in TERMINAL_STATES else format_duration(p.get("eta_s"))
+    return (f"job {job.get('id')} {job.get('state', '?'):<9} [{format_bar(frac, width)}] "
+            f"{frac * 100:5.1f}%  epoch {epoch}  loss {_num(m.get('loss'), '.4f')}  "
+            f"top-1 {_num(m.get('val_top1'), '.2f')}  ETA {eta}")
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def list_items(payload: Any) -> list[dict[str, Any]]:
+    """The rows of a list response, whether it is a bare list or ``{"items"|"jobs"|...: [...]}``."""
+    if isinstance(payload, list):
+        return payload
+    if isinstance(payload, dict):
+        for key in ("items", "jobs", "data", "results", "artifacts", "datasets"):
+            if isinstance(payload.get(key), list):
+                return payload[key]
+    return []
+
+
+def _owner(job: dict[str, Any]) -> str:
+    owner = job.get("owner") or job.get("user") or job.get("owner_name") or "-"
+    if isinstance(owner, dict):
+        owner = owner.get("name") or owner.get("username") or owner.get("id")
+    return str(owner)
+
+
+# ---------------------------------------------------------------------------------------- jobs
+
+def load_job_file(path: str, name: str | None = None) -> dict[str, Any]:
+    """Read a YAML or JSON job file into a ``POST /jobs`` body.
+
+    The file is either the whole body ``{kind, name, config}`` or just a config (with its ``kind``);
+    a bare config is named ``--name`` or, failing that, after the file.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ClientError(f"cannot read {p}: {e.strerror}", EXIT_API_ERROR) from None
+    try:
+        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        kind = "JSON" if p.suffix == ".json" else "YAML"
+        raise ClientError(f"{p} is not valid {kind}: {e}", EXIT_API_ERROR) from None
+    if not isinstance(raw, dict):
+        raise ClientError(f"{p} must hold a mapping (a job body or a config), got {type(raw).__name__}")
+    if isinstance(raw.get("config"), dict):
+        body = dict(raw)
+        body.setdefault("kind", body["config"].get("kind"))
+    else:
+        body = {"kind": raw.get("kind"), "config": raw}
+    if name:
+        body["name"] = name
+    body.setdefault("name", p.stem)
+    if not body.get("name"):
+        body["name"] = p.stem
+    return body
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(args.url, args.token)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    body = load_job_file(args.file, args.name)
+    job = _client(args).post("/jobs", json=body, what="jobs endpoint")
+    print(f"submitted {job.get('kind')} job {job.get('name')!r} ({job.get('state', 'queued')})",
+          file=sys.stderr)
+    print(job["id"])
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    params = {k: v for k, v in (("state", args.state), ("kind", args.kind)) if v}
+    params["limit"] = args.limit
+    payload = _client(args).get("/jobs", params=params)
+    jobs = list_items(payload)[: args.limit]
+    now = time.time()
+    rows = [[str(j.get("id")), str(j.get("kind", "-")), str(j.get("name", "-")), str(j.get("state", "-")),
+             f"{progress_fraction(j) * 100:3.0f}%", _epoch(j), _num((j.get("metrics") or {}).get("val_top1"), ".2f"),
+             _owner(j), format_age(j.get("created_at"), now)] for j in jobs]
+    if not rows:
+        print("no jobs")
+        return EXIT_OK
+    print(format_table(rows, ["ID", "KIND", "NAME", "STATE", "PROGRESS", "EPOCH", "TOP-1", "OWNER", "AGE"]))
+    total = payload.get("total") if isinstance(payload, dict) else None
+    if isinstance(total, int) and total > len(rows):
+        print(f"({len(rows)} of {total}; --limit N for more)")
+    return EXIT_OK
+
+
+def _epoch(job: dict[str, Any]) -> str:
+    p = job.get("progress") or {}
+    return f"{p.get('epoch', 0)}/{p['epochs']}" if p.get("epochs") else "-"
+
+
+def watch_job(client: ApiClient, job_id: int, interval: float = 1.0, out: TextIO | None = None,
+              sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Poll one job until it reaches a terminal state, redrawing a progress line; return the job."""
+    out = out or sys.stdout
+    tty = out.isatty()
+    last = ""
+    while True:
+        job = client.get(f"/jobs/{job_id}", what=f"job {job_id}")
+        line = progress_line(job)
+        if tty:
+            out.write("\r\x1b[2K" + line)
+            out.flush()
+        elif line != last:
+            out.write(line + "\n")
+            out.flush()
+        last = line
+        if job.get("state") in TERMINAL_STATES:
+            if tty:
+                out.write("\n")
+            return job
+        sleep(interval)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    try:
+        job = watch_job(_client(args), args.id, args.interval)
+    except KeyboardInterrupt:
+        print("\nstopped watching (the job keeps running)", file=sys.stderr)
+        return 130
+    state = job.get("state")
+    if state == "succeeded":
+        print(f"job {args.id} succeeded")
+        return EXIT_OK
+    detail = f": {job['error']}" if job.get("error") else ""
+    print(f"job {args.id} {state}{detail}", file=sys.stderr)
+    return EXIT_JOB_CANCELLED if state == "cancelled" else EXIT_JOB_FAILED
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = _client(args).post(f"/jobs/{args.id}/cancel", what=f"job {args.id}")
+    state = job.get("state") if isinstance(job, dict) else None
+    print(f"job {args.id}: {state or 'cancel requested'}")
+    return EXIT_OK
+
+
+def _filename_from_disposition(header: str | None) -> str | None:
+    if not header:
+        return None
+    m = re.search(r"filename\*=UTF-8''([^;]+)", header) or re.search(r'filename="?([^";]+)"?', header)
+    return os.path.basename(m.group(1).strip()) if m else None
+
+
+def _etag_sha256(etag: str | None) -> str | None:
+    """The sha256 in an ETag header (quotes and a weak ``W/`` prefix removed), if it is one."""
+    if not etag:
+        return None
+    value = etag.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"').lower()
+    if value.startswith("sha256:"):
+        value = value[7:]
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+def _chunks(resp: Any) -> Iterator[bytes]:
+    yield from resp.iter_content(chunk_size=1 << 20)
+
+
+def download_artifact(client: ApiClient, job_id: int, fmt: str, output: str | None) -> tuple[Path, str, int]:
+    """Download a job's artifact of format ``fmt``, verify its sha256 and write it atomically.
+
+    The bytes go to a temporary file next to the target, are hashed as they stream, and replace the
+    target only when the hash matches the registry's sha256 (and the ETag, when it carries one), so
+    an interrupted or corrupted download never leaves a half-written model behind.
+
+    Returns:
+        (path written, sha256, size in bytes)
+    """
+    job = client.get(f"/jobs/{job_id}", what=f"job {job_id}")
+    arts = [a for a in job.get("artifacts") or [] if a.get("format") == fmt]
+    if not arts:
+        have = ", ".join(sorted({str(a.get("format")) for a in job.get("artifacts") or []})) or "none yet"
+        raise ClientError(f"job {job_id} has no {fmt} artifact (state {job.get('state')}; artifacts: {have})",
+                          EXIT_NOT_FOUND)
+    art = arts[-1]
+    resp = client.get(f"/artifacts/{art['id']}/download", stream=True, what=f"artifact {art['id']}")
+    expected = {h for h in (str(art.get("sha256") or "").lower() or None, _etag_sha256(resp.headers.get("ETag"))) if h}
+    if len(expected) > 1:
+        raise ClientError(f"artifact {art['id']}: the registry sha256 and the ETag disagree", EXIT_CHECKSUM)
+    if output:
+        target = Path(output)
+        if target.is_dir():
+            target = target / (_filename_from_disposition(resp.headers.get("Content-Disposition"))
+                               or f"job{job_id}{FORMAT_SUFFIX.get(fmt, '.' + fmt)}")
+    else:
+        target = Path(_filename_from_disposition(resp.headers.get("Content-Disposition"))
+                      or f"job{job_id}{FORMAT_SUFFIX.get(fmt, '.' + fmt)}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in _chunks(resp):
+                f.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        got = digest.hexdigest()
+        if expected and got not in expected:
+            raise ClientError(f"sha256 mismatch for artifact {art['id']}: expected {expected.pop()}, got {got}; "
+                              "nothing was written", EXIT_CHECKSUM)
+        if not expected:
+            print(f"warning: the server gave no sha256 for artifact {art['id']}; not verified", file=sys.stderr)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        resp.close()
+    return target, got, size
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    path, sha, size = download_artifact(_client(args), args.id, args.format, args.output)
+    print(f"saved {path} ({size / 1e6:.2f} MB), sha256 {sha} verified")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------ register
+
+def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Print a :class:`ClientError` as one line on stderr and return its exit code."""
+
+    def run(args: argparse.Namespace) -> int:
+        if not args.url:
+            args.url = DEFAULT_URL
+        try:
+            return func(args)
+        except ClientError as e:
+            print(f"error: {e.message}", file=sys.stderr)
+            return e.exit_code
+
+    run.__doc__ = func.__doc__
+    return run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Client commands are added here."""
+    """Add submit, jobs, watch, cancel and download to the ``distillery`` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("DISTILLERY_URL"),
+                        help=f"server root (env DISTILLERY_URL, default {DEFAULT_URL})")
+    common.add_argument("--token", default=os.environ.get("DISTILLERY_TOKEN"),
+                        help="API token (env DISTILLERY_TOKEN)")
+
+    p = sub.add_parser("submit", parents=[common], help="submit a job file (YAML or JSON); prints the job id last")
+    p.add_argument("file", help="a job body {kind, name, config} or just a config")
+    p.add_argument("--name", help="job name (default: the body's name, else the file name)")
+    p.set_defaults(func=_guard(cmd_submit))
+
+    p = sub.add_parser("jobs", parents=[common], help="list jobs as a table")
+    p.add_argument("--state", help="queued, running, exporting, succeeded, failed or cancelled")
+    p.add_argument("--kind", choices=["teacher", "distill"])
+    p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    p.set_defaults(func=_guard(cmd_jobs))
+
+    p = sub.add_parser("watch", parents=[common],
+                       help="live progress until the job ends; exit 0 succeeded, 1 failed, 3 cancelled")
+    p.add_argument("id", type=int)
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    p.set_defaults(func=_guard(cmd_watch))
+
+    p = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=_guard(cmd_cancel))
+
+    p = sub.add_parser("download", parents=[common], help="download an artifact and verify its sha256")
+    p.add_argument("id", type=int, help="job id")
+    p.add_argument("--format", required=True, choices=["ptl", "pte", "pt", "checkpoint", "report", "labels"])
+    p.add_argument("--output", help="file or directory (default: the server's file name, here)")
+    p.set_defaults(func=_guard(cmd_download))

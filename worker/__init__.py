@@ -1,0 +1,1 @@
+"""Celery worker: claims jobs, launches and supervises training and export, registers artifacts."""

@@ -1,0 +1,219 @@
+"""Datasets, transforms and loaders for the DeiT recipe.
+
+Augmentation randomness is made a function of ``(seed, epoch, sample index)``: the sampler yields
+``(epoch, index)`` pairs and the dataset seeds the augmentation RNGs from them. A resumed run (or a
+run with a different number of loader workers, persistent or not) therefore sees exactly the same
+augmented images as an uninterrupted one, which is what makes ``--resume`` bit-for-bit testable.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .config import ConfigError, DataConfig, TrainConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATION = "bicubic"
+
+
+def write_digits_imagefolder(out_dir: str | os.PathLike, img_size: int = 32, val_fraction: float = 0.2,
+                             seed: int = 0) -> dict[str, int]:
+    """Write scikit-learn's digits (1,797 8x8 images, 10 classes) as ``train/`` and ``val/`` PNGs.
+
+    The split is stratified and fixed by ``seed``. The folder appears atomically (temp dir + rename),
+    so a half-written dataset is never mistaken for a whole one.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
+    digits = load_digits()
+    idx = np.arange(len(digits.target))
+    train_idx, val_idx = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=digits.target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=out.parent))
+    counts = {}
+    for split, ids in (("train", train_idx), ("val", val_idx)):
+        for i in ids:
+            label = int(digits.target[i])
+            d = tmp / split / str(label)
+            d.mkdir(parents=True, exist_ok=True)
+            pixels = (digits.images[i] * (255.0 / 16.0)).clip(0, 255).astype("uint8")
+            Image.fromarray(pixels, mode="L").resize((img_size, img_size), Image.BILINEAR).save(d / f"{i:04d}.png")
+        counts[split] = len(ids)
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return counts
+
+
+def image_folder(root: str, field: str):
+    """An ImageFolder, or a ConfigError naming ``field`` if the folder holds no class folders/images."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(root)
+    except (FileNotFoundError, OSError) as e:
+        raise ConfigError(field, f"not a readable ImageFolder (class sub-folders of images): {e}") from e
+
+
+def train_transform(img_size: int, t: TrainConfig, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """DeiT's train transform: random resized crop, flip, RandAugment, colour jitter, random erasing."""
+    from timm.data import create_transform
+
+    aa = t.aa if t.aa not in (None, "", "0") else None
+    return create_transform(
+        input_size=img_size, is_training=True, scale=(t.scale_min, 1.0), hflip=t.hflip, color_jitter=0.3, auto_augment=aa,
+        interpolation=INTERPOLATION, re_prob=t.reprob, re_mode="pixel", re_count=1, mean=mean, std=std,
+    )
+
+
+def eval_transform(img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Resize to ``img_size`` square (crop_pct 1.0), to tensor, normalize: what the exported model mirrors."""
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.Resize((img_size, img_size), interpolation=T.InterpolationMode.BICUBIC),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
+
+
+class EpochSeededDataset(Dataset):
+    """Wraps a dataset so that item ``(epoch, i)`` is augmented with RNGs seeded from (seed, epoch, i).
+
+    The global ``random`` and ``torch`` states are restored afterwards, so loading in the main
+    process (``workers: 0``) does not disturb the training loop's own randomness.
+    """
+
+    def __init__(self, base: Dataset, seed: int):
+        self.base = base
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
+        s = (self.seed * 1_000_003 + epoch * 100_003 + i) % (2**63)
+        py_state, torch_state = random.getstate(), torch.get_rng_state()
+        random.seed(s)
+        torch.manual_seed(s)
+        try:
+            return self.base[i]
+        finally:
+            random.setstate(py_state)
+            torch.set_rng_state(torch_state)
+
+
+class EpochSampler(Sampler):
+    """Shuffles by (seed, epoch), shards across ranks, and optionally repeats each image.
+
+    With ``repeats > 1`` this is DeiT's repeated-augmentation sampler (RASampler): every image appears
+    ``repeats`` times per epoch, on different ranks with different augmentations, while the number of
+    samples per rank stays ``ceil(n / world)``.
+    """
+
+    def __init__(self, n: int, rank: int, world: int, seed: int, shuffle: bool = True, repeats: int = 1):
+        self.n, self.rank, self.world, self.seed = n, rank, world, seed
+        self.shuffle, self.repeats = shuffle, repeats
+        self.epoch = 0
+        self.per_rank = math.ceil(n / world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + 7919 * self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        if self.repeats > 1:
+            order = order.repeat_interleave(self.repeats)
+        total = self.per_rank * self.world
+        if len(order) < total:
+            order = torch.cat([order, order[: total - len(order)]])
+        mine = order[self.rank:total:self.world][: self.per_rank]
+        return iter([(self.epoch, int(i)) for i in mine])
+
+
+def loader_kwargs(workers: int, pin_memory: bool) -> dict[str, Any]:
+    kw: dict[str, Any] = {"num_workers": workers, "pin_memory": pin_memory}
+    if workers > 0:
+        kw.update(persistent_workers=True, prefetch_factor=4)
+    return kw
+
+
+def build_train_loader(dataset: Dataset, t: TrainConfig, rank: int, world: int, pin_memory: bool) -> DataLoader:
+    repeats = 3 if (t.repeated_aug and world > 1) else 1
+    sampler = EpochSampler(len(dataset), rank, world, t.seed, shuffle=True, repeats=repeats)
+    if len(sampler) < t.batch_size:
+        raise ConfigError("train.batch_size", f"{t.batch_size} is larger than the {len(sampler)} training images each process sees")
+    return DataLoader(EpochSeededDataset(dataset, t.seed), batch_size=t.batch_size, sampler=sampler,
+                      drop_last=True, **loader_kwargs(t.workers, pin_memory))
+
+
+class _Shard(Dataset):
+    def __init__(self, base: Dataset, indices: list[int]):
+        self.base, self.indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.base[self.indices[i]]
+
+
+def build_val_loader(dataset: Dataset, batch_size: int, rank: int, world: int, workers: int, pin_memory: bool) -> DataLoader:
+    """Each rank evaluates ``indices[rank::world]`` with no padding, so summed counts are exact."""
+    shard = _Shard(dataset, list(range(rank, len(dataset), world)))
+    kw = loader_kwargs(workers, pin_memory)
+    kw.pop("persistent_workers", None)  # evaluated once per epoch; workers restart cheaply
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, drop_last=False, **kw)
+
+
+def load_datasets(data: DataConfig, t: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
+    """Train and val ImageFolders with their transforms; the class lists must agree."""
+    train = image_folder(data.train, "data.train")
+    val = image_folder(data.val, "data.val")
+    if train.classes != val.classes:
+        raise ConfigError("data.val", f"class folders {val.classes} differ from data.train's {train.classes}")
+    train.transform = train_transform(data.img_size, t)
+    val.transform = eval_transform(data.img_size)
+    return train, val, list(train.classes)
+
+
+class SyntheticDataset(Dataset):
+    """Random images of a fixed size, for benchmarks that must not wait on disk."""
+
+    def __init__(self, n: int, img_size: int, num_classes: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(min(n, 256), 3, img_size, img_size, generator=g)
+        self.labels = torch.randint(0, num_classes, (n,), generator=g)
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, tuple):
+            i = i[1]
+        return self.images[i % len(self.images)], int(self.labels[i])
+

@@ -1,0 +1,153 @@
+"""Training and evaluation loops (DeiT's ``engine.py``, on Accelerate).
+
+``train_one_epoch`` and ``evaluate`` take what they use and return dicts of averaged metrics; the
+same code runs on one CPU process, under ``torchrun`` with gloo, or on many GPUs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepTimer:
+    """Throughput and ETA over the steps since the last report."""
+
+    global_batch: int
+    started: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    total_time: float = 0.0
+    total_steps: int = 0
+
+    def tick(self) -> None:
+        self.steps += 1
+
+    def window(self) -> tuple[float, float]:
+        """Close the window: (img/s within it, mean seconds per step since the start)."""
+        now = time.perf_counter()
+        dt = now - self.started
+        ips = self.steps * self.global_batch / dt if dt > 0 else 0.0
+        self.total_time += dt
+        self.total_steps += self.steps
+        self.started, self.steps = now, 0
+        return ips, self.total_time / max(self.total_steps, 1)
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, scheduler, accelerator,
+                    epoch: int, num_updates: int, mixup_fn=None, ema=None, clip_grad: float | None = None,
+                    log_every: int = 10, on_step: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, float], int]:
+    """One pass over ``loader``. Returns (averaged metrics, number of optimizer updates so far).
+
+    ``on_step`` receives a dict (step, loss, lr, img_per_s, s_per_step) every ``log_every`` steps
+    and after the last step, for progress events.
+    """
+    model.train()
+    device = accelerator.device
+    steps = len(loader)
+    timer = StepTimer(global_batch=loader.batch_size * accelerator.num_processes)
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    for step, (images, labels) in enumerate(loader, start=1):
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if mixup_fn is not None:
+            images, labels = mixup_fn(images, labels)
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                outputs = model(images)
+                loss = criterion(images, outputs, labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}; "
+                                         "lower train.lr or set train.clip_grad")
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and clip_grad is not None:
+                accelerator.clip_grad_norm_(model.parameters(), clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            num_updates += 1
+            scheduler.step_update(num_updates)
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model))
+        loss_sum += loss.detach()
+        seen += 1
+        timer.tick()
+        if on_step is not None and (step % log_every == 0 or step == steps):
+            ips, s_per_step = timer.window()
+            on_step({"step": step, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
+                     "img_per_s": ips, "s_per_step": s_per_step})
+    mean_loss = accelerator.reduce(loss_sum / max(seen, 1), reduction="mean")
+    return {"loss": float(mean_loss), "lr": optimizer.param_groups[0]["lr"]}, num_updates
+
+
+def _topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
+    k_max = min(max(ks), logits.shape[1])
+    pred = logits.topk(k_max, dim=1).indices
+    hit = pred.eq(target[:, None])
+    return [hit[:, :min(k, k_max)].any(dim=1).sum() for k in ks]
+
+
+def student_heads(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class-token and distillation-token logits of a timm distilled DeiT, in eval mode."""
+    feats = model.forward_features(images)
+    return model.head(feats[:, 0]), model.head_dist(feats[:, 1])
+
+
+@torch.inference_mode()
+def predict_teacher(teacher: nn.Module, loader, accelerator) -> tuple[torch.Tensor, dict[str, float]]:
+    """Teacher argmax on this rank's val shard (cached for agreement) and its own top-1 over all ranks."""
+    teacher.eval()
+    preds, correct, total = [], torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
+    for images, labels in loader:
+        images, labels = images.to(accelerator.device), labels.to(accelerator.device)
+        with accelerator.autocast():
+            p = teacher(images).argmax(dim=1)
+        preds.append(p)
+        correct += (p == labels).sum()
+        total += labels.numel()
+    correct = accelerator.reduce(correct, reduction="sum")
+    total = accelerator.reduce(total, reduction="sum")
+    cat = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=accelerator.device)
+    return cat, {"teacher_top1": float(100.0 * correct / total.clamp(min=1))}
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader, accelerator, distilled: bool,
+             teacher_preds: torch.Tensor | None = None) -> dict[str, float]:
+    """Top-1/top-5 of the DeiT prediction (average of both heads) and, for a distilled student, of
+    each head alone; with ``teacher_preds``, the share of images where student and teacher agree.
+
+    Counts are summed over ranks; each rank holds a disjoint shard, so the result is exact.
+    """
+    net = accelerator.unwrap_model(model)
+    net.eval()
+    dev = accelerator.device
+    names = ["top1", "top5"] + (["top1_cls", "top1_dist"] if distilled else []) + (["agreement"] if teacher_preds is not None else [])
+    sums = {n: torch.zeros((), device=dev) for n in names}
+    total = torch.zeros((), device=dev)
+    offset = 0
+    for images, labels in loader:
+        images, labels = images.to(dev), labels.to(dev)
+        with accelerator.autocast():
+            if distilled:
+                cls_logits, dist_logits = student_heads(net, images)
+                logits = (cls_logits + dist_logits) / 2
+            else:
+                logits = net(images)
+        top1, top5 = _topk_correct(logits.float(), labels)
+        sums["top1"] += top1
+        sums["top5"] += top5
+        if distilled:
+            sums["top1_cls"] += (cls_logits.argmax(1) == labels).sum()
+            sums["top1_dist"] += (dist_logits.argmax(1) == labels).sum()
+        if teacher_preds is not None:
+            tp = teacher_preds[offset: offset + labels.numel()]
+            sums["agreement"] += (logits.argmax(1) == tp).sum()
+        offset += labels.numel()
+        total += labels.numel()
+    total = accelerator.reduce(total, reduction="sum").clamp(min=1)
+    return {f"val_{n}": float(100.0 * accelerator.reduce(v, reduction="sum") / total) for n, v in sums.items()}

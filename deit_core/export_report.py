@@ -1,0 +1,172 @@
+"""Measuring exported models: accuracy on a val folder, agreement, latency, checksums, the printed table.
+
+Kept apart from the conversion code so the benchmark script and the export command measure the
+same way: the exported models get [0,1] images (they normalize inside), the fp32 eager model gets
+the normalized tensor, exactly like the engine's eval transform.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ValFolderError(ValueError):
+    """The --val folder cannot be used; the message says why."""
+
+
+@dataclass
+class ValSet:
+    """A val ImageFolder resized to the model's input, with labels mapped to the model's class order."""
+
+    path: Path
+    dataset: Any
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def resolve_val_dir(path: str | os.PathLike) -> Path:
+    """``--val`` may be an ImageFolder root holding ``val/`` or the val folder itself."""
+    p = Path(path)
+    if (p / "val").is_dir():
+        return p / "val"
+    return p
+
+
+def load_val(path: str | os.PathLike, classes: Sequence[str], img_size: int) -> ValSet:
+    """Open the val folder; refuse one that is unreadable or has classes the model does not know."""
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+
+    root = resolve_val_dir(path)
+    if not root.is_dir():
+        raise ValFolderError(f"--val {path}: no such directory (expected an ImageFolder root with val/, or val/ itself)")
+    tf = T.Compose([T.Resize((img_size, img_size), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor()])
+    try:
+        ds = ImageFolder(str(root), transform=tf)
+    except (FileNotFoundError, OSError, RuntimeError) as e:
+        raise ValFolderError(f"--val {root} is not a readable ImageFolder (class sub-folders of images): {e}") from e
+    unknown = [c for c in ds.classes if c not in classes]
+    if unknown:
+        raise ValFolderError(f"--val {root} has classes {unknown[:5]} that the model does not predict "
+                             f"(model classes: {list(classes)[:10]}...)")
+    index = {c: i for i, c in enumerate(classes)}
+    targets = torch.tensor([index[ds.classes[t]] for t in ds.targets], dtype=torch.long)
+    return ValSet(root, ds, targets)
+
+
+def iter_images(val: ValSet, batch_size: int = 32):
+    """Yield ``(images in [0,1], targets)`` batches in file order; unreadable images raise ValFolderError."""
+    for start in range(0, len(val), batch_size):
+        idx = range(start, min(start + batch_size, len(val)))
+        try:
+            images = torch.stack([val.dataset[i][0] for i in idx])
+        except (OSError, ValueError) as e:
+            raise ValFolderError(f"--val {val.path}: cannot read an image near index {start}: {e}") from e
+        yield images, val.targets[start:start + len(idx)]
+
+
+def predict_batches(predictors: dict[str, tuple[Predictor, bool]], val: ValSet,
+                    batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Logits of every predictor on the whole val set in one pass over the images.
+
+    ``predictors`` maps a name to ``(fn, batched)``; a predictor that is not batched (the exported
+    files, made for batch 1) is called image by image.
+    """
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in predictors}
+    with torch.no_grad():
+        for images, _ in iter_images(val, batch_size):
+            for name, (fn, batched) in predictors.items():
+                if batched:
+                    out[name].append(fn(images).float())
+                else:
+                    out[name].append(torch.cat([fn(images[i:i + 1]).float() for i in range(len(images))]))
+    return {name: torch.cat(chunks) for name, chunks in out.items()}
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
+    """Percentage of samples whose target is among the ``k`` highest logits."""
+    k = min(k, logits.shape[1])
+    hits = (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1)
+    return round(100.0 * hits.float().mean().item(), 3)
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Percentage of samples where two models pick the same top-1 class."""
+    return round(100.0 * (a.argmax(1) == b.argmax(1)).float().mean().item(), 3)
+
+
+def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int = 10) -> dict[str, float]:
+    """p50/p90 latency at batch 1 on one thread, after warm-up (what one phone core sees)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    times = []
+    try:
+        with torch.no_grad():
+            for _ in range(warmup):
+                fn(example)
+            for _ in range(max(1, runs)):
+                t0 = time.perf_counter()
+                fn(example)
+                times.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        torch.set_num_threads(threads)
+    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
+    return {"p50": round(statistics.median(times), 3), "p90": round(q[8], 3), "runs": len(times), "threads": 1}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entries(directory: Path, exclude: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file in ``directory`` (the report cannot checksum itself)."""
+    return {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(directory.iterdir()) if p.is_file() and p.name not in exclude}
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON via a temp file + os.replace, so a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(variants: dict[str, dict[str, Any]], fp32_bytes: int | None = None) -> str:
+    """The fp32 / int8 / .ptl / .pte comparison as a fixed-width text table."""
+    head = f"{'model':<11}{'top-1':>8}{'top-5':>8}{'agree':>8}{'p50 ms':>9}{'p90 ms':>9}{'size MB':>9}{'ratio':>7}"
+    lines = [head, "-" * len(head)]
+    for name, v in variants.items():
+        lat = v.get("latency_ms") or {}
+        size = v.get("size_bytes")
+        ratio = size / fp32_bytes if size and fp32_bytes else None
+        lines.append(f"{name:<11}{_fmt(v.get('top1')):>8}{_fmt(v.get('top5')):>8}{_fmt(v.get('agreement_top1')):>8}"
+                     f"{_fmt(lat.get('p50')):>9}{_fmt(lat.get('p90')):>9}"
+                     f"{_fmt(size / 1e6 if size else None, '.3f'):>9}{_fmt(ratio, '.3f'):>7}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Alembic environment and versions (located by ``server.migrate.migrations_dir``)."""

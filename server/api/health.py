@@ -1,0 +1,43 @@
+"""Liveness (database and broker checks) and Prometheus metrics; no authentication."""
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify
+from sqlalchemy import func, select, text
+
+from ..models import JOB_STATES, Job
+from .base import db, settings
+
+
+def _check_broker() -> str | None:
+    try:
+        celery = current_app.extensions["distillery.celery"]
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return None
+    except Exception as e:  # report, don't raise: health must always answer
+        return str(e) or type(e).__name__
+
+
+def health():
+    checks = {}
+    try:
+        db().execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as e:
+        checks["database"] = f"error: {e}"
+    err = _check_broker()
+    checks["broker"] = "ok" if err is None else f"error: {err}"
+    ok = all(v == "ok" for v in checks.values())
+    return jsonify({"status": "ok" if ok else "degraded", "checks": checks,
+                    "queue": settings().queue}), (200 if ok else 503)
+
+
+def metrics():
+    """Prometheus text: ``distillery_jobs{state="running"} 1`` for every state."""
+    counts = dict(db().execute(select(Job.state, func.count()).group_by(Job.state)).all())
+    lines = ["# HELP distillery_jobs Jobs by state.", "# TYPE distillery_jobs gauge"]
+    lines += [f'distillery_jobs{{state="{s}"}} {counts.get(s, 0)}' for s in JOB_STATES]
+    kinds = dict(db().execute(select(Job.kind, func.count()).group_by(Job.kind)).all())
+    lines += ["# HELP distillery_jobs_total Jobs by kind.", "# TYPE distillery_jobs_total gauge"]
+    lines += [f'distillery_jobs_total{{kind="{k}"}} {kinds.get(k, 0)}' for k in ("teacher", "distill")]
+    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")

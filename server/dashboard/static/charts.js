@@ -1,0 +1,119 @@
+/* Tiny SVG line charts, drawn by hand so the dashboard needs no library and works offline.
+ * Charts.line(svg, {series, yFormat, yMin, yMax}) redraws the whole chart; each series is
+ * {label, points: [[x, y], ...], dashed, markers}. A legend is kept in a div after the svg. */
+"use strict";
+
+const Charts = (() => {
+  const NS = "http://www.w3.org/2000/svg";
+  const W = 600, H = 240, PAD = { l: 54, r: 14, t: 10, b: 40 };
+  const MAX_POINTS = 600;
+
+  function s(tag, attrs, text) {
+    const n = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) n.setAttribute(k, v);
+    if (text !== undefined) n.textContent = text;
+    return n;
+  }
+
+  /** 1, 2, 2.5 or 5 times a power of ten: round tick steps. */
+  function niceStep(span, count) {
+    const raw = span / Math.max(1, count);
+    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= raw) return m * mag;
+    return 10 * mag;
+  }
+
+  function ticks(lo, hi, count) {
+    if (hi === lo) { hi = lo + 1; }
+    const step = niceStep(hi - lo, count);
+    const out = [];
+    for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toPrecision(12));
+    return out;
+  }
+
+  function fmtDefault(v) {
+    const a = Math.abs(v);
+    if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(1);
+    return +v.toPrecision(4) + "";
+  }
+
+  /** Keep at most MAX_POINTS points (bucket means), always keeping the last one. */
+  function thin(points) {
+    if (points.length <= MAX_POINTS) return points;
+    const size = Math.ceil(points.length / MAX_POINTS), out = [];
+    for (let i = 0; i < points.length; i += size) {
+      const b = points.slice(i, i + size);
+      out.push([b.reduce((a, p) => a + p[0], 0) / b.length, b.reduce((a, p) => a + p[1], 0) / b.length]);
+    }
+    out.push(points[points.length - 1]);
+    return out;
+  }
+
+  function legend(svg, series) {
+    let box = svg.nextElementSibling;
+    if (!box || !box.classList.contains("legend")) {
+      box = document.createElement("div");
+      box.className = "legend";
+      svg.after(box);
+    }
+    box.replaceChildren(...series.map((se, i) => {
+      const item = document.createElement("span");
+      item.className = "key s" + (se.color ?? i) + (se.dashed ? " dashed" : "");
+      const last = se.points.length ? se.points[se.points.length - 1][1] : null;
+      item.textContent = se.label + (last !== null && se.showLast !== false ? " " + (se.format || fmtDefault)(last) : "");
+      return item;
+    }));
+  }
+
+  function line(svg, opts) {
+    const series = (opts.series || []).filter((se) => se.points && se.points.length);
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    svg.setAttribute("role", "img");
+    svg.replaceChildren();
+    const total = series.reduce((a, se) => a + se.points.length, 0);
+    svg.dataset.points = total;
+    if (!total) {
+      svg.append(s("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, opts.empty || "no data yet"));
+      legend(svg, []);
+      return;
+    }
+    const all = series.flatMap((se) => se.points);
+    let x0 = Math.min(...all.map((p) => p[0])), x1 = Math.max(...all.map((p) => p[0]));
+    let y0 = opts.yMin ?? Math.min(...all.map((p) => p[1])), y1 = opts.yMax ?? Math.max(...all.map((p) => p[1]));
+    if (x1 === x0) { x0 -= 0.5; x1 += 0.5; }
+    if (y1 === y0) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
+    else if (opts.yMin === undefined) { const d = (y1 - y0) * 0.05; y0 -= d; y1 += d; }
+    const fx = (x) => PAD.l + (x - x0) / (x1 - x0) * (W - PAD.l - PAD.r);
+    const fy = (y) => H - PAD.b - (y - y0) / (y1 - y0) * (H - PAD.t - PAD.b);
+    const yFmt = opts.yFormat || fmtDefault;
+
+    const grid = s("g", { class: "grid" });
+    for (const t of ticks(y0, y1, 4)) {
+      grid.append(s("line", { x1: PAD.l, x2: W - PAD.r, y1: fy(t), y2: fy(t) }));
+      grid.append(s("text", { x: PAD.l - 6, y: fy(t) + 4, "text-anchor": "end" }, yFmt(t)));
+    }
+    for (const t of ticks(x0, x1, 6)) {
+      grid.append(s("text", { x: fx(t), y: H - PAD.b + 16, "text-anchor": "middle" }, fmtDefault(t)));
+    }
+    grid.append(s("text", { x: (PAD.l + W - PAD.r) / 2, y: H - 4, "text-anchor": "middle", class: "axis-label" }, opts.xLabel || "epoch"));
+    svg.append(grid);
+
+    series.forEach((se, i) => {
+      const cls = "series s" + (se.color ?? i) + (se.dashed ? " dashed" : "");
+      const pts = thin(se.points);
+      const d = pts.map((p, j) => (j ? "L" : "M") + fx(p[0]).toFixed(1) + "," + fy(p[1]).toFixed(1)).join("");
+      const path = s("path", { d, class: cls, "data-label": se.label });
+      svg.append(path);
+      if (se.markers || pts.length === 1) {
+        for (const p of pts) {
+          const c = s("circle", { cx: fx(p[0]), cy: fy(p[1]), r: 3, class: cls });
+          c.append(s("title", {}, `${se.label}: ${yFmt(p[1])} at ${fmtDefault(p[0])}`));
+          svg.append(c);
+        }
+      }
+    });
+    legend(svg, series);
+  }
+
+  return { line };
+})();

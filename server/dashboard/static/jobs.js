@@ -1,0 +1,86 @@
+/* Jobs page: one page of jobs from GET /jobs (filters and pagination done by the API), refreshed
+ * every few seconds. Only the visible page is ever fetched, so it stays fast with thousands of jobs.
+ * Filters and page live in the URL so a reload or a shared link shows the same view. */
+"use strict";
+(() => {
+  const D = Distillery;
+  const PER_PAGE = 25;
+  const body = document.getElementById("jobs-body");
+  const info = document.getElementById("page-info");
+  const prev = document.getElementById("prev-page");
+  const next = document.getElementById("next-page");
+  const stateSel = document.getElementById("filter-state");
+  const kindSel = document.getElementById("filter-kind");
+
+  const url = new URL(location.href);
+  let page = Math.max(1, parseInt(url.searchParams.get("page") || "1", 10) || 1);
+  stateSel.value = url.searchParams.get("state") || "";
+  kindSel.value = url.searchParams.get("kind") || "";
+  let cursors = [null]; // cursor-paginated APIs: cursors[i] starts page i+1
+
+  function syncUrl() {
+    const u = new URL(location.href);
+    for (const [k, v] of [["state", stateSel.value], ["kind", kindSel.value], ["page", page > 1 ? page : ""]]) {
+      if (v) u.searchParams.set(k, v); else u.searchParams.delete(k);
+    }
+    history.replaceState(null, "", u);
+  }
+
+  function row(job) {
+    const bar = D.el("div", { class: "progress" }, D.el("div", { class: "fill" }));
+    D.setBar(bar, job);
+    const top1 = D.bestTop1(job);
+    return D.el("tr", { "data-job-id": job.id },
+      D.el("td", {}, D.el("a", { href: "jobs/" + job.id, text: "#" + job.id })),
+      D.el("td", { class: "name" }, D.el("a", { href: "jobs/" + job.id, text: job.name || "(unnamed)" })),
+      D.el("td", { text: job.kind }),
+      D.el("td", {}, D.badge(job.state)),
+      D.el("td", { class: "progress-col" }, bar, D.el("small", { class: "muted", text: D.progressText(job) })),
+      D.el("td", { class: "num", text: top1 === null ? "–" : D.num(top1) }),
+      D.el("td", { text: D.owner(job) }),
+      D.el("td", { title: job.created_at || "", text: D.age(job.created_at) }));
+  }
+
+  async function load() {
+    const q = new URLSearchParams();
+    if (stateSel.value) q.set("state", stateSel.value);
+    if (kindSel.value) q.set("kind", kindSel.value);
+    q.set("limit", PER_PAGE);
+    q.set("offset", (page - 1) * PER_PAGE);
+    q.set("page", page);
+    q.set("per_page", PER_PAGE);
+    if (cursors[page - 1]) q.set("cursor", cursors[page - 1]);
+    let payload;
+    try {
+      payload = await D.api("/jobs?" + q.toString());
+    } catch (e) {
+      body.replaceChildren(D.el("tr", {}, D.el("td", { colspan: 8, class: "field-error", text: "Could not load jobs: " + e.message })));
+      return;
+    }
+    const jobs = D.items(payload);
+    const total = payload && typeof payload.total === "number" ? payload.total : null;
+    const cursor = payload && (payload.next_cursor || payload.cursor_next || null);
+    if (cursor) cursors[page] = cursor;
+    body.replaceChildren(...(jobs.length ? jobs.map(row)
+      : [D.el("tr", {}, D.el("td", { colspan: 8, class: "muted", text: "No jobs match." }))]));
+    const pages = total !== null ? Math.max(1, Math.ceil(total / PER_PAGE)) : null;
+    const hasNext = pages !== null ? page < pages : (payload && (payload.next || payload.has_more || cursor)) ? true : jobs.length === PER_PAGE;
+    info.textContent = pages !== null ? `page ${page} of ${pages} · ${total} jobs` : `page ${page}`;
+    prev.disabled = page <= 1;
+    next.disabled = !hasNext;
+  }
+
+  let stop = null;
+  function restart() {
+    syncUrl();
+    if (stop) stop();
+    stop = D.poll(load, 4000);
+  }
+
+  prev.addEventListener("click", () => { if (page > 1) { page--; restart(); } });
+  next.addEventListener("click", () => { page++; restart(); });
+  for (const sel of [stateSel, kindSel]) {
+    sel.addEventListener("change", () => { page = 1; cursors = [null]; restart(); });
+  }
+  restart();
+})();

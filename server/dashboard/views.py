@@ -1,0 +1,118 @@
+"""Dashboard routes: login/logout and the page shells (jobs, one job, submit).
+
+A page is rendered only for a logged-in session; the data itself is fetched by the page's script
+from ``/api/v1`` with the same credentials, so every permission check stays in the API.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from typing import Any, Callable
+
+from flask import redirect, render_template, request, session, url_for
+
+from server.dashboard import bp
+
+log = logging.getLogger(__name__)
+
+SESSION_USER_ID = "user_id"  # set by server.auth.login_user
+SESSION_USER_NAME = "user_name"
+
+
+def _display_name(user: Any) -> str:
+    return str(getattr(user, "name", None) or getattr(user, "id", "?"))
+
+
+def log_in(token: str) -> bool:
+    """Put the owner of ``token`` in the Flask session; False if the token is not valid.
+
+    ``server.auth`` owns what the session holds (``login_user`` sets the ``user_id`` the API reads),
+    so the dashboard and the API agree on who is logged in; the dashboard only adds a display name.
+    """
+    from server.auth import login_user, user_for_token
+
+    user = user_for_token(token) if token else None
+    if user is None:
+        return False
+    session.clear()
+    login_user(user)
+    session[SESSION_USER_NAME] = _display_name(user)
+    session.permanent = True
+    return True
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if session.get(SESSION_USER_ID) is None:
+            return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site relative paths, so the login form cannot become an open redirect."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("dashboard.jobs")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        if log_in((request.form.get("token") or "").strip()):
+            return redirect(_safe_next(request.form.get("next")))
+        error = "That token is not valid. Create one with: distillery token create --user NAME"
+    return render_template("login.html", error=error, next=request.values.get("next", "")), (401 if error else 200)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    from server.auth import logout_user
+
+    logout_user()
+    session.clear()
+    return redirect(url_for("dashboard.login"))
+
+
+@bp.route("/")
+@login_required
+def jobs() -> str:
+    return render_template("jobs.html", page="jobs")
+
+
+@bp.route("/jobs/<int:job_id>")
+@login_required
+def job(job_id: int) -> str:
+    return render_template("job.html", page="job", job_id=job_id)
+
+
+def recipe_defaults() -> dict[str, Any]:
+    """The DeiT recipe as the submit form's starting values, read from the one config schema."""
+    from deit_core import config as cfg
+
+    sections = {"data": cfg.DataConfig, "student": cfg.StudentConfig, "teacher": cfg.TeacherConfig,
+                "distillation": cfg.DistillationConfig, "train": cfg.TrainConfig,
+                "resources": cfg.ResourcesConfig}
+    out: dict[str, Any] = {}
+    for name, cls in sections.items():
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                fields[f.name] = {"default": f.default, "type": str(f.type)}
+            else:
+                fields[f.name] = {"default": None, "type": str(f.type), "required": True}
+        out[name] = fields
+    out["_choices"] = {"distillation.type": list(cfg.DISTILLATION_TYPES),
+                       "train.mixed_precision": list(cfg.PRECISIONS), "kind": list(cfg.KINDS)}
+    return out
+
+
+@bp.route("/submit")
+@login_required
+def submit() -> str:
+    return render_template("submit.html", page="submit", recipe_json=json.dumps(recipe_defaults()).replace("<", "\\u003c"))

@@ -1,0 +1,141 @@
+"""Service settings, read once from ``DISTILLERY_*`` environment variables.
+
+Like Redash's ``settings`` module, but as a frozen dataclass built by :meth:`Settings.from_env`, so
+tests and ``create_app(settings=...)`` can pass their own without touching the environment, and
+nothing is read at import time.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_DATABASE_URL = "sqlite:///var/distillery.db"
+DEFAULT_BROKER_URL = "filesystem://"
+
+
+def parse_bool(value: str | None, default: bool = False) -> bool:
+    """``1/true/yes/on`` are true; unset means ``default``."""
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_int(value: str | None, default: int) -> int:
+    return default if value in (None, "") else int(value)
+
+
+def parse_list(value: str | None, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A comma or ``os.pathsep`` separated list."""
+    if value is None:
+        return default
+    parts = value.replace(os.pathsep, ",").split(",")
+    return tuple(p.strip() for p in parts if p.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API and the worker need to know about their deployment.
+
+    Attributes:
+        database_url: SQLAlchemy URL; SQLite for the embedded default, ``postgresql+psycopg://`` in production.
+        broker_url: Celery broker; ``filesystem://`` (folders under ``broker_dir``) or ``redis://``.
+        broker_dir: the filesystem transport's message folder (embedded default only).
+        storage: root of run directories, artifacts and uploaded datasets.
+        data_roots: server folders a job or a registered dataset may point into (besides storage).
+        queue: Celery queue name; tests use a unique one so parallel sessions never share messages.
+        secret_key: Flask session signing key (dashboard login).
+        max_json_bytes / max_upload_bytes: request size limits (JSON bodies / dataset archives).
+        max_archive_files / max_archive_bytes: limits on an archive's members and unpacked size.
+        worker_gpus: CUDA device ids this worker may hand to its runs (``DISTILLERY_WORKER_GPUS=0,1``);
+            empty means CPU (gloo) runs.
+        cancel_grace_s: seconds between SIGTERM and SIGKILL when a running job is cancelled.
+        poll_s: how often the worker tails metrics and checks for a cancel request.
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    broker_dir: str = "var/broker"
+    storage: str = "var/storage"
+    data_roots: tuple[str, ...] = ("var",)
+    queue: str = "distillery"
+    secret_key: str = "dev-only-change-me"
+    max_json_bytes: int = 1 << 20
+    max_upload_bytes: int = 512 << 20
+    max_archive_files: int = 200_000
+    max_archive_bytes: int = 4 << 30
+    worker_gpus: tuple[str, ...] = ()
+    cancel_grace_s: int = 10
+    poll_s: float = 1.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``DISTILLERY_*`` variables (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        d = cls()
+        return cls(
+            database_url=env.get("DISTILLERY_DATABASE_URL", d.database_url),
+            broker_url=env.get("DISTILLERY_BROKER_URL", d.broker_url),
+            broker_dir=env.get("DISTILLERY_BROKER_DIR", d.broker_dir),
+            storage=env.get("DISTILLERY_STORAGE", d.storage),
+            data_roots=parse_list(env.get("DISTILLERY_DATA_ROOTS"), d.data_roots),
+            queue=env.get("DISTILLERY_QUEUE", d.queue),
+            secret_key=env.get("DISTILLERY_SECRET_KEY", d.secret_key),
+            max_json_bytes=parse_int(env.get("DISTILLERY_MAX_JSON_BYTES"), d.max_json_bytes),
+            max_upload_bytes=parse_int(env.get("DISTILLERY_MAX_UPLOAD_BYTES"), d.max_upload_bytes),
+            max_archive_files=parse_int(env.get("DISTILLERY_MAX_ARCHIVE_FILES"), d.max_archive_files),
+            max_archive_bytes=parse_int(env.get("DISTILLERY_MAX_ARCHIVE_BYTES"), d.max_archive_bytes),
+            worker_gpus=parse_list(env.get("DISTILLERY_WORKER_GPUS"), d.worker_gpus),
+            cancel_grace_s=parse_int(env.get("DISTILLERY_CANCEL_GRACE_S"), d.cancel_grace_s),
+            poll_s=float(env.get("DISTILLERY_POLL_S", d.poll_s)),
+        )
+
+    def replace(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    # Derived locations -------------------------------------------------------------------------
+    @property
+    def storage_path(self) -> Path:
+        return Path(self.storage).resolve()
+
+    @property
+    def runs_path(self) -> Path:
+        return self.storage_path / "runs"
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.storage_path / "artifacts"
+
+    @property
+    def datasets_path(self) -> Path:
+        return self.storage_path / "datasets"
+
+    @property
+    def allowed_data_roots(self) -> tuple[Path, ...]:
+        """Resolved roots a data path may live under: the configured roots plus storage."""
+        roots = [Path(r).resolve() for r in self.data_roots]
+        roots.append(self.storage_path)
+        return tuple(dict.fromkeys(roots))
+
+    def broker_transport_options(self) -> dict:
+        """Celery transport options; the filesystem transport needs its folders."""
+        if self.broker_url.startswith("filesystem"):
+            folder = str(Path(self.broker_dir).resolve() / "queue")
+            return {"data_folder_in": folder, "data_folder_out": folder,
+                    "control_folder": str(Path(self.broker_dir).resolve() / "control")}
+        # Redis: jobs are acked early (see worker/celery_app.py), so the visibility timeout only
+        # matters for unacked prefetched messages; keep it long anyway so nothing is redelivered.
+        return {"visibility_timeout": 7 * 24 * 3600}
+
+    def ensure_dirs(self) -> None:
+        """Create the storage (and filesystem broker) folders; called by commands, never at import."""
+        for p in (self.runs_path, self.artifacts_path, self.datasets_path):
+            p.mkdir(parents=True, exist_ok=True)
+        if self.broker_url.startswith("filesystem"):
+            opts = self.broker_transport_options()
+            for key in ("data_folder_in", "control_folder"):
+                Path(opts[key]).mkdir(parents=True, exist_ok=True)
+        if self.database_url.startswith("sqlite:///"):  # relative (sqlite:///var/x.db) or absolute (////)
+            Path(self.database_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)

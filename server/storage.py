@@ -1,0 +1,89 @@
+"""Files on the storage volume: run directories, artifacts, datasets, and path checks.
+
+Shared by the API (which reads) and the worker (which writes); both see the same
+``DISTILLERY_STORAGE`` (one machine, or a shared volume in docker-compose).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+
+
+class PathRefused(ValueError):
+    """A path is outside what the service may read, or is not what it must be."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (same filesystem: free), else copy; atomic via a temp name."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def is_under(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def check_safe_path(raw: str) -> None:
+    """Refuse ``..`` components outright, before any resolution, so traversal never gets a chance."""
+    if not raw or "\x00" in raw:
+        raise PathRefused("must be a non-empty path")
+    if ".." in Path(raw).parts:
+        raise PathRefused(f"'..' is not allowed in paths: {raw}")
+
+
+def resolve_server_dir(raw: str, roots: tuple[Path, ...]) -> Path:
+    """``raw`` resolved (symlinks followed) if it is an existing directory under one of ``roots``."""
+    check_safe_path(raw)
+    p = Path(raw)
+    if not p.is_absolute():
+        p = Path.cwd() / p
+    p = p.resolve()
+    if not is_under(p, roots):
+        raise PathRefused(f"{raw} is outside the allowed data roots ({', '.join(map(str, roots))}); "
+                          "register it as a dataset or upload an archive")
+    if not p.exists():
+        raise PathRefused(f"path does not exist: {raw}")
+    if not p.is_dir():
+        raise PathRefused(f"must be a directory (an ImageFolder root): {raw}")
+    return p
+
+
+def scan_imagefolder(root: Path) -> tuple[list[str], int]:
+    """Class folder names and image count of one split; refuses an empty or flat folder."""
+    if not root.is_dir():
+        raise PathRefused(f"missing folder {root.name}/ (need train/<class>/*.png and val/<class>/*.png)")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise PathRefused(f"{root.name}/ has no class folders (need {root.name}/<class>/<image>)")
+    count = sum(1 for c in classes for f in (root / c).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+    if count == 0:
+        raise PathRefused(f"{root.name}/ has no images")
+    return classes, count
+
+
+def scan_dataset(root: Path) -> dict[str, int]:
+    """Check ``root`` holds train/ and val/ ImageFolders with the same classes; return counts."""
+    train_classes, n_train = scan_imagefolder(root / "train")
+    val_classes, n_val = scan_imagefolder(root / "val")
+    if set(val_classes) - set(train_classes):
+        raise PathRefused(f"val/ has classes missing from train/: {sorted(set(val_classes) - set(train_classes))}")
+    return {"num_classes": len(train_classes), "num_train": n_train, "num_val": n_val}

@@ -1,0 +1,110 @@
+"""Starting and stopping run processes: torchrun for training, the exporter, each in its own session.
+
+Every child runs with ``start_new_session=True`` so the worker can signal the whole process
+group. torchrun itself starts its ranks in new sessions too, so :func:`stop` also signals every
+descendant it can find (psutil), first SIGTERM, then SIGKILL after the grace period: a cancel
+leaves no training process behind.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+
+def train_command(config_path: Path, run_dir: Path, processes: int) -> list[str]:
+    """``torchrun --standalone`` picks a free rendezvous port, so parallel runs never clash."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "-m", "deit_core.train", "--config", str(config_path), "--output", str(run_dir)]
+
+
+def export_command(final_dir: Path, out_dir: Path, val_dir: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "distillery", "export", "--model", str(final_dir), "--output", str(out_dir)]
+    if val_dir:
+        cmd += ["--val", val_dir]
+    return cmd
+
+
+def child_env(gpus: tuple[str, ...], processes: int) -> dict[str, str]:
+    """The run's environment: this worker's GPUs only (or none: the engine then uses gloo on CPU)."""
+    env = dict(os.environ)
+    if gpus:
+        if processes > len(gpus):
+            raise ValueError(f"resources.processes={processes} but this worker has {len(gpus)} GPU(s) "
+                             f"(DISTILLERY_WORKER_GPUS={','.join(gpus)})")
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[:processes])
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    env.setdefault("OMP_NUM_THREADS", "1" if processes > 1 else str(max(1, (os.cpu_count() or 1))))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    """Start ``cmd`` in a new session with stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        out.write(("$ " + " ".join(cmd) + "\n").encode())
+        out.flush()
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=str(cwd), start_new_session=True)
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _signal_all(procs: list[psutil.Process], pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.Error:
+            pass
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def stop(proc: subprocess.Popen, grace_s: float) -> int:
+    """SIGTERM the process group and all descendants, SIGKILL what is left after ``grace_s``."""
+    procs = _tree(proc.pid)
+    _signal_all(procs, proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while True:
+        proc.poll()  # reap our direct child so it does not linger as a zombie
+        known = {p.pid: p for p in procs}
+        for c in _tree(proc.pid)[1:]:
+            known.setdefault(c.pid, c)
+        procs = [p for p in known.values() if _alive(p)]
+        if not procs or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if procs:
+        log.warning("processes %s ignored SIGTERM for %.0fs; killing", [p.pid for p in procs], grace_s)
+        _signal_all(procs, proc.pid, signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=5)
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
