@@ -282,6 +282,7 @@ def _build(model: nn.Module, cfg: dict[str, Any], tmp: Path, val: rep.ValSet | N
     script = mobile.to_lite_interpreter(int8, example, tmp / PTL, opts.torchscript_methods)
     torch.jit.save(script.module, str(tmp / TORCHSCRIPT))
     report["torchscript"] = {"method": script.method, "attempts": script.attempts, "passes": script.passes,
+                             "ptl_module": script.ptl_variant, "ptl_candidate_bytes": script.ptl_sizes,
                              "seconds": round(time.perf_counter() - t0, 2)}
     report["skipped"] += script.skipped
     ptl = mobile.load_ptl(tmp / PTL)
@@ -358,6 +359,8 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
         publish(tmp, out)
     except ExportError:
         raise
+    except rep.ValFolderError as e:
+        raise BadInputError(str(e)) from e
     except Exception as e:
         raise ExportError(f"export of {final} failed: {type(e).__name__}: {e}") from e
     finally:

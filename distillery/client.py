@@ -128,6 +128,14 @@ def _error_from_response(resp: Any, what: str) -> ClientError:
 
 # ----------------------------------------------------------------------------------- formatting
 
+def format_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
 def format_duration(seconds: float | None) -> str:
     """``3725`` -> ``1h02m``; short and fixed-width enough for a table or a progress line."""
     if seconds is None:
@@ -382,14 +390,14 @@ def download_artifact(client: ApiClient, job_id: int, fmt: str, output: str | No
     expected = {h for h in (str(art.get("sha256") or "").lower() or None, _etag_sha256(resp.headers.get("ETag"))) if h}
     if len(expected) > 1:
         raise ClientError(f"artifact {art['id']}: the registry sha256 and the ETag disagree", EXIT_CHECKSUM)
-    if output:
-        target = Path(output)
-        if target.is_dir():
-            target = target / (_filename_from_disposition(resp.headers.get("Content-Disposition"))
-                               or f"job{job_id}{FORMAT_SUFFIX.get(fmt, '.' + fmt)}")
+    default_name = (_filename_from_disposition(resp.headers.get("Content-Disposition"))
+                    or art.get("filename") or f"job{job_id}{FORMAT_SUFFIX.get(fmt, '.' + fmt)}")
+    if not output:
+        target = Path(default_name)
+    elif output.endswith(("/", os.sep)) or Path(output).is_dir():
+        target = Path(output) / default_name
     else:
-        target = Path(_filename_from_disposition(resp.headers.get("Content-Disposition"))
-                      or f"job{job_id}{FORMAT_SUFFIX.get(fmt, '.' + fmt)}")
+        target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
@@ -401,6 +409,9 @@ def download_artifact(client: ApiClient, job_id: int, fmt: str, output: str | No
                 size += len(chunk)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is an ordinary file
         got = digest.hexdigest()
         if expected and got not in expected:
             raise ClientError(f"sha256 mismatch for artifact {art['id']}: expected {expected.pop()}, got {got}; "
@@ -418,7 +429,7 @@ def download_artifact(client: ApiClient, job_id: int, fmt: str, output: str | No
 
 def cmd_download(args: argparse.Namespace) -> int:
     path, sha, size = download_artifact(_client(args), args.id, args.format, args.output)
-    print(f"saved {path} ({size / 1e6:.2f} MB), sha256 {sha} verified")
+    print(f"saved {path} ({format_size(size)}), sha256 {sha} verified")
     return EXIT_OK
 
 

@@ -238,11 +238,12 @@ def release_children(db: Session, celery, settings: Settings, parent: Job, check
     return released
 
 
-def fail_children(db: Session, parent: Job, reason: str) -> list[int]:
-    """A teacher that ends without a checkpoint fails the jobs waiting on it, saying why."""
+def fail_children(db: Session, parent: Job, reason: str, state: str = "failed") -> list[int]:
+    """A teacher that ends without a checkpoint fails (or, if it was cancelled, cancels) the jobs
+    waiting on it, saying why."""
     failed = []
     for child in list(db.scalars(select(Job).where(Job.parent_id == parent.id, Job.state.in_(ACTIVE_STATES)))):
         if child.config.get("teacher", {}).get("checkpoint") is None:
-            if transition(db, child.id, "queued", "failed", error=f"teacher job {parent.id} {reason}"):
+            if transition(db, child.id, "queued", state, error=f"teacher job {parent.id} {reason}"):
                 failed.append(child.id)
     return failed

@@ -78,7 +78,7 @@ class JobRunner:
             return self._run()
         except Cancelled:
             self._finish("cancelled", error="cancelled by user")
-            self._fail_children("was cancelled")
+            self._fail_children("was cancelled", state="cancelled")
             return "cancelled"
         except Exception as e:  # anything unexpected ends the job failed, with the reason
             self.log.exception("failed")
@@ -217,10 +217,10 @@ class JobRunner:
             if not service.transition(s, self.job_id, from_states, state, **values):
                 self.log.warning("could not move to %s (state changed meanwhile)", state)
 
-    def _fail_children(self, reason: str) -> None:
+    def _fail_children(self, reason: str, state: str = "failed") -> None:
         with self.db.session() as s:
             job = s.get(Job, self.job_id)
-            failed = service.fail_children(s, job, reason)
+            failed = service.fail_children(s, job, reason, state)
         if failed:
             self.log.info("failed dependent jobs %s", failed)
 

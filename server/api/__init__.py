@@ -32,7 +32,7 @@ ROUTES = [
 def build_blueprint() -> Blueprint:
     bp = Blueprint("api", __name__, url_prefix=PREFIX)
     for rule, view, methods in ROUTES:
-        bp.add_url_rule(rule, endpoint=f"{view.__module__.rsplit('.', 1)[-1]}.{view.__name__}",
+        bp.add_url_rule(rule, endpoint=f"{view.__module__.rsplit('.', 1)[-1]}_{view.__name__}",
                         view_func=view, methods=methods)
     return bp
 

@@ -111,7 +111,7 @@ def cancel_job(job_id: int):
                 _celery().control.revoke(job.task_id)
             except Exception:  # revoke is an optimisation; the CAS already made the job a no-op
                 log.warning("job %s: revoke of %s failed", job.id, job.task_id, exc_info=True)
-        service.fail_children(s, job, "was cancelled")
+        service.fail_children(s, job, "was cancelled", state="cancelled")
     elif job.state in ("running", "exporting"):
         s.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
         s.commit()

@@ -1,0 +1,74 @@
+"""Shared fixtures: a small real digits ImageFolder and tiny-but-real job configs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def small_imagefolder(src: Path, dst: Path, per_class: dict[str, int]) -> Path:
+    """Copy the first N images of each class of a digits split into a smaller ImageFolder."""
+    for split, n in per_class.items():
+        for cls_dir in sorted((src / split).iterdir()):
+            out = dst / split / cls_dir.name
+            out.mkdir(parents=True, exist_ok=True)
+            for f in sorted(cls_dir.iterdir())[:n]:
+                shutil.copy(f, out / f.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """The full digits ImageFolder at 32 px, written by the real `demo-data` code."""
+    from deit_core.data import write_digits_imagefolder
+
+    root = tmp_path_factory.mktemp("digits") / "digits"
+    write_digits_imagefolder(root, img_size=32)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_digits(digits, tmp_path_factory) -> Path:
+    """20 train and 8 val images per class: enough for a real run that takes seconds."""
+    return small_imagefolder(digits, tmp_path_factory.mktemp("small") / "digits", {"train": 20, "val": 8})
+
+
+QUICK_TRAIN = {"batch_size": 16, "lr": 1.0e-3, "warmup_epochs": 0, "aa": None, "mixup": 0, "cutmix": 0,
+               "reprob": 0, "smoothing": 0.1, "workers": 0, "scale_min": 0.5, "hflip": 0, "log_every": 2}
+
+
+def teacher_config(data: Path, epochs: int = 1, **train) -> dict:
+    return {"kind": "teacher", "data": {"train": str(data / "train"), "val": str(data / "val"), "img_size": 32},
+            "teacher": {"model": "regnety_002"}, "train": {**QUICK_TRAIN, "epochs": epochs, **train}}
+
+
+def distill_config(data: Path, teacher_ckpt: str | None, dtype: str = "hard", epochs: int = 1, **train) -> dict:
+    return {"kind": "distill", "data": {"train": str(data / "train"), "val": str(data / "val"), "img_size": 32},
+            "student": {"model": "deit_tiny_distilled_patch16_224", "patch_size": 8},
+            "teacher": {"model": "regnety_002", "checkpoint": teacher_ckpt},
+            "distillation": {"type": dtype}, "train": {**QUICK_TRAIN, "epochs": epochs, **train}}
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    return subprocess.run([PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(small_digits, tmp_path_factory) -> Path:
+    """A real regnety_002 teacher run on the small digits (one epoch), for distillation tests."""
+    import json
+
+    d = tmp_path_factory.mktemp("teacher")
+    cfg = d / "teacher.json"
+    cfg.write_text(json.dumps(teacher_config(small_digits)))
+    r = run_cli("-m", "deit_core.train", "--config", str(cfg), "--output", str(d / "run"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d / "run"

@@ -1,0 +1,61 @@
+"""The job schema: DeiT defaults, and every kind of bad value named by its field."""
+from __future__ import annotations
+
+import pytest
+
+from deit_core.config import ConfigError, parse_config, with_overrides
+from tests.conftest import distill_config, teacher_config
+
+
+def test_defaults_are_the_deit_recipe(small_digits):
+    cfg = parse_config({"kind": "distill", "data": {"train": str(small_digits / "train"), "val": str(small_digits / "val")},
+                        "teacher": {"checkpoint": str(small_digits)}})
+    assert cfg.student.model == "deit_tiny_distilled_patch16_224"
+    assert cfg.data.img_size == 224
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.weight_decay) == (300, 128, 5e-4, 0.05)
+    assert (cfg.train.mixup, cfg.train.cutmix, cfg.train.smoothing, cfg.train.reprob) == (0.8, 1.0, 0.1, 0.25)
+    assert cfg.train.aa == "rand-m9-mstd0.5-inc1"
+    assert (cfg.distillation.type, cfg.distillation.alpha, cfg.distillation.tau) == ("hard", 0.5, 1.0)
+    assert cfg.resources.processes == 1
+    assert "student" not in parse_config(teacher_config(small_digits)).to_dict()
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"train.batch_size": 0}, "train.batch_size"),
+    ({"distillation.alpha": 1.5}, "distillation.alpha"),
+    ({"data.img_size": 30}, "data.img_size"),  # not a multiple of patch 8
+    ({"train.epochs": "ten"}, "train.epochs"),
+    ({"train.bogus": 1}, "train.bogus"),
+    ({"colour": "red"}, "colour"),
+    ({"data.train": "/nonexistent/train"}, "data.train"),
+    ({"teacher.checkpoint": "/nonexistent/teacher.pt"}, "teacher.checkpoint"),
+    ({"distillation.type": "medium"}, "distillation.type"),
+    ({"student.model": "vit_tiny_patch16_224"}, "student.model"),
+    ({"teacher.model": "resnet50"}, "teacher.model"),
+    ({"train.mixed_precision": "fp8"}, "train.mixed_precision"),
+    ({"distillation.tau": 0}, "distillation.tau"),
+    ({"train.lr": -1}, "train.lr"),
+    ({"resources.processes": 0}, "resources.processes"),
+    ({"train.ema": "yes"}, "train.ema"),
+    ({"kind": "student"}, "kind"),
+])
+def test_bad_values_name_the_field(small_digits, override, field):
+    raw = with_overrides(distill_config(small_digits, str(small_digits)), override)
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw)
+    assert e.value.field == field
+    assert field in str(e.value)
+
+
+def test_distill_without_teacher_checkpoint_is_refused(small_digits):
+    with pytest.raises(ConfigError) as e:
+        parse_config(distill_config(small_digits, None))
+    assert e.value.field == "teacher.checkpoint"
+    parse_config(distill_config(small_digits, None, dtype="none"))  # no teacher needed
+
+
+def test_service_mode_skips_paths_but_not_values():
+    raw = distill_config(__import__("pathlib").Path("/not/here"), 12)
+    assert parse_config(raw, check_paths=False).teacher.checkpoint == 12
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        parse_config(with_overrides(raw, {"train.batch_size": 0}), check_paths=False)

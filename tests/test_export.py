@@ -1,0 +1,373 @@
+"""Mobile export: .ptl round trip, normalization inside, report vs files, parity gate, bad input.
+
+Sized for 2 CPU cores: a DeiT-Ti student at 32 px with 8 px patches (16 tokens), a few dozen
+random PNGs as the val folder, 3 latency runs, and --no-pte except in the one .pte test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deit_core import export, export_report, mobile
+from deit_core.models import load_final, save_final
+
+ARCH = "deit_tiny_distilled_patch16_224"
+CLASSES = [str(i) for i in range(10)]
+IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _meta(arch: str, kwargs: dict, mean=IMAGENET[0], std=IMAGENET[1], kind: str = "student") -> dict:
+    return {"architecture": arch, "model_kwargs": kwargs, "classes": CLASSES, "img_size": 32, "mean": list(mean),
+            "std": list(std), "crop_pct": 1.0, "interpolation": "bicubic", "kind": kind}
+
+
+def _student(seed: int = 0) -> tuple[torch.nn.Module, dict]:
+    import timm
+
+    torch.manual_seed(seed)
+    kw = {"num_classes": 10, "img_size": 32, "patch_size": 8, "drop_path_rate": 0.0}
+    return timm.create_model(ARCH, **kw).eval(), kw
+
+
+def _center_heads(model: torch.nn.Module, mean, std, seed: int = 1) -> None:
+    """Shift the head biases so a random model's mean logit is zero: its top-1 then depends on the image.
+
+    (A randomly initialised ViT otherwise predicts one class for every input, which would make
+    top-1 comparisons vacuous.)
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(64, 3, 32, 32, generator=g) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        centre = model(x).mean(0)
+        model.head.bias -= centre
+        model.head_dist.bias -= centre
+
+
+def _make_int8_fragile(model: torch.nn.Module) -> None:
+    """Make per-tensor int8 rounding erase every attention and MLP output projection, fp32 unchanged.
+
+    Adding 100 to column 0 of a Linear weight adds ``100 * x0`` to every output channel of a token:
+    a per-token constant that the next LayerNorm removes exactly, so the fp32 model predicts as
+    before. In int8 the per-tensor scale becomes ~100/127, every other weight (|w| ~ 0.02) rounds to
+    zero, and the layer's real contribution is lost: quantization really flips predictions.
+    """
+    with torch.no_grad():
+        for block in model.blocks:
+            for lin in (block.attn.proj, block.mlp.fc2):
+                lin.weight[:, 0] += 100.0
+
+
+def _write_final(root: Path, model: torch.nn.Module, meta: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return save_final(root, model, meta)
+
+
+def _write_images(root: Path, n: int, seed: int, labels: list[str] | None = None) -> list[Path]:
+    """n random 32x32 RGB PNGs; class folder ``labels[i]`` (or all in class "0")."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        label = labels[i] if labels else "0"
+        d = root / label
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def _predict_labels(final: Path, val_root: Path) -> list[str]:
+    """fp32 top-1 of the final/ model on val_root's images (read the way the export reads them)."""
+    model, cfg = load_final(final)
+    val = export_report.load_val(val_root, cfg["classes"], 32)
+    norm = mobile.NormalizedClassifier(model, cfg["mean"], cfg["std"]).eval()
+    with torch.no_grad():
+        logits = torch.cat([norm(x) for x, _ in export_report.iter_images(val)])
+    return [cfg["classes"][i] for i in logits.argmax(1).tolist()]
+
+
+def _labelled_val(root: Path, final: Path, n: int = 40, seed: int = 0) -> Path:
+    """A val folder of random images, each filed under the class the fp32 model predicts for it."""
+    staging = root / "staging"
+    _write_images(staging, n, seed)
+    labels = _predict_labels(final, staging)
+    shutil.rmtree(staging)
+    val = root / "val"
+    _write_images(val, n, seed, labels)
+    return root  # an ImageFolder root holding val/, as --val accepts
+
+
+def _run_cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    export.add_arguments(p)
+    return export.main(p.parse_args(argv))
+
+
+def _fast(**kw) -> export.ExportOptions:
+    return export.ExportOptions(pte=False, latency_runs=3, latency_warmup=1, **kw)
+
+
+def _no_leftovers(parent: Path) -> None:
+    assert not [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+# ----------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def student_final(tmp_path_factory) -> Path:
+    model, kw = _student()
+    _center_heads(model, *IMAGENET)
+    return _write_final(tmp_path_factory.mktemp("student"), model, _meta(ARCH, kw))
+
+
+@pytest.fixture(scope="module")
+def student_val(tmp_path_factory, student_final) -> Path:
+    return _labelled_val(tmp_path_factory.mktemp("val"), student_final, n=30)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, student_final, student_val) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("exp") / "out"
+    report = export.export_final(student_final, out, _fast(val=str(student_val)))
+    return out, report
+
+
+# -------------------------------------------------------------------------------------------- tests
+
+
+def test_ptl_round_trip_matches_int8_eager(exported, student_final):
+    out, report = exported
+    model, cfg = load_final(student_final)
+    plan = mobile.plan_quantization(model)
+    int8 = mobile.NormalizedClassifier(mobile.quantize_int8(model, plan), cfg["mean"], cfg["std"]).eval()
+    lite = mobile.load_ptl(out / "model.ptl")
+    server = torch.jit.load(str(out / "model_int8.pt"))
+    g = torch.Generator().manual_seed(123)  # inputs the export never saw
+    with torch.no_grad():
+        for _ in range(6):
+            x = torch.rand(1, 3, 32, 32, generator=g)
+            ref = int8(x)
+            assert lite(x).argmax() == ref.argmax()
+            torch.testing.assert_close(lite(x), ref, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(server(x), ref, atol=1e-4, rtol=1e-4)
+    # int8 really happened: the blocks are quantized, the heads (default) are not
+    assert "blocks.0.attn.qkv" in report["quantization"]["quantized_linear"]
+    assert set(report["quantization"]["kept_fp32_linear"]) == {"head", "head_dist"}
+    assert "quantized::linear_dynamic" in report["runtime"]["ptl_operators"]
+    assert report["torchscript"]["method"] == "trace"
+    _no_leftovers(out.parent)
+
+
+def test_report_consistent_with_files(exported, student_final):
+    out, report = exported
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["labels.json", "model.ptl", "model_int8.pt", "report.json"]
+    assert sorted(report["files"]) == ["labels.json", "model.ptl", "model_int8.pt"]
+    for name, entry in report["files"].items():
+        assert entry["bytes"] == (out / name).stat().st_size
+        assert entry["sha256"] == export_report.sha256_file(out / name)
+    v = report["variants"]
+    assert set(v) == {"fp32", "int8", "ptl"}
+    assert v["ptl"]["size_bytes"] == report["files"]["model.ptl"]["bytes"]
+    assert v["fp32"]["size_bytes"] == (student_final / "model.safetensors").stat().st_size
+    assert v["ptl"]["size_bytes"] < 0.5 * v["fp32"]["size_bytes"]  # int8 weights
+    for name in v:
+        assert 0 <= v[name]["top1"] <= v[name]["top5"] <= 100
+        assert 0 < v[name]["latency_ms"]["p50"] <= v[name]["latency_ms"]["p90"]
+    assert v["fp32"]["top1"] == 100.0  # the val labels are the fp32 predictions
+    assert v["fp32"]["agreement_top1"] == 100.0
+    stamp = report["runtime"]
+    assert stamp["torch"] == torch.__version__
+    assert stamp["ptl_bytecode_version"] == torch.jit.mobile._get_model_bytecode_version(str(out / "model.ptl"))
+    assert stamp["quantized_engine"] == report["quantization"]["engine"] == mobile.quant_engine()
+    assert report["gate"]["checked"] and report["gate"]["passed"] is True
+    assert any("pte" in s for s in report["skipped"])
+    if not stamp["xnnpack"]:
+        assert any("optimize_for_mobile" in s for s in report["skipped"])
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels["classes"] == CLASSES and labels["input"]["shape"] == [1, 3, 32, 32]
+    assert labels["mean"] == IMAGENET[0] and "[0,1]" in labels["description"]
+
+
+def test_normalization_is_inside_the_model(tmp_path):
+    mean, std = [0.2, 0.5, 0.7], [0.1, 0.3, 0.2]  # far from ImageNet, so a missing normalization shows
+    model, kw = _student(seed=3)
+    _center_heads(model, mean, std)
+    final = _write_final(tmp_path / "run", model, _meta(ARCH, kw, mean, std))
+    out = tmp_path / "out"
+    export.export_final(final, out, _fast(keep_fp32=("*",)))  # all fp32: isolates normalization
+    lite = mobile.load_ptl(out / "model.ptl")
+    g = torch.Generator().manual_seed(7)
+    images = torch.rand(16, 3, 32, 32, generator=g)
+    normalized = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        eager = model(normalized)
+        got = torch.cat([lite(images[i:i + 1]) for i in range(16)])
+        raw = model(images)
+    assert torch.equal(got.argmax(1), eager.argmax(1))
+    torch.testing.assert_close(got, eager, atol=1e-4, rtol=1e-4)
+    assert not torch.equal(raw.argmax(1), eager.argmax(1)), "test is insensitive: normalization changes nothing"
+
+
+def test_parity_gate_rejects_collapsed_int8(tmp_path, capsys):
+    model, kw = _student(seed=5)
+    _center_heads(model, *IMAGENET)
+    _make_int8_fragile(model)
+    final = _write_final(tmp_path / "run", model, _meta(ARCH, kw))
+    val = _labelled_val(tmp_path / "data", final, n=40, seed=2)
+    out = tmp_path / "out"
+    rejected = tmp_path / "out.rejected"
+    rejected.mkdir()
+    (rejected / "stale.txt").write_text("from an earlier run")
+    rc = _run_cli(["--model", str(final), "--output", str(out), "--val", str(val), "--no-pte", "--latency-runs", "3"])
+    assert rc == 3
+    assert "parity gate failed" in capsys.readouterr().err
+    assert not out.exists()
+    assert sorted(p.name for p in rejected.iterdir()) == ["labels.json", "model.ptl", "model_int8.pt", "report.json"]
+    report = json.loads((rejected / "report.json").read_text())
+    gate = report["gate"]
+    assert gate["checked"] and gate["passed"] is False and gate["drops"]["ptl"] > 1.0
+    assert report["variants"]["fp32"]["top1"] == 100.0
+    assert report["variants"]["ptl"]["top1"] < 99.0
+    _no_leftovers(tmp_path)
+
+
+def test_script_failure_falls_back_to_trace_and_is_recorded(tmp_path, student_final):
+    report = export.export_final(student_final, tmp_path / "out", _fast(torchscript_methods=("script", "trace")))
+    attempts = report["torchscript"]["attempts"]
+    assert attempts[-1] == {"method": "trace", "ok": True}
+    assert report["torchscript"]["method"] == "trace"
+    # on torch 2.14 a scripted timm ViT saves a .ptl the Lite Interpreter cannot load
+    assert attempts[0]["method"] == "script" and attempts[0]["ok"] is False and attempts[0]["error"]
+
+
+def test_teacher_final_exports_plain_logits(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    kw = {"num_classes": 10, "drop_path_rate": 0.0}
+    teacher = timm.create_model("regnety_002", **kw).eval()
+    final = _write_final(tmp_path / "run", teacher, _meta("regnety_002", kw, kind="teacher"))
+    report = export.export_final(final, tmp_path / "out", _fast(keep_fp32=()))
+    assert report["quantization"]["quantized_linear"] == ["head.fc"]
+    lite = mobile.load_ptl(tmp_path / "out" / "model.ptl")
+    x = torch.rand(1, 3, 32, 32)
+    assert lite(x).shape == (1, 10)
+
+
+@pytest.mark.skipif(not mobile.executorch_status()[0], reason="executorch not installed")
+def test_pte_exported_and_verified(tmp_path, student_final, student_val):
+    out = tmp_path / "out"
+    report = export.export_final(student_final, out, export.ExportOptions(val=str(student_val), latency_runs=3,
+                                                                           latency_warmup=1))
+    assert (out / "model.pte").stat().st_size == report["files"]["model.pte"]["bytes"]
+    assert report["verification"]["pte"]["top1_equal"] is True
+    runner = mobile.PteRunner(out / "model.pte")
+    model, cfg = load_final(student_final)
+    x = torch.rand(1, 3, 32, 32)
+    fp32 = mobile.NormalizedClassifier(model, cfg["mean"], cfg["std"])(x)
+    torch.testing.assert_close(runner(x), fp32, atol=0.1, rtol=0.0)  # int8 close to fp32 logits
+    assert report["variants"]["pte"]["agreement_top1"] >= 90.0
+    assert report["runtime"]["executorch"]
+
+
+# ----------------------------------------------------------------------------------------- bad input
+
+
+def _corrupt(final: Path, how: str) -> None:
+    cfg_path, weights = final / "config.json", final / "model.safetensors"
+    cfg = json.loads(cfg_path.read_text())
+    if how == "no_config":
+        cfg_path.unlink()
+    elif how == "bad_json":
+        cfg_path.write_text("{not json")
+    elif how == "garbage_weights":
+        weights.write_bytes(b"\x00" * 64)
+    elif how == "truncated_weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "no_weights":
+        weights.unlink()
+    elif how == "config_mismatch":  # different width than the weights
+        cfg["architecture"] = "deit_small_distilled_patch16_224"
+        cfg_path.write_text(json.dumps(cfg))
+    elif how == "classes_mismatch":
+        cfg["classes"] = CLASSES[:3]
+        cfg_path.write_text(json.dumps(cfg))
+    elif how == "unknown_arch":
+        cfg["architecture"] = "deit_nano_nonexistent"
+        cfg_path.write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("how, words", [
+    ("missing_dir", "no such directory"),
+    ("no_config", "config.json"),
+    ("bad_json", "not valid JSON"),
+    ("no_weights", "model.safetensors"),
+    ("garbage_weights", "corrupt"),
+    ("truncated_weights", "corrupt"),
+    ("config_mismatch", "does not match"),
+    ("classes_mismatch", "3 classes"),
+    ("unknown_arch", "unknown timm model"),
+])
+def test_bad_final_dir_is_refused(tmp_path, student_final, capsys, how, words):
+    final = tmp_path / "final"
+    if how != "missing_dir":
+        shutil.copytree(student_final, final)
+        _corrupt(final, how)
+    out = tmp_path / "out"
+    rc = _run_cli(["--model", str(final), "--output", str(out), "--no-pte"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("error: ") and words in err
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("how, words", [
+    ("missing", "no such directory"),
+    ("empty", "not a readable ImageFolder"),
+    ("unknown_class", "does not predict"),
+    ("broken_image", "cannot read an image"),
+])
+def test_bad_val_is_refused(tmp_path, student_final, capsys, how, words):
+    val = tmp_path / "val"
+    if how == "empty":
+        (val / "0").mkdir(parents=True)
+    elif how == "unknown_class":
+        _write_images(val, 2, 0, ["cat", "dog"])
+    elif how == "broken_image":
+        _write_images(val, 2, 0)
+        (val / "0" / "000.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    rc = _run_cli(["--model", str(student_final), "--output", str(out), "--val", str(val), "--no-pte"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("error: ") and words in err
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
+def test_existing_output_needs_force(tmp_path, student_final, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    argv = ["--model", str(student_final), "--output", str(out), "--no-pte", "--latency-runs", "2"]
+    assert _run_cli(argv) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert _run_cli(argv + ["--force"]) == 0
+    assert "keep.txt" not in {p.name for p in out.iterdir()} and (out / "model.ptl").exists()
+    _no_leftovers(tmp_path)
