@@ -5,6 +5,7 @@ same code runs on one CPU process, under ``torchrun`` with gloo, or on many GPUs
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -38,7 +39,7 @@ class StepTimer:
 
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, scheduler, accelerator,
-                    epoch: int, num_updates: int, mixup_fn=None, ema=None, clip_grad: float | None = None,
+                    epoch: int, num_updates: int, mixup_fn=None, ema=None, clip_grad: float | None = None, accum_steps: int = 1,
                     log_every: int = 10, on_step: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, float], int]:
     """One pass over ``loader``. Returns (averaged metrics, number of optimizer updates so far).
 
@@ -56,19 +57,22 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, s
         labels = labels.to(device, non_blocking=True)
         if mixup_fn is not None:
             images, labels = mixup_fn(images, labels)
-        with accelerator.accumulate(model):
+        # Accumulation is counted within the epoch (the last step always updates), so no gradient
+        # leaks into the next epoch and a resumed run updates exactly where the original did.
+        update = step % accum_steps == 0 or step == steps
+        with contextlib.nullcontext() if update else accelerator.no_sync(model):
             with accelerator.autocast():
                 outputs = model(images)
                 loss = criterion(images, outputs, labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}; "
                                          "lower train.lr or set train.clip_grad")
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and clip_grad is not None:
+            accelerator.backward(loss / accum_steps)
+        if update:
+            if clip_grad is not None:
                 accelerator.clip_grad_norm_(model.parameters(), clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        if accelerator.sync_gradients:
             num_updates += 1
             scheduler.step_update(num_updates)
             if ema is not None:

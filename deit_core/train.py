@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -45,7 +46,7 @@ def make_accelerator(cfg: JobConfig):
         mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
     if mp == "fp16" and not cuda:
         raise ConfigError("train.mixed_precision", "fp16 needs a CUDA device; use 'no' or 'bf16' on CPU")
-    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.train.accum_steps, cpu=not cuda,
+    return Accelerator(mixed_precision=mp, cpu=not cuda,
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
 
 
@@ -119,7 +120,7 @@ class Run:
         self.global_batch = t.batch_size * world * t.accum_steps
         self.lr = t.lr * self.global_batch / 512.0
         optimizer = create_optimizer_v2(model, "adamw", lr=self.lr, weight_decay=t.weight_decay)
-        self.updates_per_epoch = max(len(self.train_loader) // t.accum_steps, 1)
+        self.updates_per_epoch = math.ceil(len(self.train_loader) / t.accum_steps)
         self.scheduler = CosineLRScheduler(
             optimizer, t_initial=t.epochs * self.updates_per_epoch, lr_min=t.min_lr * self.global_batch / 512.0,
             warmup_t=t.warmup_epochs * self.updates_per_epoch, warmup_lr_init=t.warmup_lr, t_in_epochs=False)
@@ -227,7 +228,7 @@ class Run:
 
             train_stats, num_updates = train_one_epoch(
                 self.model, self.criterion, self.train_loader, self.optimizer, self.scheduler, acc, epoch, num_updates,
-                self.mixup_fn, self.ema, t.clip_grad, t.log_every, on_step)
+                self.mixup_fn, self.ema, t.clip_grad, t.accum_steps, t.log_every, on_step)
             val = evaluate(self.model, self.val_loader, acc, self.distilled, teacher_preds)
             if self.ema is not None:
                 val["val_top1_ema"] = evaluate(self.ema.module, self.val_loader, acc, self.distilled)["val_top1"]

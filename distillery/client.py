@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
-DEFAULT_URL = "http://127.0.0.1:5000"
+DEFAULT_URL = "http://127.0.0.1:8000"  # `distillery up` default
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+PAGE_SIZE = 200  # the API's largest page
 
 # Exit codes. 2 is argparse's usage error; `watch` returns the job's outcome.
 EXIT_OK = 0
@@ -270,17 +271,27 @@ def _client(args: argparse.Namespace) -> ApiClient:
 def cmd_submit(args: argparse.Namespace) -> int:
     body = load_job_file(args.file, args.name)
     job = _client(args).post("/jobs", json=body, what="jobs endpoint")
-    print(f"submitted {job.get('kind')} job {job.get('name')!r} ({job.get('state', 'queued')})",
-          file=sys.stderr)
+    pipeline = job.get("pipeline") or []
+    if len(pipeline) > 1:
+        print(f"submitted a pipeline: teacher job {pipeline[0]} -> {job.get('kind')} job {job['id']} {job.get('name')!r}")
+    else:
+        print(f"submitted {job.get('kind')} job {job['id']} {job.get('name')!r} ({job.get('state', 'queued')})")
     print(job["id"])
     return EXIT_OK
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     params = {k: v for k, v in (("state", args.state), ("kind", args.kind)) if v}
-    params["limit"] = args.limit
-    payload = _client(args).get("/jobs", params=params)
-    jobs = list_items(payload)[: args.limit]
+    api = _client(args)
+    jobs: list[dict[str, Any]] = []
+    payload: Any = None
+    while len(jobs) < args.limit:  # the API serves at most 200 rows a page
+        params.update(limit=min(PAGE_SIZE, args.limit - len(jobs)), offset=len(jobs))
+        payload = api.get("/jobs", params=params)
+        page = list_items(payload)
+        jobs.extend(page)
+        if not page or not isinstance(payload, dict) or payload.get("next_offset") is None:
+            break
     now = time.time()
     rows = [[str(j.get("id")), str(j.get("kind", "-")), str(j.get("name", "-")), str(j.get("state", "-")),
              f"{progress_fraction(j) * 100:3.0f}%", _epoch(j), _num((j.get("metrics") or {}).get("val_top1"), ".2f"),
@@ -465,7 +476,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_guard(cmd_submit))
 
     p = sub.add_parser("jobs", parents=[common], help="list jobs as a table")
-    p.add_argument("--state", help="queued, running, exporting, succeeded, failed or cancelled")
+    p.add_argument("--state", help="queued, running, exporting, succeeded, failed or cancelled (comma-separated)")
     p.add_argument("--kind", choices=["teacher", "distill"])
     p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
     p.set_defaults(func=_guard(cmd_jobs))

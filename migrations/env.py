@@ -3,7 +3,6 @@ metadata from ``server.models`` — one source of truth for the schema."""
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
 
 from server.db import make_engine
 from server.models import Base

@@ -21,7 +21,7 @@ from flask import current_app, g, request, session
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import ApiToken, User, utcnow
+from .models import ApiToken, User
 
 F = TypeVar("F", bound=Callable)
 TOKEN_PREFIX = "dst_"
@@ -98,9 +98,3 @@ def login_required(fn: F) -> F:
 def can_see(user: User, owner_id: int) -> bool:
     """Users see their own rows; admins see everything."""
     return user.is_admin or user.id == owner_id
-
-
-def touch(db: Session, token: str) -> None:  # pragma: no cover - reserved for audit
-    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    if row is not None:
-        row.last_used_at = utcnow()

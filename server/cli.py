@@ -141,9 +141,9 @@ def _up(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
         if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)  # warm shutdown: a running job finishes its step
+            worker.send_signal(signal.SIGTERM)  # warm shutdown: a running job is stopped and re-queued
             try:
-                worker.wait(timeout=15)
+                worker.wait(timeout=settings.cancel_grace_s + 30)
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()

@@ -7,7 +7,8 @@ nothing is read at import time.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+import shlex
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -52,6 +53,8 @@ class Settings:
             empty means CPU (gloo) runs.
         cancel_grace_s: seconds between SIGTERM and SIGKILL when a running job is cancelled.
         poll_s: how often the worker tails metrics and checks for a cancel request.
+        export_args: extra exporter flags (``DISTILLERY_EXPORT_ARGS="--no-pte --latency-runs 5"``
+            for quick demos and tests).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -68,7 +71,7 @@ class Settings:
     worker_gpus: tuple[str, ...] = ()
     cancel_grace_s: int = 10
     poll_s: float = 1.0
-    extra: Mapping[str, str] = field(default_factory=dict)
+    export_args: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -90,6 +93,7 @@ class Settings:
             worker_gpus=parse_list(env.get("DISTILLERY_WORKER_GPUS"), d.worker_gpus),
             cancel_grace_s=parse_int(env.get("DISTILLERY_CANCEL_GRACE_S"), d.cancel_grace_s),
             poll_s=float(env.get("DISTILLERY_POLL_S", d.poll_s)),
+            export_args=tuple(shlex.split(env.get("DISTILLERY_EXPORT_ARGS", ""))),
         )
 
     def replace(self, **changes) -> "Settings":

@@ -68,7 +68,7 @@ def trained_teacher(small_digits, tmp_path_factory) -> Path:
 
     d = tmp_path_factory.mktemp("teacher")
     cfg = d / "teacher.json"
-    cfg.write_text(json.dumps(teacher_config(small_digits)))
+    cfg.write_text(json.dumps(teacher_config(small_digits, ema=True, ema_decay=0.9)))
     r = run_cli("-m", "deit_core.train", "--config", str(cfg), "--output", str(d / "run"))
     assert r.returncode == 0, r.stderr[-3000:]
     return d / "run"

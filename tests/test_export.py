@@ -124,6 +124,15 @@ def _no_leftovers(parent: Path) -> None:
 # ----------------------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads oversubscribe and run ~5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def student_final(tmp_path_factory) -> Path:
     model, kw = _student()
@@ -139,7 +148,8 @@ def student_val(tmp_path_factory, student_final) -> Path:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, student_final, student_val) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("exp") / "out"
-    report = export.export_final(student_final, out, _fast(val=str(student_val)))
+    # random weights leave near-ties that int8 noise may flip: the gate is tested on its own below
+    report = export.export_final(student_final, out, _fast(val=str(student_val), max_drop=25.0))
     return out, report
 
 
@@ -245,8 +255,11 @@ def test_parity_gate_rejects_collapsed_int8(tmp_path, capsys):
     _no_leftovers(tmp_path)
 
 
-def test_script_failure_falls_back_to_trace_and_is_recorded(tmp_path, student_final):
+def test_script_failure_falls_back_to_trace_and_is_recorded(tmp_path, student_final, exported):
     report = export.export_final(student_final, tmp_path / "out", _fast(torchscript_methods=("script", "trace")))
+    # deterministic: the same final/ gives byte-identical model files
+    for name in ("model.ptl", "model_int8.pt"):
+        assert report["files"][name]["sha256"] == exported[1]["files"][name]["sha256"]
     attempts = report["torchscript"]["attempts"]
     assert attempts[-1] == {"method": "trace", "ok": True}
     assert report["torchscript"]["method"] == "trace"
@@ -268,20 +281,32 @@ def test_teacher_final_exports_plain_logits(tmp_path):
     assert lite(x).shape == (1, 10)
 
 
-@pytest.mark.skipif(not mobile.executorch_status()[0], reason="executorch not installed")
-def test_pte_exported_and_verified(tmp_path, student_final, student_val):
+@pytest.mark.skipif(not mobile.executorch_status(deep=False)[0], reason="executorch not installed")
+def test_pte_exported_and_verified(tmp_path):
+    import timm
+
+    torch.manual_seed(11)
+    kw = {"num_classes": 10, "img_size": 32, "patch_size": 8, "depth": 2, "drop_path_rate": 0.0}
+    model = timm.create_model(ARCH, **kw).eval()  # 2 blocks: lowering a 12-block ViT takes minutes here
+    _center_heads(model, *IMAGENET)
+    final = _write_final(tmp_path / "run", model, _meta(ARCH, kw))
+    val = _labelled_val(tmp_path / "data", final, n=20, seed=4)
     out = tmp_path / "out"
-    report = export.export_final(student_final, out, export.ExportOptions(val=str(student_val), latency_runs=3,
-                                                                           latency_warmup=1))
+    report = export.export_final(final, out, export.ExportOptions(val=str(val), latency_runs=3, latency_warmup=1,
+                                                                  max_drop=25.0))
     assert (out / "model.pte").stat().st_size == report["files"]["model.pte"]["bytes"]
     assert report["verification"]["pte"]["top1_equal"] is True
-    runner = mobile.PteRunner(out / "model.pte")
-    model, cfg = load_final(student_final)
-    x = torch.rand(1, 3, 32, 32)
-    fp32 = mobile.NormalizedClassifier(model, cfg["mean"], cfg["std"])(x)
-    torch.testing.assert_close(runner(x), fp32, atol=0.1, rtol=0.0)  # int8 close to fp32 logits
-    assert report["variants"]["pte"]["agreement_top1"] >= 90.0
+    assert report["pte"]["quantized_linear"] == 8  # 2 blocks x (qkv, proj, fc1, fc2); heads fp32
+    assert report["variants"]["pte"]["size_bytes"] < 0.5 * report["variants"]["fp32"]["size_bytes"]
     assert report["runtime"]["executorch"]
+    runner = mobile.PteRunner(out / "model.pte")
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    norm = (x - torch.tensor(IMAGENET[0]).view(1, 3, 1, 1)) / torch.tensor(IMAGENET[1]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        got, want, unnormalized = runner(x), model(norm), model(x)
+    err = (got - want).abs().max().item()
+    assert err < 0.1 * want.abs().max().item()  # int8 logits close to fp32 ones
+    assert err < (unnormalized - want).abs().max().item()  # and normalization happened inside
 
 
 # ----------------------------------------------------------------------------------------- bad input

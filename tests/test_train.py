@@ -36,7 +36,7 @@ def test_teacher_run_writes_the_design_layout(trained_teacher):
     for key in ("epoch", "epochs", "step", "steps_per_epoch", "loss", "lr", "img_per_s", "eta_s"):
         assert key in step
     epoch = next(e for e in ev if e["event"] == "epoch")
-    assert {"val_top1", "val_top5"} <= epoch.keys()
+    assert {"val_top1", "val_top5", "val_top1_ema"} <= epoch.keys()
     meta = json.loads((run / "final/config.json").read_text())
     assert meta["architecture"] == "regnety_002" and meta["classes"] == [str(i) for i in range(10)]
     assert meta["img_size"] == 32 and len(meta["mean"]) == 3
@@ -66,7 +66,8 @@ def test_two_process_torchrun_distillation(trained_teacher, small_digits, tmp_pa
 
 
 def test_resume_after_kill_matches_uninterrupted_run(trained_teacher, small_digits, tmp_path):
-    cfg = write(tmp_path / "d.json", distill_config(small_digits, str(trained_teacher / "final"), "soft", epochs=3))
+    cfg = write(tmp_path / "d.json", distill_config(small_digits, str(trained_teacher / "final"), "soft", epochs=3,
+                                                      accum_steps=2, clip_grad=1.0, batch_size=8))
     straight = tmp_path / "straight"
     r = run_cli("-m", "deit_core.train", "--config", str(cfg), "--output", str(straight))
     assert r.returncode == 0, r.stderr[-3000:]

@@ -26,11 +26,11 @@ def train_command(config_path: Path, run_dir: Path, processes: int) -> list[str]
             "-m", "deit_core.train", "--config", str(config_path), "--output", str(run_dir)]
 
 
-def export_command(final_dir: Path, out_dir: Path, val_dir: str | None) -> list[str]:
+def export_command(final_dir: Path, out_dir: Path, val_dir: str | None, extra: tuple[str, ...] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "distillery", "export", "--model", str(final_dir), "--output", str(out_dir)]
     if val_dir:
         cmd += ["--val", val_dir]
-    return cmd
+    return cmd + list(extra)
 
 
 def child_env(gpus: tuple[str, ...], processes: int) -> dict[str, str]:
@@ -85,8 +85,10 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
-def stop(proc: subprocess.Popen, grace_s: float) -> int:
-    """SIGTERM the process group and all descendants, SIGKILL what is left after ``grace_s``."""
+def stop(proc: subprocess.Popen, grace_s: float, logger: logging.Logger | logging.LoggerAdapter = log) -> int:
+    """SIGTERM the process group and all descendants, SIGKILL what is left after ``grace_s``.
+
+    ``logger`` is the caller's (the job's) logger, so these records carry the job id too."""
     procs = _tree(proc.pid)
     _signal_all(procs, proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -100,7 +102,7 @@ def stop(proc: subprocess.Popen, grace_s: float) -> int:
             break
         time.sleep(0.2)
     if procs:
-        log.warning("processes %s ignored SIGTERM for %.0fs; killing", [p.pid for p in procs], grace_s)
+        logger.warning("processes %s ignored SIGTERM for %.0fs; killing", [p.pid for p in procs], grace_s)
         _signal_all(procs, proc.pid, signal.SIGKILL)
         psutil.wait_procs(procs, timeout=5)
     try:

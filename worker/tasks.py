@@ -10,12 +10,14 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 from celery import Celery
+from celery.signals import worker_shutting_down
 from sqlalchemy import insert, select, update
 
 from server import jobs as service
@@ -51,11 +53,17 @@ class Cancelled(Exception):
     """The user asked to cancel; the processes are already stopped."""
 
 
+class WorkerStopping(Exception):
+    """The worker is shutting down (SIGTERM); the run's processes are already stopped."""
+
+
 class JobRunner:
     """Runs one job from ``queued`` to a final state. One instance per delivery."""
 
-    def __init__(self, celery: Celery, settings: Settings, database: Database, job_id: int):
+    def __init__(self, celery: Celery, settings: Settings, database: Database, job_id: int,
+                 stopping: threading.Event | None = None):
         self.celery, self.settings, self.db, self.job_id = celery, settings, database, job_id
+        self.stopping = stopping or threading.Event()
         self.log = JobLog(logger, {"job_id": job_id})
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -67,6 +75,11 @@ class JobRunner:
                 self.log.warning("no such job; ignoring the message")
                 return "missing"
             attempt = job.attempt
+            if self.stopping.is_set() and job.state == "queued":
+                # Messages are acked on receipt; one taken during shutdown is handed back, not lost.
+                service.enqueue(s, self.celery, self.settings, self.job_id)
+                self.log.info("worker shutting down; message handed back to the queue")
+                return "deferred"
             self.run_dir = self.settings.runs_path / str(self.job_id) / f"attempt-{attempt}"
             if not service.transition(s, self.job_id, "queued", "running", started_at=utcnow(),
                                       worker=self.worker_name, run_dir=str(self.run_dir)):
@@ -80,6 +93,8 @@ class JobRunner:
             self._finish("cancelled", error="cancelled by user")
             self._fail_children("was cancelled", state="cancelled")
             return "cancelled"
+        except WorkerStopping:
+            return self._requeue()
         except Exception as e:  # anything unexpected ends the job failed, with the reason
             self.log.exception("failed")
             self._finish("failed", error=f"{type(e).__name__}: {e}")
@@ -124,7 +139,7 @@ class JobRunner:
         rejected = self.run_dir / "export.rejected"
         for d in (out, rejected):
             shutil.rmtree(d, ignore_errors=True)
-        cmd = launch.export_command(self.run_dir / "final", out, config["data"].get("val"))
+        cmd = launch.export_command(self.run_dir / "final", out, config["data"].get("val"), self.settings.export_args)
         self.log.info("exporting: %s", " ".join(cmd))
         start = (self.run_dir / "output.log").stat().st_size if (self.run_dir / "output.log").exists() else 0
         rc = self._supervise(cmd, launch.child_env(self.settings.worker_gpus[:1], 1))
@@ -176,9 +191,25 @@ class JobRunner:
                 cancel = s.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
             if cancel:
                 self.log.info("cancel requested; stopping process group %d", proc.pid)
-                launch.stop(proc, self.settings.cancel_grace_s)
+                launch.stop(proc, self.settings.cancel_grace_s, self.log)
                 raise Cancelled()
+            if self.stopping.is_set():
+                self.log.info("worker shutting down; stopping process group %d", proc.pid)
+                launch.stop(proc, self.settings.cancel_grace_s, self.log)
+                raise WorkerStopping()
             time.sleep(self.settings.poll_s)
+
+    def _requeue(self) -> str:
+        """The worker is stopping mid-run: put the job back in the queue as a fresh attempt, so the
+        next worker (or this one after a restart) runs it; nothing is left half-supervised."""
+        with self.db.session() as s:
+            moved = service.transition(s, self.job_id, ("running", "exporting"), "queued", attempt=self.attempt + 1,
+                                       progress={}, metrics={}, started_at=None, worker=None, pid=None,
+                                       run_dir=None, error=None)
+            if moved:
+                service.enqueue(s, self.celery, self.settings, self.job_id)
+        self.log.warning("worker stopped during the run; %s", "re-queued as a new attempt" if moved else "state changed")
+        return "requeued"
 
     def _apply(self, reader: MetricsTail, tail: RunProgress) -> None:
         events = reader.read_new()
@@ -273,10 +304,19 @@ def register(app: Celery) -> None:
             databases[settings.database_url] = Database(settings.database_url)
         return databases[settings.database_url]
 
+    stopping = threading.Event()
+
+    def _on_shutdown(sender=None, **_kw) -> None:
+        stopping.set()
+
+    # Celery's warm shutdown (SIGTERM) only sets a flag and waits for the task; the supervisor
+    # watches this event to stop its run and re-queue the job instead of blocking for hours.
+    worker_shutting_down.connect(_on_shutdown, weak=False)
+
     @app.task(name=service.RUN_TASK, bind=True, ignore_result=True)
     def run_job(self, job_id: int) -> str:
         settings: Settings = self.app.distillery_settings
-        return JobRunner(self.app, settings, database(settings), int(job_id)).run()
+        return JobRunner(self.app, settings, database(settings), int(job_id), stopping).run()
 
     app.distillery_database = database
 

@@ -1,7 +1,7 @@
 """The REST API: every URL of ``/api/v1`` (and ``/metrics``) is bound here, in one place."""
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, request
 from werkzeug.exceptions import HTTPException
 
 from . import artifacts, datasets, health, jobs, openapi

@@ -31,6 +31,17 @@ const Charts = (() => {
     return out;
   }
 
+  /** Tick labels with just enough digits to tell neighbours apart (step is the tick spacing). */
+  function fmtTick(v, step, maxAbs) {
+    if (v === 0) return "0";
+    const mag = Math.floor(Math.log10(step));
+    const extra = Math.abs(step / Math.pow(10, mag) - 2.5) < 1e-6 ? 1 : 0; // 0.25 needs one more digit than 0.2
+    if (maxAbs < 1e-3 || maxAbs >= 1e5) {
+      return v.toExponential(Math.min(6, Math.max(1, Math.floor(Math.log10(maxAbs)) - mag + extra)));
+    }
+    return v.toFixed(Math.max(0, -mag + extra));
+  }
+
   function fmtDefault(v) {
     const a = Math.abs(v);
     if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(1);
@@ -86,14 +97,17 @@ const Charts = (() => {
     const fx = (x) => PAD.l + (x - x0) / (x1 - x0) * (W - PAD.l - PAD.r);
     const fy = (y) => H - PAD.b - (y - y0) / (y1 - y0) * (H - PAD.t - PAD.b);
     const yFmt = opts.yFormat || fmtDefault;
+    const yStep = niceStep(y1 - y0, 4), xStep = niceStep(x1 - x0, 6);
+    const yMax = Math.max(Math.abs(y0), Math.abs(y1)), xMax = Math.max(Math.abs(x0), Math.abs(x1));
 
     const grid = s("g", { class: "grid" });
     for (const t of ticks(y0, y1, 4)) {
       grid.append(s("line", { x1: PAD.l, x2: W - PAD.r, y1: fy(t), y2: fy(t) }));
-      grid.append(s("text", { x: PAD.l - 6, y: fy(t) + 4, "text-anchor": "end" }, yFmt(t)));
+      grid.append(s("text", { x: PAD.l - 6, y: fy(t) + 4, "text-anchor": "end" },
+        opts.yFormat ? yFmt(t) : fmtTick(t, yStep, yMax)));
     }
     for (const t of ticks(x0, x1, 6)) {
-      grid.append(s("text", { x: fx(t), y: H - PAD.b + 16, "text-anchor": "middle" }, fmtDefault(t)));
+      grid.append(s("text", { x: fx(t), y: H - PAD.b + 16, "text-anchor": "middle" }, fmtTick(t, xStep, xMax)));
     }
     grid.append(s("text", { x: (PAD.l + W - PAD.r) / 2, y: H - 4, "text-anchor": "middle", class: "axis-label" }, opts.xLabel || "epoch"));
     svg.append(grid);

@@ -107,6 +107,8 @@
     if (lineageFor !== j.parent_id) { lineageFor = j.parent_id; renderLineage(j); }
   }
 
+  /** teacher -> student: the parent job (pipelines set parent_id) and, for a teacher, the distill
+   * jobs among the latest 200 that name it as parent (the API has no parent filter). */
   async function renderLineage(j) {
     const box = $("lineage");
     const parts = [];
@@ -116,8 +118,16 @@
       parts.push(D.el("a", { href: `${j.parent_id}`, "data-testid": "parent-link",
         text: parent ? `${parent.kind} #${parent.id} ${parent.name}` : `job #${j.parent_id}` }), " → ");
     }
-    if (!parts.length) { box.hidden = true; return; }
+    let children = [];
+    if (j.kind === "teacher") {
+      try {
+        children = D.items(await D.api("/jobs?kind=distill&limit=200")).filter((c) => c.parent_id === j.id);
+      } catch (e) { /* lineage is a nicety */ }
+    }
+    if (!parts.length && !children.length) { box.hidden = true; return; }
     parts.push(D.el("strong", { text: `${j.kind} #${j.id} ${j.name}` }));
+    children.forEach((c, i) => parts.push(i ? ", " : " → ", D.el("a", { href: `${c.id}`, "data-testid": "child-link",
+      text: `${c.kind} #${c.id} ${c.name}` })));
     box.replaceChildren(D.el("span", { class: "muted", text: "Lineage: " }), ...parts);
     box.hidden = false;
   }
@@ -156,59 +166,67 @@
     }
   }
 
-  /** Defensive rendering of report.json: whatever rows it has, as tables. */
+  /** Defensive rendering of report.json: every table-like part (a dict of dicts or a list of dicts,
+   * `variants` first) becomes a table, every other value a row of a details table. */
   const Report = {
-    flat(obj, prefix, out) {
+    PREFERRED: ["top1", "top5", "agreement_top1", "latency_ms.p50", "latency_ms.p90", "size_bytes", "bytes", "sha256", "file"],
+    flat(obj, prefix, out, depth) {
       for (const [k, v] of Object.entries(obj || {})) {
         const key = prefix ? prefix + "." + k : k;
-        if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length <= 12 && prefix.split(".").length < 2) this.flat(v, key, out);
+        if (v && typeof v === "object" && !Array.isArray(v) && depth < 1 && Object.keys(v).length <= 12) this.flat(v, key, out, depth + 1);
         else out[key] = v;
       }
       return out;
     },
-    cell(v) {
+    cell(v, key) {
       if (v === null || v === undefined) return "–";
-      if (typeof v === "number") return Number.isInteger(v) ? (Math.abs(v) >= 1e5 ? D.bytes(v) : String(v)) : (+v.toPrecision(5)).toString();
+      if (typeof v === "number") {
+        if (/bytes|size/.test(key || "")) return D.bytes(v);
+        const t = Number.isInteger(v) ? String(v) : (+v.toPrecision(4)).toString();
+        return /(latency.*\.p\d+|_ms)$/.test(key || "") ? t + " ms" : t;
+      }
       if (typeof v === "boolean") return v ? "yes" : "no";
-      if (Array.isArray(v)) return v.length > 8 ? `${v.length} items` : v.join(", ");
+      if (Array.isArray(v)) return v.length > 6 ? `${v.length} items` : v.map((x) => typeof x === "object" ? JSON.stringify(x) : x).join(", ");
       if (typeof v === "object") return JSON.stringify(v);
       return String(v);
     },
-    /** The first dict-of-dicts or list-of-dicts in the report is the comparison table. */
-    findRows(report) {
-      const candidates = ["variants", "rows", "models", "results", "formats"];
-      for (const k of [...candidates, ...Object.keys(report)]) {
-        const v = report[k];
-        if (Array.isArray(v) && v.length && v.every((r) => r && typeof r === "object" && !Array.isArray(r))) {
-          return { key: k, rows: v.map((r, i) => [r.name || r.format || r.variant || r.model || String(i + 1), r]) };
-        }
-        if (v && typeof v === "object" && !Array.isArray(v)) {
-          const vals = Object.values(v);
-          if (vals.length && vals.every((r) => r && typeof r === "object" && !Array.isArray(r))) {
-            return { key: k, rows: Object.entries(v) };
-          }
-        }
+    isRowMap(v) {
+      if (Array.isArray(v)) return v.length > 0 && v.every((r) => r && typeof r === "object" && !Array.isArray(r));
+      if (v && typeof v === "object") {
+        const vals = Object.values(v);
+        return vals.length > 0 && vals.every((r) => r && typeof r === "object" && !Array.isArray(r));
       }
-      return null;
+      return false;
     },
-    table(headers, rows, testid) {
-      return D.el("table", { class: "report", "data-testid": testid },
+    rowsOf(v) {
+      return Array.isArray(v) ? v.map((r, i) => [String(r.name || r.format || r.variant || r.model || i + 1), r]) : Object.entries(v);
+    },
+    table(headers, rows, attrs) {
+      return D.el("table", Object.assign({ class: "report" }, attrs),
         D.el("thead", {}, D.el("tr", {}, ...headers.map((h) => D.el("th", { text: h })))),
         D.el("tbody", {}, ...rows.map((r) => D.el("tr", {}, ...r.map((c, i) => D.el(i ? "td" : "th", { text: c, title: c.length > 24 ? c : null }))))));
     },
     render(report) {
       if (!report || typeof report !== "object") return [D.el("pre", { text: String(report) })];
+      const keys = Object.keys(report);
+      const tableKeys = keys.filter((k) => this.isRowMap(report[k])).sort((a, b) => (b === "variants") - (a === "variants"));
       const out = [];
-      const found = this.findRows(report);
-      if (found) {
-        const flatRows = found.rows.map(([name, r]) => [name, this.flat(r, "", {})]);
+      for (const k of tableKeys) {
+        const rows = this.rowsOf(report[k]).map(([name, r]) => [name, this.flat(r, "", {}, 0)]);
         const cols = [];
-        for (const [, r] of flatRows) for (const k of Object.keys(r)) if (!cols.includes(k)) cols.push(k);
-        out.push(this.table(["", ...cols], flatRows.map(([name, r]) => [name, ...cols.map((c) => this.cell(r[c]))]), "report-table"));
+        for (const [, r] of rows) for (const c of Object.keys(r)) if (!cols.includes(c)) cols.push(c);
+        const rank = (c) => { const i = this.PREFERRED.indexOf(c); return i < 0 ? 99 : i; };
+        cols.sort((a, b) => rank(a) - rank(b));
+        out.push(D.el("h3", { class: "report-caption", text: k }));
+        out.push(this.table(["", ...cols], rows.map(([name, r]) => [name, ...cols.map((c) => this.cell(r[c], c))]),
+          { "data-testid": k === tableKeys[0] ? "report-table" : "report-" + k }));
       }
-      const rest = this.flat(Object.fromEntries(Object.entries(report).filter(([k]) => !found || k !== found.key)), "", {});
-      const restRows = Object.entries(rest).map(([k, v]) => [k, this.cell(v)]);
-      if (restRows.length) out.push(this.table(["", "value"], restRows, "report-details"));
+      const rest = this.flat(Object.fromEntries(keys.filter((k) => !tableKeys.includes(k)).map((k) => [k, report[k]])), "", {}, 0);
+      const restRows = Object.entries(rest).map(([k, v]) => [k, this.cell(v, k)]);
+      if (restRows.length) {
+        out.push(D.el("details", { class: "report-details" }, D.el("summary", { text: `All report fields (${restRows.length})` }),
+          this.table(["", "value"], restRows, { "data-testid": "report-details" })));
+      }
       return out;
     },
   };

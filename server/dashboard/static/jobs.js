@@ -1,4 +1,4 @@
-/* Jobs page: one page of jobs from GET /jobs (filters and pagination done by the API), refreshed
+/* Jobs page: one page of jobs from GET /jobs?limit&offset (filters and pagination done by the API), refreshed
  * every few seconds. Only the visible page is ever fetched, so it stays fast with thousands of jobs.
  * Filters and page live in the URL so a reload or a shared link shows the same view. */
 "use strict";
@@ -16,7 +16,6 @@
   let page = Math.max(1, parseInt(url.searchParams.get("page") || "1", 10) || 1);
   stateSel.value = url.searchParams.get("state") || "";
   kindSel.value = url.searchParams.get("kind") || "";
-  let cursors = [null]; // cursor-paginated APIs: cursors[i] starts page i+1
 
   function syncUrl() {
     const u = new URL(location.href);
@@ -47,9 +46,6 @@
     if (kindSel.value) q.set("kind", kindSel.value);
     q.set("limit", PER_PAGE);
     q.set("offset", (page - 1) * PER_PAGE);
-    q.set("page", page);
-    q.set("per_page", PER_PAGE);
-    if (cursors[page - 1]) q.set("cursor", cursors[page - 1]);
     let payload;
     try {
       payload = await D.api("/jobs?" + q.toString());
@@ -59,12 +55,12 @@
     }
     const jobs = D.items(payload);
     const total = payload && typeof payload.total === "number" ? payload.total : null;
-    const cursor = payload && (payload.next_cursor || payload.cursor_next || null);
-    if (cursor) cursors[page] = cursor;
+    if (!jobs.length && page > 1 && total !== null) { page = Math.max(1, Math.ceil(total / PER_PAGE)); syncUrl(); return load(); }
     body.replaceChildren(...(jobs.length ? jobs.map(row)
       : [D.el("tr", {}, D.el("td", { colspan: 8, class: "muted", text: "No jobs match." }))]));
     const pages = total !== null ? Math.max(1, Math.ceil(total / PER_PAGE)) : null;
-    const hasNext = pages !== null ? page < pages : (payload && (payload.next || payload.has_more || cursor)) ? true : jobs.length === PER_PAGE;
+    const hasNext = payload && payload.next_offset !== undefined ? payload.next_offset !== null
+      : pages !== null ? page < pages : jobs.length === PER_PAGE;
     info.textContent = pages !== null ? `page ${page} of ${pages} · ${total} jobs` : `page ${page}`;
     prev.disabled = page <= 1;
     next.disabled = !hasNext;
@@ -80,7 +76,7 @@
   prev.addEventListener("click", () => { if (page > 1) { page--; restart(); } });
   next.addEventListener("click", () => { page++; restart(); });
   for (const sel of [stateSel, kindSel]) {
-    sel.addEventListener("change", () => { page = 1; cursors = [null]; restart(); });
+    sel.addEventListener("change", () => { page = 1; restart(); });
   }
   restart();
 })();

@@ -97,6 +97,10 @@
       if (fs) fs.hidden = k === "teacher";
     }
     for (const n of form.querySelectorAll("[data-kind]")) n.hidden = n.dataset.kind !== k;
+    const pipeline = k === "distill" && document.getElementById("pipeline").checked;
+    document.getElementById("teacher-from-field").hidden = k !== "distill" || pipeline;
+    const ck = form.querySelector('[data-field="teacher.checkpoint"]');
+    if (ck) { ck.disabled = pipeline; if (pipeline) ck.value = ""; }
     const tm = form.querySelector('[data-field="teacher.model"]');
     // A teacher job trains the teacher network itself: default to a small RegNetY.
     if (k === "teacher" && tm && tm.value === recipe.teacher.model.default) tm.value = "regnety_002";
@@ -113,7 +117,7 @@
     let box = null;
     for (let f = field; f && !box; f = f.includes(".") ? f.slice(0, f.lastIndexOf(".")) : "") {
       box = form.querySelector(`[data-error-for="${CSS.escape(f)}"]`);
-      if (box && box.closest("[hidden]")) box = null;
+      if (box && box.parentElement.closest("[hidden]")) box = null; // its section is hidden (teacher kind)
     }
     box = box || document.getElementById("form-error");
     box.textContent = (box.id === "form-error" && field ? field + ": " : "") + err.message;
@@ -170,6 +174,13 @@
     const btn = document.getElementById("submit-btn");
     btn.disabled = true;
     const body = { kind: kind(), name: form.querySelector("#job-name").value.trim(), config: config() };
+    if (body.kind === "distill" && document.getElementById("pipeline").checked) {
+      // The teacher job trains teacher.model on the same data with the same recipe.
+      const c = body.config;
+      body.teacher_job = { name: (body.name || "job") + "-teacher", config: { kind: "teacher", data: c.data,
+        teacher: { model: c.teacher.model }, train: c.train, resources: c.resources } };
+      c.teacher = { model: c.teacher.model, checkpoint: null };
+    }
     try {
       const job = await D.api("/jobs", { method: "POST", json: body });
       location.href = "jobs/" + job.id;
@@ -179,6 +190,7 @@
     }
   });
   for (const r of form.querySelectorAll("input[name=kind]")) r.addEventListener("change", applyKind);
+  document.getElementById("pipeline").addEventListener("change", applyKind);
 
   build();
   applyKind();

@@ -1,0 +1,172 @@
+"""A live distillery for the client and browser tests: `distillery up` (API + a real worker) in a
+temporary working directory, a token, a small digits dataset and one tiny teacher job.
+
+Everything goes through the public surface (the console commands and the REST API), exactly as a
+user would drive it, so these tests check the pieces fit: CLI -> API -> database -> Celery -> the
+training engine -> export -> artifacts -> dashboard.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+CHROMIUM = os.environ.get("DISTILLERY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+# The smallest real run: 12 train / 5 val images per class at 32 px, one epoch of batch 16.
+QUICK_TRAIN = {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, "warmup_epochs": 0, "aa": None, "mixup": 0,
+               "cutmix": 0, "reprob": 0, "smoothing": 0, "workers": 0, "log_every": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subsample_imagefolder(src: Path, dst: Path, per_split: dict[str, int]) -> Path:
+    """Copy the first N images of every class of each split: a real ImageFolder that trains in seconds."""
+    for split, n in per_split.items():
+        for cls_dir in sorted((src / split).iterdir()):
+            out = dst / split / cls_dir.name
+            out.mkdir(parents=True, exist_ok=True)
+            for f in sorted(cls_dir.iterdir())[:n]:
+                shutil.copy(f, out / f.name)
+    return dst
+
+
+@dataclass
+class Live:
+    """Handle on the running service."""
+
+    url: str
+    token: str
+    workdir: Path
+    env: dict[str, str]
+    dataset: str
+    proc: subprocess.Popen
+
+    def cli(self, *args: str, token: str | None = None, url: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run ``distillery ARGS`` as a user would, with the server and token in the environment."""
+        env = dict(self.env, DISTILLERY_URL=url or self.url, DISTILLERY_TOKEN=token or self.token)
+        return subprocess.run([sys.executable, "-m", "distillery", *args], cwd=self.workdir, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=30, **kwargs)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        resp = self.api("GET", f"/jobs/{job_id}")
+        resp.raise_for_status()
+        return resp.json()
+
+    def wait(self, job_id: int, states: tuple[str, ...] = TERMINAL, timeout: float = 420) -> dict[str, Any]:
+        """Poll until the job is in one of ``states``; fail with the server log tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["state"] in states:
+                return job
+            if job["state"] in TERMINAL or time.monotonic() > deadline:
+                pytest.fail(f"job {job_id} is {job['state']} (wanted {states}); error: {job.get('error')}\n"
+                            f"--- server log tail ---\n{self.log_tail()}")
+            time.sleep(1.0)
+
+    def log_tail(self, n: int = 60) -> str:
+        path = self.workdir / "up.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+
+    def write_job_file(self, name: str, body: dict[str, Any]) -> Path:
+        path = self.workdir / name
+        path.write_text(json.dumps(body, indent=2))
+        return path
+
+
+def teacher_config(dataset: str, **train: Any) -> dict[str, Any]:
+    return {"kind": "teacher",
+            "data": {"train": f"dataset:{dataset}/train", "val": f"dataset:{dataset}/val", "img_size": 32},
+            "teacher": {"model": "regnety_002"}, "train": {**QUICK_TRAIN, **train}}
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory) -> Live:
+    """`distillery up` on a free port in a fresh directory (SQLite + filesystem broker under ./var)."""
+    workdir = tmp_path_factory.mktemp("live")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
+    env.update(PYTHONUNBUFFERED="1", DISTILLERY_SECRET_KEY=secrets.token_hex(16),
+               DISTILLERY_QUEUE=f"test-{secrets.token_hex(4)}")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(workdir / "up.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "distillery", "up", "--port", str(port)], cwd=workdir, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    live = Live(url=url, token="", workdir=workdir, env=env, dataset="digits", proc=proc)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"`distillery up` exited with {proc.returncode}:\n{live.log_tail()}")
+            try:
+                if requests.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"`distillery up` not healthy after 120 s:\n{live.log_tail()}")
+            time.sleep(0.5)
+
+        out = subprocess.run([sys.executable, "-m", "distillery", "token", "create", "--user", "alice"], cwd=workdir,
+                             env=env, capture_output=True, text=True, timeout=60, check=True)
+        live.token = out.stdout.strip().splitlines()[-1]
+        subprocess.run([sys.executable, "-m", "distillery", "demo-data", "--output", "var/digits-full"], cwd=workdir,
+                       env=env, capture_output=True, text=True, timeout=120, check=True)
+        data = subsample_imagefolder(workdir / "var/digits-full", workdir / "var/digits", {"train": 12, "val": 5})
+        resp = live.api("POST", "/datasets", json={"name": live.dataset, "path": str(data)})
+        assert resp.status_code == 201, resp.text
+        yield live
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # `up` stops its worker and the worker its runs
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(workdir / "up.log", ARTIFACTS / "live-server.log")
+
+
+@pytest.fixture(scope="session")
+def teacher_job(live) -> tuple[int, subprocess.CompletedProcess]:
+    """One tiny teacher job submitted with `distillery submit` (a bare config + --name); (id, process)."""
+    path = live.write_job_file("teacher.json", teacher_config(live.dataset))
+    proc = live.cli("submit", str(path), "--name", "digits-teacher")
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.strip().splitlines()[-1]), proc
+
+
+@pytest.fixture(scope="session")
+def finished_teacher(live, teacher_job) -> dict[str, Any]:
+    """The teacher job once it succeeded (trained, exported, artifacts registered)."""
+    return live.wait(teacher_job[0], ("succeeded",))

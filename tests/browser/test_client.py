@@ -1,0 +1,88 @@
+"""The `distillery` client commands against a live service (submit, jobs, watch, cancel, download)
+and the failures a user meets: a wrong token, an unknown job, a server that is down."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+
+from distillery import client
+from tests.browser.conftest import free_port, teacher_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_submit_prints_the_job_id_alone_on_the_last_line(live, teacher_job):
+    job_id, proc = teacher_job
+    assert re.fullmatch(r"\d+", proc.stdout.strip().splitlines()[-1])
+    job = live.job(job_id)
+    assert (job["kind"], job["name"]) == ("teacher", "digits-teacher")
+    assert job["config"]["teacher"]["model"] == "regnety_002"
+
+
+def test_submit_rejected_config_names_the_field(live):
+    body = {"kind": "teacher", "name": "bad", "config": teacher_config(live.dataset, batch_size=0)}
+    proc = live.cli("submit", str(live.write_job_file("bad.json", body)))
+    assert proc.returncode == client.EXIT_API_ERROR
+    assert "train.batch_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_jobs_lists_a_table(live, teacher_job):
+    proc = live.cli("jobs")
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = proc.stdout.splitlines()
+    assert header.split()[:4] == ["ID", "KIND", "NAME", "STATE"]
+    assert any(r.split()[:3] == [str(teacher_job[0]), "teacher", "digits-teacher"] for r in rows)
+    assert live.cli("jobs", "--kind", "distill").stdout.strip() == "no jobs"
+
+
+def test_watch_exits_0_when_the_job_succeeds(live, teacher_job):
+    proc = live.cli("watch", str(teacher_job[0]), "--interval", "0.5", timeout=480)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + live.log_tail()
+    lines = proc.stdout.splitlines()
+    assert any("running" in line and "%" in line and "ETA" in line for line in lines)
+    assert lines[-1] == f"job {teacher_job[0]} succeeded"
+
+
+def test_download_verifies_sha256_and_writes_atomically(live, finished_teacher, tmp_path):
+    art = next(a for a in finished_teacher["artifacts"] if a["format"] == "ptl")
+    proc = live.cli("download", str(finished_teacher["id"]), "--format", "ptl", "--output", f"{tmp_path}/")
+    assert proc.returncode == 0, proc.stderr
+    files = list(tmp_path.iterdir())
+    assert [f.suffix for f in files] == [".ptl"]  # no .part file left behind
+    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == art["sha256"]
+    assert art["sha256"] in proc.stdout and "verified" in proc.stdout
+
+    target = tmp_path / "report.json"
+    proc = live.cli("download", str(finished_teacher["id"]), "--format", "report", "--output", str(target))
+    assert proc.returncode == 0 and target.stat().st_size > 0
+
+
+def test_cancel_then_watch_exits_3(live):
+    body = {"kind": "teacher", "name": "to-cancel", "config": teacher_config(live.dataset, epochs=50)}
+    job_id = int(live.cli("submit", str(live.write_job_file("long.json", body))).stdout.splitlines()[-1])
+    proc = live.cli("cancel", str(job_id))
+    assert proc.returncode == 0, proc.stderr
+    proc = live.cli("watch", str(job_id), "--interval", "0.5", timeout=180)
+    assert proc.returncode == client.EXIT_JOB_CANCELLED, proc.stdout + proc.stderr
+    assert live.cli("cancel", str(job_id)).returncode == client.EXIT_API_ERROR  # 409: already over
+
+
+def test_wrong_token_is_a_clear_message(live):
+    proc = live.cli("jobs", token="dst_not-a-token")
+    assert proc.returncode == client.EXIT_AUTH
+    assert "401" in proc.stderr and "DISTILLERY_TOKEN" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_job_is_a_clear_message(live):
+    for args in (["watch", "999999"], ["cancel", "999999"], ["download", "999999", "--format", "ptl"]):
+        proc = live.cli(*args)
+        assert proc.returncode == client.EXIT_NOT_FOUND, (args, proc.stderr)
+        assert "job 999999 not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_server_down_is_a_clear_message(live):
+    proc = live.cli("jobs", url=f"http://127.0.0.1:{free_port()}")
+    assert proc.returncode == client.EXIT_UNREACHABLE
+    assert "cannot reach" in proc.stderr and "connection refused" in proc.stderr and "Traceback" not in proc.stderr

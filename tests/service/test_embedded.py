@@ -1,0 +1,112 @@
+"""The embedded default: `distillery up` on SQLite + the filesystem broker, end to end; and the
+refusal to start on an unmigrated database."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+
+from .conftest import distillery, free_port, new_token, stop, teacher_config, wait_http, write_digits, EXPORT_ARGS
+
+pytestmark = [pytest.mark.slow]
+
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
+    return {**env, **extra}
+
+
+def test_unmigrated_database_is_refused(tmp_path):
+    env = clean_env(DISTILLERY_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
+    for cmd in (["worker"], ["serve", "--port", str(free_port())], ["token", "create", "--user", "x"]):
+        r = distillery(*cmd, env=env, cwd=tmp_path, check=False)
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert "distillery db upgrade" in r.stderr, r.stderr
+    from server.app import create_app
+    from server.migrate import SchemaNotReady
+    from server.settings import Settings
+
+    with pytest.raises(SchemaNotReady, match="distillery db upgrade"):
+        create_app(Settings.from_env(env))
+    distillery("db", "upgrade", env=env, cwd=tmp_path)
+    assert new_token("x", env, cwd=tmp_path).startswith("dst_")
+
+
+def test_distillery_up_end_to_end(tmp_path):
+    """Default settings (no DISTILLERY_* but the quick export flags): ./var/distillery.db, filesystem broker."""
+    data = write_digits(tmp_path / "var" / "data" / "digits", per_class_train=20, per_class_val=5)
+    env = clean_env(DISTILLERY_EXPORT_ARGS=EXPORT_ARGS, DISTILLERY_POLL_S="0.5")
+    port = free_port()
+    with open(tmp_path / "up.log", "wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "distillery", "up", "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        wait_http(f"{url}/health", up)
+        assert (tmp_path / "var" / "distillery.db").exists()
+        h = {"Authorization": f"Bearer {new_token('me', env, cwd=tmp_path)}"}
+        r = requests.post(f"{url}/datasets", json={"name": "digits", "path": "var/data/digits"}, headers=h)
+        assert r.status_code == 201, r.text
+        cfg = teacher_config("dataset:digits", epochs=1)
+        cfg["resources"]["processes"] = 1
+        r = requests.post(f"{url}/jobs", json={"kind": "teacher", "name": "embedded", "config": cfg}, headers=h)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        deadline = time.monotonic() + 360
+        while True:
+            job = requests.get(f"{url}/jobs/{job_id}", headers=h).json()
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                break
+            assert time.monotonic() < deadline, job
+            time.sleep(1)
+        assert job["state"] == "succeeded", (job["error"], (tmp_path / "up.log").read_text()[-3000:])
+        assert job["config"]["data"]["train"] == str((data / "train").resolve())
+        ptl = next(a for a in job["artifacts"] if a["format"] == "ptl")
+        blob = requests.get(f"{url}/artifacts/{ptl['id']}/download", headers=h).content
+        assert hashlib.sha256(blob).hexdigest() == ptl["sha256"]
+        children = psutil.Process(up.pid).children(recursive=True)
+    finally:
+        stop(up, timeout=30)
+    assert up.returncode == 0
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, "distillery up left its worker behind"
+
+
+def test_stopping_up_mid_run_requeues_the_job_and_leaves_no_process(tmp_path):
+    """SIGTERM to `distillery up` while a job trains: the run is stopped (no process left) and the
+    job goes back to `queued` as attempt 2, with its message in the queue for the next start."""
+    write_digits(tmp_path / "var" / "data" / "digits", per_class_train=10, per_class_val=2)
+    env = clean_env(DISTILLERY_POLL_S="0.3", DISTILLERY_CANCEL_GRACE_S="3")
+    port = free_port()
+    with open(tmp_path / "up.log", "wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "distillery", "up", "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        wait_http(f"{url}/health", up)
+        h = {"Authorization": f"Bearer {new_token('me', env, cwd=tmp_path)}"}
+        cfg = teacher_config("var/data/digits", epochs=500)
+        cfg["resources"]["processes"] = 1
+        job_id = requests.post(f"{url}/jobs", json={"kind": "teacher", "name": "long", "config": cfg}, headers=h).json()["id"]
+        deadline = time.monotonic() + 240
+        while not requests.get(f"{url}/jobs/{job_id}", headers=h).json()["progress"]["step"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        tree = psutil.Process(up.pid).children(recursive=True)
+        assert any("deit_core.train" in " ".join(p.cmdline()) for p in tree)
+    finally:
+        stop(up, timeout=60)
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    import sqlite3
+
+    row = sqlite3.connect(tmp_path / "var" / "distillery.db").execute(
+        "SELECT state, attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert row == ("queued", 2), (row, (tmp_path / "up.log").read_text()[-2000:])
+    assert list((tmp_path / "var" / "broker" / "queue").iterdir()), "the job's message should be back in the queue"

@@ -1,0 +1,169 @@
+"""Jobs end to end on the live service: pipeline, progress, download, duplicate delivery, cancel."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import sqlalchemy
+
+from .conftest import distill_config, teacher_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def run_dir_of(service, job_id: int) -> str:
+    with service.db().connect() as c:
+        return c.execute(sqlalchemy.text("SELECT run_dir FROM jobs WHERE id = :i"), {"i": job_id}).scalar()
+
+
+def processes_of(run_dir: str) -> list[psutil.Process]:
+    """Every live process whose command line mentions the run directory (torchrun and its ranks)."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and any(run_dir in a for a in (p.info["cmdline"] or [])):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def pipeline(service):
+    """One POST: a teacher job and a distill job that starts from the teacher's checkpoint.
+
+    The teacher's run message is also delivered a second time on purpose (duplicate delivery).
+    """
+    data = str(service.data)
+    body = {"kind": "distill", "name": "digits-ti", "config": distill_config(data, epochs=2),
+            "teacher_job": {"name": "digits-regnety", "config": teacher_config(data, epochs=1)}}
+    r = service.api("POST", "/jobs", json=body)
+    assert r.status_code == 201, r.text
+    teacher_id, distill_id = r.json()["pipeline"]
+
+    from server.jobs import RUN_TASK
+    from server.settings import Settings
+    from worker.celery_app import make_celery
+
+    celery = make_celery(Settings.from_env(service.env))
+    celery.send_task(RUN_TASK, args=[teacher_id], queue=service.env["DISTILLERY_QUEUE"])  # the duplicate
+
+    seen_running = []
+    teacher = service.wait(teacher_id)
+    distill = service.wait(distill_id, on_poll=lambda j: j["state"] == "running" and j["progress"]["step"]
+                           and seen_running.append(j))
+    return {"first": r.json(), "teacher": teacher, "distill": distill, "running": seen_running}
+
+
+def test_pipeline_creates_teacher_then_distill(pipeline):
+    first, teacher, distill = pipeline["first"], pipeline["teacher"], pipeline["distill"]
+    assert first["kind"] == "distill" and first["state"] == "queued" and first["parent_id"] == teacher["id"]
+    assert teacher["state"] == "succeeded", teacher["error"]
+    assert distill["state"] == "succeeded", distill["error"]
+    ckpt = next(a for a in teacher["artifacts"] if a["format"] == "checkpoint")
+    assert distill["config"]["teacher"]["checkpoint"] == ckpt["id"]
+    assert {a["format"] for a in distill["artifacts"]} >= {"checkpoint", "ptl", "pt", "labels", "report"}
+
+
+def test_progress_visible_while_running(pipeline, service):
+    running = pipeline["running"]
+    assert running, "never saw the distill job running with progress"
+    p = running[0]["progress"]
+    assert p["epochs"] == 2 and p["steps_per_epoch"] and 0 < p["fraction"] < 1
+    assert "loss" in running[0]["metrics"]
+    done = pipeline["distill"]
+    assert done["progress"]["fraction"] == 1.0 and "val_top1" in done["metrics"]
+    series = service.api("GET", f"/jobs/{done['id']}/metrics").json()["series"]
+    assert len(series["loss"]) >= 2 and len(series["val_top1"]) == 2
+    logs = service.api("GET", f"/jobs/{done['id']}/logs?tail=50").json()["lines"]
+    assert logs
+
+
+def test_ptl_download_loads_with_registered_sha256(pipeline, service, tmp_path):
+    import torch
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    ptl = next(a for a in pipeline["distill"]["artifacts"] if a["format"] == "ptl")
+    r = service.api("GET", f"/artifacts/{ptl['id']}/download")
+    assert r.status_code == 200
+    assert int(r.headers["Content-Length"]) == ptl["size"] == len(r.content)
+    assert r.headers["ETag"].strip('"') == ptl["sha256"] == hashlib.sha256(r.content).hexdigest()
+    again = service.api("GET", f"/artifacts/{ptl['id']}/download", headers={"If-None-Match": f'"{ptl["sha256"]}"'})
+    assert again.status_code == 304
+    path = tmp_path / "model.ptl"
+    path.write_bytes(r.content)
+    out = _load_for_lite_interpreter(str(path))(torch.rand(1, 3, 32, 32))
+    assert tuple(out.shape) == (1, 10)
+    # another user cannot see or download it
+    assert service.api("GET", f"/artifacts/{ptl['id']}/download", user="bob").status_code == 404
+
+
+def test_duplicate_delivery_runs_once(pipeline, service):
+    teacher = pipeline["teacher"]
+    run_dir = Path(run_dir_of(service, teacher["id"]))
+    assert [p.name for p in run_dir.parent.iterdir()] == ["attempt-1"]
+    starts = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(1 for e in starts if e["event"] == "start") == 1
+    assert teacher["attempt"] == 1 and teacher["state"] == "succeeded"
+    deadline = time.monotonic() + 30
+    while f"[job {teacher['id']}] not queued" not in service.worker_log.read_text():
+        assert time.monotonic() < deadline, "the duplicate message was never consumed"
+        time.sleep(0.5)
+
+
+def test_teacher_failure_fails_the_distill_job_with_reason(service):
+    empty = service.data.parent / "empty"
+    (empty / "train").mkdir(parents=True, exist_ok=True)
+    (empty / "val").mkdir(parents=True, exist_ok=True)
+    body = {"kind": "distill", "name": "doomed", "config": distill_config(str(service.data)),
+            "teacher_job": {"config": teacher_config(str(empty))}}
+    r = service.api("POST", "/jobs", json=body)
+    assert r.status_code == 201, r.text
+    teacher_id, distill_id = r.json()["pipeline"]
+    teacher = service.wait(teacher_id, timeout=240)
+    assert teacher["state"] == "failed" and teacher["error"]
+    distill = service.wait(distill_id, timeout=30)
+    assert distill["state"] == "failed"
+    assert f"teacher job {teacher_id} failed" in distill["error"]
+
+
+def test_cancel_running_job_leaves_no_process(service):
+    r = service.api("POST", "/jobs", json={"kind": "teacher", "name": "long",
+                                           "config": teacher_config(str(service.data), epochs=200)})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    service.wait(job_id, states=("running",), timeout=240)
+    job = service.wait(job_id, states=("running",), timeout=240)
+    deadline = time.monotonic() + 240
+    while not job["progress"]["step"]:
+        assert time.monotonic() < deadline and job["state"] == "running", job
+        time.sleep(0.3)
+        job = service.api("GET", f"/jobs/{job_id}").json()
+    run_dir = run_dir_of(service, job_id)
+    procs = processes_of(run_dir)
+    assert len(procs) >= 3, "expected torchrun and its 2 ranks"
+    r = service.api("POST", f"/jobs/{job_id}/cancel")
+    assert r.status_code == 202 and r.json()["cancel_requested"]
+    job = service.wait(job_id, timeout=60)
+    assert job["state"] == "cancelled"
+    gone, alive = psutil.wait_procs(procs, timeout=5)
+    assert not alive and not processes_of(run_dir)
+    # cancelling again is a conflict; retry runs it again as attempt 2 (then cancel that too)
+    assert service.api("POST", f"/jobs/{job_id}/cancel").status_code == 409
+    assert service.api("POST", f"/jobs/{job_id}/retry", user="bob").status_code == 404
+
+
+def test_cancel_queued_job(service):
+    """A queued job (waiting on its teacher) is cancelled at once and never runs."""
+    body = {"kind": "distill", "name": "never", "config": distill_config(str(service.data)),
+            "teacher_job": {"config": teacher_config(str(service.data), epochs=200)}}
+    teacher_id, distill_id = service.api("POST", "/jobs", json=body).json()["pipeline"]
+    r = service.api("POST", f"/jobs/{teacher_id}/cancel")
+    assert r.status_code == 202
+    assert service.wait(teacher_id, timeout=120)["state"] == "cancelled"
+    child = service.wait(distill_id, timeout=30)
+    assert child["state"] == "cancelled" and f"teacher job {teacher_id}" in child["error"]

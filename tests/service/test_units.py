@@ -1,0 +1,88 @@
+"""Fast checks of the worker's pieces: metrics tailing, progress, process-tree stop, archives."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+import zipfile
+
+import psutil
+import pytest
+
+from server.archives import ArchiveRefused, unpack_dataset
+from worker import launch
+from worker.tail import MetricsTail, RunProgress
+
+
+def test_tail_reads_only_whole_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(path)
+    assert tail.read_new() == []
+    with open(path, "w") as f:
+        f.write(json.dumps({"event": "start", "time": 1}) + "\n" + '{"event": "st')
+    assert [e["event"] for e in tail.read_new()] == ["start"]
+    with open(path, "a") as f:
+        f.write('ep", "time": 2, "epoch": 1, "epochs": 2, "step": 5, "steps_per_epoch": 10, "loss": 2.0, "eta_s": 9}\n')
+    events = tail.read_new()
+    assert events[0]["event"] == "step"
+    run = RunProgress()
+    points = run.apply(events)
+    assert run.progress["fraction"] == 0.25 and run.progress["eta_s"] == 9 and run.metrics["loss"] == 2.0
+    assert points == [{"name": "loss", "epoch": 1, "step": 5, "value": 2.0, "time": 2}]
+    run.apply([{"event": "epoch", "time": 3, "epoch": 2, "epochs": 2, "step": 10, "steps_per_epoch": 10,
+                "val_top1": 91.0}, {"event": "error", "time": 4, "message": "boom"}])
+    assert run.progress["fraction"] == 1.0 and run.metrics["val_top1"] == 91.0 and run.error == "boom"
+
+
+STUBBORN = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if len(sys.argv) == 1:
+    for _ in range(2):  # children in their own sessions, like torchrun's ranks
+        subprocess.Popen([sys.executable, __file__, "child"], start_new_session=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_stop_kills_the_whole_tree_even_if_sigterm_is_ignored(tmp_path):
+    script = tmp_path / "stubborn.py"
+    script.write_text(STUBBORN)
+    proc = launch.start([sys.executable, str(script)], tmp_path / "out.log", env={}, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while len(psutil.Process(proc.pid).children(recursive=True)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    launch.stop(proc, grace_s=1)
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    assert not alive
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for k, v in members.items():
+            zf.writestr(k, v)
+    return buf.getvalue()
+
+
+def test_archive_limits_and_atomicity(tmp_path):
+    from PIL import Image
+
+    img = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(img, format="PNG")
+    members = {f"ds/{s}/{c}/{i}.png": img.getvalue() for s in ("train", "val") for c in "ab" for i in range(3)}
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip(members))
+    with pytest.raises(ArchiveRefused, match="more than 5 members"):
+        unpack_dataset(archive, tmp_path / "out" / "x", max_files=5, max_bytes=1 << 30)
+    with pytest.raises(ArchiveRefused, match="bytes"):
+        unpack_dataset(archive, tmp_path / "out" / "x", max_files=100, max_bytes=10)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    counts = unpack_dataset(archive, tmp_path / "out" / "x", max_files=100, max_bytes=1 << 30)
+    assert counts == {"num_classes": 2, "num_train": 6, "num_val": 6}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x"]
+    assert (tmp_path / "out" / "x" / "train" / "a" / "0.png").is_file()

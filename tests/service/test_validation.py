@@ -1,0 +1,210 @@
+"""Bad requests: each is a 4xx naming the field, and writes nothing."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+
+import pytest
+import requests
+import sqlalchemy
+from PIL import Image
+
+from .conftest import distill_config, teacher_config
+
+pytestmark = pytest.mark.integration
+
+
+def counts(service) -> tuple[int, int, int]:
+    with service.db().connect() as c:
+        return tuple(c.execute(sqlalchemy.text(f"SELECT count(*) FROM {t}")).scalar()
+                     for t in ("jobs", "datasets", "artifacts"))
+
+
+def png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_zip(members: dict[str, bytes], symlink: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (0o120777 << 16)
+            zf.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+def make_tgz(members: dict[str, bytes], symlink: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        if symlink:
+            info = tarfile.TarInfo(symlink)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+GOOD = {f"{s}/{c}/{i}.png": png() for s in ("train", "val") for c in ("a", "b") for i in range(2)}
+
+
+def job_cases(service):
+    data = str(service.data)
+    good = teacher_config(data)
+    return [
+        ("unknown config key", {"kind": "teacher", "name": "x", "config": {**good, "bogus": 1}}, 400, "config.bogus"),
+        ("unknown nested key", {"kind": "teacher", "name": "x",
+                                "config": {**good, "train": {**good["train"], "epochz": 1}}}, 400, "config.train.epochz"),
+        ("wrong type", {"kind": "teacher", "name": "x",
+                        "config": {**good, "train": {**good["train"], "batch_size": "32"}}}, 400, "config.train.batch_size"),
+        ("unknown body key", {"kind": "teacher", "name": "x", "config": good, "priority": 1}, 400, "priority"),
+        ("missing name", {"kind": "teacher", "config": good}, 400, "name"),
+        ("bad kind", {"kind": "student", "name": "x", "config": good}, 400, "kind"),
+        ("missing dataset path", {"kind": "teacher", "name": "x",
+                                  "config": {**good, "data": {**good["data"], "train": f"{data}/nope"}}}, 400, "config.data.train"),
+        ("missing registered dataset", {"kind": "teacher", "name": "x",
+                                        "config": {**good, "data": {**good["data"], "val": "dataset:nope/val"}}}, 400, "config.data.val"),
+        ("path traversal", {"kind": "teacher", "name": "x",
+                            "config": {**good, "data": {**good["data"], "train": f"{data}/../../../etc"}}}, 400, "config.data.train"),
+        ("outside data roots", {"kind": "teacher", "name": "x",
+                                "config": {**good, "data": {**good["data"], "train": "/etc"}}}, 400, "config.data.train"),
+        ("distill without teacher", {"kind": "distill", "name": "x", "config": distill_config(data)}, 400, "config.teacher.checkpoint"),
+        ("unknown artifact", {"kind": "distill", "name": "x", "config": distill_config(data, checkpoint=999999)}, 400,
+         "config.teacher.checkpoint"),
+        ("bad pipeline teacher", {"kind": "distill", "name": "x", "config": distill_config(data),
+                                  "teacher_job": {"config": {**good, "train": {**good["train"], "lr": -1}}}}, 400,
+         "teacher_job.config.train.lr"),
+    ]
+
+
+def test_bad_job_submissions(service):
+    before = counts(service)
+    for label, body, status, fieldname in job_cases(service):
+        r = service.api("POST", "/jobs", json=body)
+        assert r.status_code == status, (label, r.text)
+        err = r.json()["error"]
+        assert err["field"] == fieldname, (label, err)
+        assert err["code"] and err["message"], label
+    assert counts(service) == before
+
+
+def test_bad_http_requests(service):
+    before = counts(service)
+    url = f"{service.url}/api/v1/jobs"
+    cases = [
+        ("no token", requests.post(url, json={}), 401, "Authorization"),
+        ("bad token", requests.post(url, json={}, headers={"Authorization": "Bearer nope"}), 401, "Authorization"),
+        ("malformed JSON", requests.post(url, data="{not json", headers={**service.h(), "Content-Type": "application/json"}),
+         400, "body"),
+        ("JSON array", requests.post(url, json=[1], headers=service.h()), 400, "body"),
+        ("not JSON", requests.post(url, data="kind=teacher", headers={**service.h(), "Content-Type": "text/plain"}), 415, "body"),
+        ("huge body", requests.post(url, data=json.dumps({"name": "x" * (2 << 20)}),
+                                    headers={**service.h(), "Content-Type": "application/json"}), 413, "body"),
+        ("bad filter", requests.get(url + "?state=bogus", headers=service.h()), 400, "state"),
+        ("bad limit", requests.get(url + "?limit=0", headers=service.h()), 400, "limit"),
+    ]
+    for label, r, status, fieldname in cases:
+        assert r.status_code == status, (label, r.status_code, r.text)
+        assert r.json()["error"]["field"] == fieldname, (label, r.json())
+    assert counts(service) == before
+
+
+def test_other_users_job_is_404(service):
+    r = service.api("POST", "/jobs", json={"kind": "teacher", "name": "mine",
+                                           "config": teacher_config(str(service.data), epochs=200)})
+    job_id = r.json()["id"]
+    try:
+        for method, path in (("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}/metrics"),
+                             ("GET", f"/jobs/{job_id}/logs"), ("POST", f"/jobs/{job_id}/cancel"),
+                             ("POST", f"/jobs/{job_id}/retry")):
+            r = service.api(method, path, user="bob")
+            assert r.status_code == 404, (method, path, r.text)
+            assert r.json()["error"]["code"] == "not_found"
+        assert job_id not in [j["id"] for j in service.api("GET", "/jobs", user="bob").json()["jobs"]]
+        assert job_id in [j["id"] for j in service.api("GET", "/jobs", user="root").json()["jobs"]]  # admin
+        assert service.api("GET", f"/jobs/{job_id}", user="root").status_code == 200
+    finally:
+        assert service.api("POST", f"/jobs/{job_id}/cancel").status_code == 202
+        service.wait(job_id, timeout=120)
+
+
+def test_list_filters_and_pagination(service):
+    r = service.api("GET", "/jobs?limit=1&offset=0&kind=teacher")
+    body = r.json()
+    assert r.status_code == 200 and set(body) >= {"jobs", "total", "limit", "offset", "next_offset"}
+    assert len(body["jobs"]) <= 1 and all(j["kind"] == "teacher" for j in body["jobs"])
+    if body["total"] > 1:
+        nxt = service.api("GET", f"/jobs?limit=1&offset={body['next_offset']}&kind=teacher").json()
+        assert nxt["jobs"][0]["id"] < body["jobs"][0]["id"]
+
+
+ARCHIVE_CASES = [
+    ("zip traversal", "bad.zip", lambda: make_zip({**GOOD, "../evil.png": png()}), "escapes"),
+    ("tar traversal", "bad.tar.gz", lambda: make_tgz({**GOOD, "train/../../evil.png": png()}), "escapes"),
+    ("absolute member", "bad.tar.gz", lambda: make_tgz({**GOOD, "/tmp/evil.png": png()}), "absolute"),
+    ("tar symlink", "bad.tar.gz", lambda: make_tgz(GOOD, symlink="train/a/link.png"), "link"),
+    ("zip symlink", "bad.zip", lambda: make_zip(GOOD, symlink="train/a/link.png"), "link"),
+    ("no val", "bad.zip", lambda: make_zip({k: v for k, v in GOOD.items() if k.startswith("train/")}), "val/"),
+    ("undecodable image", "bad.zip", lambda: make_zip({**GOOD, "train/a/broken.png": b"not a png"}), "decodable"),
+    ("not an archive", "bad.zip", lambda: b"hello", "archive"),
+]
+
+
+def test_bad_dataset_archives(service):
+    before = counts(service)
+    storage = service.root / "storage" / "datasets"
+    for label, filename, build, reason in ARCHIVE_CASES:
+        r = service.api("POST", "/datasets", files={"file": (filename, build())}, data={"name": f"bad-{len(label)}"})
+        assert r.status_code == 400, (label, r.text)
+        err = r.json()["error"]
+        assert err["field"] == "file" and reason in err["message"], (label, err)
+    assert counts(service) == before
+    assert not [p for p in storage.iterdir() if not p.name.startswith(".")] if storage.exists() else True
+    assert not (service.root / "evil.png").exists() and not (service.root / "storage" / "evil.png").exists()
+
+
+def test_bad_dataset_paths(service):
+    before = counts(service)
+    cases = [({"name": "x", "path": f"{service.data}/../../.."}, "path"),
+             ({"name": "x", "path": "/etc"}, "path"),
+             ({"name": "x", "path": str(service.data / "train")}, "path"),  # no train/ inside
+             ({"name": "../x", "path": str(service.data)}, "name"),
+             ({"name": "x", "path": str(service.data), "extra": 1}, "extra")]
+    for body, fieldname in cases:
+        r = service.api("POST", "/datasets", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["field"] == fieldname, (body, r.json())
+    assert counts(service) == before
+
+
+def test_good_archive_and_path_registration(service):
+    r = service.api("POST", "/datasets", files={"file": ("ok.tar.gz", make_tgz(GOOD))}, data={"name": "tiny-upload"})
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert ds["num_classes"] == 2 and ds["num_train"] == 4 and ds["num_val"] == 4 and ds["source"] == "upload"
+    r = service.api("POST", "/datasets", json={"name": "digits-small", "path": str(service.data)})
+    assert r.status_code == 201, r.text
+    assert service.api("POST", "/datasets", json={"name": "digits-small", "path": str(service.data)}).status_code == 409
+    names = [d["name"] for d in service.api("GET", "/datasets").json()["datasets"]]
+    assert {"tiny-upload", "digits-small"} <= set(names)
+    assert "digits-small" not in [d["name"] for d in service.api("GET", "/datasets", user="bob").json()["datasets"]]
+
+
+def test_health_openapi_metrics(service):
+    r = requests.get(f"{service.url}/api/v1/health")
+    assert r.status_code == 200 and r.json()["checks"] == {"database": "ok", "broker": "ok"}
+    doc = requests.get(f"{service.url}/api/v1/openapi.json").json()
+    assert doc["openapi"].startswith("3.") and "/jobs/{job_id}/cancel" in doc["paths"]
+    assert "teacher_job" in doc["components"]["schemas"]["JobSubmit"]["properties"]
+    text = requests.get(f"{service.url}/metrics").text
+    assert 'distillery_jobs{state="queued"}' in text

@@ -1,0 +1,65 @@
+"""Client pieces that need no server: job files, progress lines, a corrupted download."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from distillery import client
+
+
+def test_job_file_bare_config_or_full_body(tmp_path):
+    bare = tmp_path / "digits.yaml"
+    bare.write_text("kind: teacher\ndata: {train: a, val: b}\n")
+    assert client.load_job_file(str(bare)) == {"kind": "teacher", "name": "digits",
+                                               "config": {"kind": "teacher", "data": {"train": "a", "val": "b"}}}
+    assert client.load_job_file(str(bare), name="x")["name"] == "x"
+    full = tmp_path / "job.json"
+    full.write_text('{"kind": "distill", "name": "n", "config": {"data": {}}}')
+    assert client.load_job_file(str(full)) == {"kind": "distill", "name": "n", "config": {"data": {}}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [")
+    with pytest.raises(client.ClientError, match="not valid YAML"):
+        client.load_job_file(str(bad))
+
+
+def test_progress_line():
+    job = {"id": 7, "state": "running", "progress": {"epoch": 3, "epochs": 30, "fraction": 0.09, "eta_s": 410},
+           "metrics": {"loss": 1.23456, "val_top1": 88.1}}
+    line = client.progress_line(job, width=10)
+    assert "[#---------]" in line and "9.0%" in line and "epoch 3/30" in line
+    assert "loss 1.2346" in line and "top-1 88.10" in line and "ETA 6m50s" in line
+
+
+class _Resp:
+    def __init__(self, data: bytes, etag: str | None):
+        self.data, self.headers = data, ({"ETag": etag} if etag else {})
+
+    def iter_content(self, chunk_size):
+        yield self.data
+
+    def close(self):
+        pass
+
+
+class _Client:
+    def __init__(self, art_sha: str, data: bytes, etag: str | None = None):
+        self.art_sha, self.data, self.etag = art_sha, data, etag
+
+    def get(self, path, stream=False, **kw):
+        if stream:
+            return _Resp(self.data, self.etag)
+        return {"id": 1, "state": "succeeded", "artifacts": [{"id": 5, "format": "ptl", "sha256": self.art_sha}]}
+
+
+def test_download_refuses_bytes_that_do_not_match(tmp_path):
+    target = tmp_path / "m.ptl"
+    with pytest.raises(client.ClientError) as e:
+        client.download_artifact(_Client("0" * 64, b"corrupted"), 1, "ptl", str(target))
+    assert e.value.exit_code == client.EXIT_CHECKSUM
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temp file left
+
+    good = b"model bytes"
+    sha = hashlib.sha256(good).hexdigest()
+    path, got, size = client.download_artifact(_Client(sha, good, etag=f'"{sha}"'), 1, "ptl", str(target))
+    assert (path, got, size) == (target, sha, len(good)) and target.read_bytes() == good
