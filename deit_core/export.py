@@ -11,7 +11,6 @@ created. Exit codes: 0 success, 1 export failure, 2 bad input, 3 parity gate fai
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -19,7 +18,8 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -270,37 +270,66 @@ def _measure(predictors: dict[str, tuple[rep.Predictor, bool]], val: rep.ValSet 
     return variants
 
 
-def _build(model: nn.Module, cfg: dict[str, Any], tmp: Path, val: rep.ValSet | None, opts: ExportOptions,
-           report: dict[str, Any]) -> dict[str, tuple[rep.Predictor, bool]]:
-    """Quantize, write and verify every file in ``tmp``; returns the predictors to measure."""
-    mean, std, size = cfg["mean"], cfg["std"], int(cfg["img_size"])
-    fp32 = mobile.NormalizedClassifier(model, mean, std).eval()
+def _quantize(model: nn.Module, cfg: dict[str, Any], opts: ExportOptions, report: dict[str, Any]) -> tuple[nn.Module, mobile.QuantPlan]:
+    """The int8 eager model (normalization inside) and the plan of what was quantized, recorded in the report."""
     plan = mobile.plan_quantization(model, opts.keep_fp32)
-    int8 = mobile.NormalizedClassifier(mobile.quantize_int8(model, plan), mean, std).eval()
+    int8 = mobile.NormalizedClassifier(mobile.quantize_int8(model, plan), cfg["mean"], cfg["std"]).eval()
     report["quantization"] = {
         "method": "torch.ao.quantization.quantize_dynamic, qint8 per-tensor weights, activations quantized per call",
         "engine": torch.backends.quantized.engine, **plan.as_dict(),
-        "stayed_fp32": "listed kept_fp32_linear layers, patch embedding (Conv2d), LayerNorm, attention matmul/softmax, "
-                       "GELU, position embeddings, normalization (all non-Linear ops)",
+        "stayed_fp32": "the kept_fp32_linear layers and every non-Linear op: input normalization, patch embedding "
+                       "(Conv2d), position embeddings, LayerNorm, attention matmul/softmax, GELU",
     }
-    samples = sample_inputs(size, opts.verify_samples, opts.seed, val)
-    example = samples[0]
+    if not plan.quantize:
+        report["skipped"].append(f"int8: no Linear layer quantized (all matched --keep-fp32 {','.join(plan.patterns)}); "
+                                 "the int8 files hold fp32 weights")
+    return int8, plan
 
+
+def _write_torchscript(int8: nn.Module, samples: list[torch.Tensor], tmp: Path, opts: ExportOptions,
+                       report: dict[str, Any]) -> Any:
+    """model.ptl and model_int8.pt, each loaded back and checked against the int8 eager model."""
     t0 = time.perf_counter()
-    script = mobile.to_lite_interpreter(int8, example, tmp / PTL, opts.torchscript_methods)
-    torch.jit.save(script.module, str(tmp / TORCHSCRIPT))
+    script = mobile.to_lite_interpreter(int8, samples[0], tmp / PTL, opts.torchscript_methods)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(script.module, str(tmp / TORCHSCRIPT))
+        server = torch.jit.load(str(tmp / TORCHSCRIPT))
     report["torchscript"] = {"method": script.method, "attempts": script.attempts, "passes": script.passes,
                              "ptl_module": script.ptl_variant, "ptl_candidate_bytes": script.ptl_sizes,
                              "seconds": round(time.perf_counter() - t0, 2)}
     report["skipped"] += script.skipped
     ptl = mobile.load_ptl(tmp / PTL)
-    server = torch.jit.load(str(tmp / TORCHSCRIPT))
     expected = reference_outputs(int8, samples)
     report["verification"] = {"ptl": compare_outputs(".ptl (Lite Interpreter)", ptl, expected, samples, 1e-3),
                               TORCHSCRIPT: compare_outputs(TORCHSCRIPT, server, expected, samples, 1e-3)}
+    return ptl
+
+
+def _write_pte(fp32: nn.Module, plan: mobile.QuantPlan, samples: list[torch.Tensor], tmp: Path,
+               report: dict[str, Any]) -> mobile.PteRunner:
+    """model.pte through ExecuTorch, loaded back and checked against its PT2E reference."""
+    t0 = time.perf_counter()
+    names = [f"model.{n}" for n in plan.quantize]  # fp32 is wrapped: its Linear layers live under "model."
+    reference, info = mobile.export_pte(fp32, names, samples[0], samples[:4], tmp / PTE)
+    runner = mobile.PteRunner(tmp / PTE)
+    # XNNPACK's int8 kernels differ from the reference's fp32 emulation: a top-1 may differ only on a near tie
+    report["verification"]["pte"] = compare_outputs(".pte (ExecuTorch XNNPACK)", runner, reference, samples, 0.05,
+                                                    allow_near_ties=True)
+    report["pte"] = {**info, "seconds": round(time.perf_counter() - t0, 2),
+                     "reference": "PT2E converted module (quantize/dequantize in eager) of the same layers"}
+    return runner
+
+
+def _build(model: nn.Module, cfg: dict[str, Any], tmp: Path, val: rep.ValSet | None, opts: ExportOptions,
+           report: dict[str, Any]) -> dict[str, tuple[rep.Predictor, bool]]:
+    """Quantize, write and verify every file in ``tmp``; returns the predictors to measure."""
+    fp32 = mobile.NormalizedClassifier(model, cfg["mean"], cfg["std"]).eval()
+    int8, plan = _quantize(model, cfg, opts, report)
+    samples = sample_inputs(int(cfg["img_size"]), opts.verify_samples, opts.seed, val)
+    ptl = _write_torchscript(int8, samples, tmp, opts, report)
     predictors: dict[str, tuple[rep.Predictor, bool]] = {
         "fp32": (lambda x: model((x - fp32.mean) / fp32.std), True), "int8": (int8, True), "ptl": (ptl, False)}
-
     ok, et_version = mobile.executorch_status(deep=opts.pte)
     report["runtime_executorch"] = et_version if ok else None
     if not opts.pte:
@@ -308,15 +337,7 @@ def _build(model: nn.Module, cfg: dict[str, Any], tmp: Path, val: rep.ValSet | N
     elif not ok:
         report["skipped"].append(f"model.pte: {et_version}")
     else:
-        t0 = time.perf_counter()
-        names = [f"model.{n}" for n in plan.quantize]
-        reference, info = mobile.export_pte(fp32, names, example, samples[:4], tmp / PTE)
-        runner = mobile.PteRunner(tmp / PTE)
-        report["verification"]["pte"] = compare_outputs(".pte (ExecuTorch XNNPACK)", runner, reference, samples, 0.05,
-                                                        allow_near_ties=True)
-        report["pte"] = {**info, "seconds": round(time.perf_counter() - t0, 2),
-                         "reference": "PT2E converted module (quantize/dequantize in eager) of the same layers"}
-        predictors["pte"] = (runner, False)
+        predictors["pte"] = (_write_pte(fp32, plan, samples, tmp, report), False)
     rep.write_json_atomic(tmp / LABELS, labels_document(cfg))
     return predictors
 
@@ -337,6 +358,7 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
     val = load_val_checked(opts.val, cfg["classes"], int(cfg["img_size"])) if opts.val else None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~rep.current_umask())  # mkdtemp makes it private; OUT should read like any directory
     engine = opts.engine or mobile.quant_engine()
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION, "skipped": [],

@@ -141,9 +141,16 @@ def file_entries(directory: Path, exclude: Sequence[str] = ()) -> dict[str, dict
             for p in sorted(directory.iterdir()) if p.is_file() and p.name not in exclude}
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON via a temp file + os.replace, so a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make the artifact private
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)

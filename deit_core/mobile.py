@@ -110,18 +110,39 @@ def plan_quantization(model: nn.Module, keep_fp32: Sequence[str] = DEFAULT_KEEP_
     return plan
 
 
-def quantize_int8(model: nn.Module, plan: QuantPlan) -> nn.Module:
-    """Dynamic int8 quantization of the planned Linear layers (qint8 weights, as the DeiT mobile tutorial).
+_DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
-    Dynamic quantization needs no calibration data: weights are int8 once, activations are
-    quantized per call from their own range. The input model is left untouched.
+
+def strip_dropout(model: nn.Module) -> int:
+    """Replace dropout modules by ``nn.Identity`` in place; returns how many.
+
+    In eval mode they do nothing, but a traced module keeps them as ``aten::dropout`` calls that
+    the phone runtime must still ship and run (graph passes only remove them after freezing).
+    """
+    count = 0
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _DROPOUT_TYPES):
+                setattr(parent, name, nn.Identity())
+                count += 1
+    return count
+
+
+def quantize_int8(model: nn.Module, plan: QuantPlan) -> nn.Module:
+    """An inference copy of ``model``: dropout removed, the planned Linear layers dynamic int8.
+
+    qint8 weights as in the DeiT mobile tutorial. Dynamic quantization needs no calibration data:
+    weights are int8 once, activations are quantized per call from their own range. The input
+    model is left untouched.
     """
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
     spec = {name: default_dynamic_qconfig for name in plan.quantize}
+    inference = copy.deepcopy(model).eval()
+    strip_dropout(inference)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(copy.deepcopy(model).eval(), qconfig_spec=spec, dtype=torch.qint8)
+        return quantize_dynamic(inference, qconfig_spec=spec, dtype=torch.qint8)
 
 
 @dataclass
@@ -194,20 +215,21 @@ def _save_smallest_ptl(candidates: dict[str, torch.jit.ScriptModule], ptl_path: 
     (10.9 MB instead of 6.1 MB for DeiT-Ti, measured with torch 2.14), so the unfrozen module can be
     the better phone file even though the frozen one is the better server file.
     """
+    # each candidate is saved under the final file name: the archive inside is named after it
+    paths = {name: ptl_path.parent / f".{name}" / ptl_path.name for name in candidates}
     sizes: dict[str, int] = {}
-    best = None
-    for name, module in candidates.items():
-        path = ptl_path.with_name(f".{name}.{ptl_path.name}")
-        save_ptl(module, path)
-        sizes[name] = path.stat().st_size
-        if best is None or sizes[name] < sizes[best]:
-            best = name
-    for name in candidates:
-        path = ptl_path.with_name(f".{name}.{ptl_path.name}")
-        if name == best:
-            os.replace(path, ptl_path)
-        else:
-            path.unlink()
+    try:
+        for name, module in candidates.items():
+            paths[name].parent.mkdir(exist_ok=True)
+            save_ptl(module, paths[name])
+            sizes[name] = paths[name].stat().st_size
+        best = min(sizes, key=sizes.__getitem__)
+        os.replace(paths[best], ptl_path)
+    finally:
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+            if path.parent.exists():
+                path.parent.rmdir()
     return best, sizes
 
 

@@ -200,9 +200,12 @@ def progress_line(job: dict[str, Any], width: int = 24) -> str:
     frac = progress_fraction(job)
     epoch = f"{p['epoch']}/{p['epochs']}" if p.get("epochs") else "-"
     eta = "-" if job.get("state") in TERMINAL_STATES else format_duration(p.get("eta_s"))
-    return (f"job {job.get('id')} {job.get('state', '?'):<9} [{format_bar(frac, width)}] "
+    line = (f"job {job.get('id')} {job.get('state', '?'):<9} [{format_bar(frac, width)}] "
             f"{frac * 100:5.1f}%  epoch {epoch}  loss {_num(m.get('loss'), '.4f')}  "
             f"top-1 {_num(m.get('val_top1'), '.2f')}  ETA {eta}")
+    if job.get("state") == "queued" and job.get("parent_id"):
+        line += f"  (after teacher job {job['parent_id']})"
+    return line
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:
@@ -256,11 +259,7 @@ def load_job_file(path: str, name: str | None = None) -> dict[str, Any]:
         body.setdefault("kind", body["config"].get("kind"))
     else:
         body = {"kind": raw.get("kind"), "config": raw}
-    if name:
-        body["name"] = name
-    body.setdefault("name", p.stem)
-    if not body.get("name"):
-        body["name"] = p.stem
+    body["name"] = name or body.get("name") or p.stem
     return body
 
 
@@ -294,16 +293,21 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             break
     now = time.time()
     rows = [[str(j.get("id")), str(j.get("kind", "-")), str(j.get("name", "-")), str(j.get("state", "-")),
-             f"{progress_fraction(j) * 100:3.0f}%", _epoch(j), _num((j.get("metrics") or {}).get("val_top1"), ".2f"),
+             f"{progress_fraction(j) * 100:3.0f}%", _epoch(j), _num(_best_top1(j), ".2f"),
              _owner(j), format_age(j.get("created_at"), now)] for j in jobs]
     if not rows:
         print("no jobs")
         return EXIT_OK
-    print(format_table(rows, ["ID", "KIND", "NAME", "STATE", "PROGRESS", "EPOCH", "TOP-1", "OWNER", "AGE"]))
+    print(format_table(rows, ["ID", "KIND", "NAME", "STATE", "PROGRESS", "EPOCH", "BEST TOP-1", "OWNER", "AGE"]))
     total = payload.get("total") if isinstance(payload, dict) else None
     if isinstance(total, int) and total > len(rows):
         print(f"({len(rows)} of {total}; --limit N for more)")
     return EXIT_OK
+
+
+def _best_top1(job: dict[str, Any]) -> Any:
+    m = job.get("metrics") or {}
+    return m.get("best_top1", m.get("val_top1"))
 
 
 def _epoch(job: dict[str, Any]) -> str:

@@ -127,8 +127,9 @@ def main() -> int:
 
     model = _load_for_lite_interpreter(str(dest))
     out = model(torch.rand(1, 3, 32, 32))
-    print(f"[demo] distilled student: val_top1 {job['metrics'].get('val_top1')}, .ptl {ptl['size'] / 1e6:.1f} MB, "
-          f"output {tuple(out.shape)}")
+    teacher = requests.get(f"{url}/api/v1/jobs/{teacher_id}", headers=h, timeout=10).json()
+    print(f"[demo] teacher val top-1 {teacher['metrics'].get('val_top1', 0):.1f}%, distilled student val top-1 "
+          f"{job['metrics'].get('val_top1', 0):.1f}% (fp32), .ptl {ptl['size'] / 1e6:.1f} MB, output {tuple(out.shape)}")
     print(f"[demo] dashboard: {url}/   (admin token: {token})")
     print(f"[demo] verified .ptl (sha256 {digest[:16]}...): {dest.resolve()}")
     print(f"[demo] the service keeps running (pid {proc.pid}); stop it with: kill {proc.pid}")

@@ -255,11 +255,8 @@ def test_parity_gate_rejects_collapsed_int8(tmp_path, capsys):
     _no_leftovers(tmp_path)
 
 
-def test_script_failure_falls_back_to_trace_and_is_recorded(tmp_path, student_final, exported):
+def test_script_failure_falls_back_to_trace_and_is_recorded(tmp_path, student_final):
     report = export.export_final(student_final, tmp_path / "out", _fast(torchscript_methods=("script", "trace")))
-    # deterministic: the same final/ gives byte-identical model files
-    for name in ("model.ptl", "model_int8.pt"):
-        assert report["files"][name]["sha256"] == exported[1]["files"][name]["sha256"]
     attempts = report["torchscript"]["attempts"]
     assert attempts[-1] == {"method": "trace", "ok": True}
     assert report["torchscript"]["method"] == "trace"
@@ -307,6 +304,51 @@ def test_pte_exported_and_verified(tmp_path):
     err = (got - want).abs().max().item()
     assert err < 0.1 * want.abs().max().item()  # int8 logits close to fp32 ones
     assert err < (unnormalized - want).abs().max().item()  # and normalization happened inside
+
+
+def test_without_executorch_the_export_succeeds_without_pte(tmp_path, student_final, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "executorch", None)  # as if the optional extra were not installed
+    out = tmp_path / "out"
+    report = export.export_final(student_final, out, export.ExportOptions(latency_runs=2, latency_warmup=1))
+    assert not (out / "model.pte").exists() and "pte" not in report["variants"]
+    assert any("executorch is not installed" in s for s in report["skipped"])
+    assert report["runtime"]["executorch"] is None
+
+
+def test_verification_refuses_a_model_that_does_not_reproduce(student_final):
+    """The check that guards publishing really fails on a different model (here: a collapsed int8 one)."""
+    model, cfg = load_final(student_final)
+    _make_int8_fragile(model)
+    fp32 = mobile.NormalizedClassifier(model, cfg["mean"], cfg["std"]).eval()
+    int8 = mobile.NormalizedClassifier(mobile.quantize_int8(model, mobile.plan_quantization(model)), cfg["mean"], cfg["std"])
+    samples = export.sample_inputs(32, 8, 0, None)
+    assert export.compare_outputs("same", fp32, fp32, samples, 1e-3)["top1_equal"]
+    with pytest.raises(export.VerificationError, match="does not reproduce"):
+        export.compare_outputs("collapsed", int8, fp32, samples, 1e-3)
+
+
+_CLI = ("import argparse, sys; from deit_core import export; p = argparse.ArgumentParser(); "
+        "export.add_arguments(p); sys.exit(export.main(p.parse_args(sys.argv[1:])))")
+
+
+def test_cli_is_deterministic_across_processes(tmp_path, student_final):
+    """Two export processes on the same final/ give byte-identical model files (the service re-runs exports)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    digests = []
+    for i in range(2):
+        out = tmp_path / f"out{i}"
+        proc = subprocess.run([sys.executable, "-c", _CLI, "--model", str(student_final), "--output", str(out),
+                               "--no-pte", "--latency-runs", "2"], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "ptl" in proc.stdout and "parity gate: not checked" in proc.stdout
+        digests.append({n: export_report.sha256_file(out / n) for n in ("model.ptl", "model_int8.pt", "labels.json")})
+    assert digests[0] == digests[1]
 
 
 # ----------------------------------------------------------------------------------------- bad input

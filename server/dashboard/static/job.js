@@ -262,14 +262,18 @@
     if (stick) pre.scrollTop = pre.scrollHeight;
   }
 
-  let finalRounds = 0;
+  // Every 2 s while the job is live. Once it has ended (and two more rounds have picked up the last
+  // metrics, log lines and artifacts), only the job itself every 10 s, to notice a retry.
+  let finalRounds = 0, tick = 0;
   D.poll(async () => {
+    tick++;
+    const settled = finalRounds >= 2;
+    if (settled && tick % 5) return true;
     if ((await refreshJob()) === false) return false;
-    await Promise.all([refreshMetrics().catch(console.error), refreshLogs()]);
-    // Keep polling a little after the end so the last metrics, log lines and artifacts show.
     if (D.TERMINAL.includes(job.state)) finalRounds++;
     else finalRounds = 0;
-    return finalRounds < 2;
+    if (!settled || finalRounds === 0) await Promise.all([refreshMetrics().catch(console.error), refreshLogs()]);
+    return true;
   }, POLL_MS);
 
   async function action(name) {
