@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("export", help="int8 quantization, .ptl/.pte export, verification and report")
-    from .export import add_arguments
+    from .export_cli import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=_export)

@@ -69,9 +69,26 @@ def image_folder(root: str, field: str):
         raise ConfigError(field, f"not a readable ImageFolder (class sub-folders of images): {e}") from e
 
 
+def _posterize_at_least_one_bit(img, bits_to_keep, **_):
+    """timm's RandAugment asks for 0 bits at the top magnitude (m9 + mstd noise reaches it), which
+    Pillow 13 refuses with ValueError mid-epoch; one bit is the same augmentation, legal."""
+    from PIL import ImageOps
+
+    return img if bits_to_keep >= 8 else ImageOps.posterize(img, max(int(bits_to_keep), 1))
+
+
+def _use_safe_posterize() -> None:
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize_at_least_one_bit
+
+
 def train_transform(img_size: int, t: TrainConfig, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """DeiT's train transform: random resized crop, flip, RandAugment, colour jitter, random erasing."""
     from timm.data import create_transform
+
+    _use_safe_posterize()
 
     aa = t.aa if t.aa not in (None, "", "0") else None
     return create_transform(

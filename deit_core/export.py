@@ -28,6 +28,7 @@ from torch import nn
 
 from . import export_report as rep
 from . import mobile
+from .export_cli import add_arguments  # noqa: F401  (the CLI's arguments live apart: no torch import)
 
 log = logging.getLogger(__name__)
 
@@ -401,21 +402,6 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a run's final/ directory")
-    p.add_argument("--output", required=True, help="export directory to create")
-    p.add_argument("--val", help="ImageFolder root or its val/ folder, for accuracy and the parity gate")
-    p.add_argument("--max-drop", type=float, default=1.0,
-                   help="parity gate: fail (exit 3, output kept at OUT.rejected/) if int8 top-1 is more than this "
-                        "many points below fp32 (default 1.0)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty OUT (only once the export succeeded)")
-    p.add_argument("--no-pte", dest="pte", action="store_false", help="skip the ExecuTorch .pte (saves ~40 s)")
-    p.add_argument("--keep-fp32", default=None, metavar="PATTERNS",
-                   help="comma-separated fnmatch patterns of Linear layers kept fp32 "
-                        f"(default {','.join(mobile.DEFAULT_KEEP_FP32)}; '' quantizes all, '*' none)")
-    p.add_argument("--latency-runs", type=int, default=50, help="timed runs per model after warm-up (default 50)")
 
 
 def options_from_args(args: argparse.Namespace) -> ExportOptions:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # Classifier heads stay fp32 by default: together they hold ~0.1% of a DeiT's weights (int8 saves a
 # few KB) but they write the logits directly, so their rounding error is never averaged away.
-DEFAULT_KEEP_FP32 = ("head", "head_dist", "head.fc")
+from .export_cli import DEFAULT_KEEP_FP32  # noqa: E402
 TORCHSCRIPT_METHODS = ("trace", "script")
 
 

@@ -59,3 +59,16 @@ def test_service_mode_skips_paths_but_not_values():
     assert parse_config(raw, check_paths=False).teacher.checkpoint == 12
     with pytest.raises(ConfigError, match="train.batch_size"):
         parse_config(with_overrides(raw, {"train.batch_size": 0}), check_paths=False)
+
+
+def test_randaugment_at_top_magnitude_survives_every_op():
+    """Pillow 13 refuses posterize(0 bits), which RandAugment m10 asks for: our transform must not crash."""
+    from PIL import Image
+
+    from deit_core.config import TrainConfig
+    from deit_core.data import train_transform
+
+    tf = train_transform(32, TrainConfig(aa="rand-m10-n4-mstd0-inc1", reprob=0.25))
+    img = Image.new("RGB", (32, 32), (120, 30, 200))
+    for _ in range(200):
+        assert tf(img).shape == (3, 32, 32)

@@ -274,8 +274,10 @@ class JobRunner:
         dest_dir = self.settings.artifacts_path / str(self.job_id) / f"attempt-{self.attempt}" / "checkpoint"
         link_or_copy(cfg_path, dest_dir / "config.json")
         meta: dict[str, Any] = {"files": ["model.safetensors", "config.json"]}
-        try:
-            meta["architecture"] = json.loads(cfg_path.read_text()).get("architecture")
+        try:  # config.json is small and is what a client needs to rebuild the model: keep it inline
+            model_config = json.loads(cfg_path.read_text())
+            meta["architecture"] = model_config.get("architecture")
+            meta["config_json"] = model_config
         except (OSError, ValueError, AttributeError):
             pass
         return self._register(final / "model.safetensors", "checkpoint", "checkpoint", meta,

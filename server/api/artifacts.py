@@ -36,7 +36,7 @@ def list_artifacts():
         q = q.where(Artifact.format == fmt)
     if request.args.get("job_id"):
         q = q.where(Artifact.job_id == arg_int("job_id", 0, 1))
-    return jsonify(paginate(q, "artifacts", serialize_artifact))
+    return jsonify(paginate(q, "artifacts", serialize_artifact, Artifact.id))
 
 
 @login_required

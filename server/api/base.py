@@ -79,13 +79,21 @@ def arg_int(name: str, default: int, lo: int = 0, hi: int | None = None) -> int:
     return value
 
 
-def paginate(query: Select, key: str, serialize, max_limit: int = 200) -> dict[str, Any]:
-    """Offset pagination: ``?limit=&offset=`` -> ``{key: [...], total, limit, offset, next_offset}``."""
+def paginate(query: Select, key: str, serialize, id_column=None, max_limit: int = 200) -> dict[str, Any]:
+    """Newest-first pages: ``?limit=&offset=`` or keyset ``?limit=&cursor=`` (ids below ``cursor``).
+
+    Returns ``{key: [...], total, limit, offset, next_offset, next_cursor}``; ``total`` counts every
+    match of the filters; ``next_cursor`` (the last id) keeps pages stable while rows are added.
+    """
     limit = arg_int("limit", 50, 1, max_limit)
     offset = arg_int("offset", 0, 0)
     s = db()
     total = s.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    rows = s.scalars(query.limit(limit).offset(offset)).all()
-    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    page = query
+    if id_column is not None and request.args.get("cursor"):
+        page = page.where(id_column < arg_int("cursor", 0, 1))
+    rows = s.scalars(page.limit(limit + 1).offset(offset)).all()
+    more, rows = len(rows) > limit, rows[:limit]
     return {key: [serialize(r) for r in rows], "total": total, "limit": limit, "offset": offset,
-            "next_offset": next_offset}
+            "next_offset": offset + len(rows) if more else None,
+            "next_cursor": rows[-1].id if more and rows else None}

@@ -88,7 +88,7 @@ def list_datasets():
     q = select(Dataset).order_by(Dataset.id.desc())
     if not g.user.is_admin:
         q = q.where(Dataset.owner_id == g.user.id)
-    return jsonify(paginate(q, "datasets", serialize_dataset))
+    return jsonify(paginate(q, "datasets", serialize_dataset, Dataset.id))
 
 
 @login_required

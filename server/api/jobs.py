@@ -61,7 +61,7 @@ def list_jobs():
         if kind not in ("teacher", "distill"):
             raise ApiError(400, "invalid_parameter", "must be teacher or distill", "kind")
         q = q.where(Job.kind == kind)
-    return jsonify(paginate(q, "jobs", lambda j: serialize_job(j, with_config=False)))
+    return jsonify(paginate(q, "jobs", lambda j: serialize_job(j, with_config=False), Job.id))
 
 
 @login_required
@@ -112,10 +112,12 @@ def cancel_job(job_id: int):
             except Exception:  # revoke is an optimisation; the CAS already made the job a no-op
                 log.warning("job %s: revoke of %s failed", job.id, job.task_id, exc_info=True)
         service.fail_children(s, job, "was cancelled", state="cancelled")
-    elif job.state in ("running", "exporting"):
-        s.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
+    elif s.execute(update(Job).where(Job.id == job.id, Job.state.in_(("running", "exporting")))
+                   .values(cancel_requested=True)).rowcount == 1:  # also a CAS: the worker may have just claimed it
         s.commit()
     else:
+        s.rollback()
+        s.refresh(job)
         raise ApiError(409, "conflict", f"job {job.id} is {job.state}; only queued or running jobs can be cancelled", "state")
     s.expire_all()
     return jsonify(serialize_job(s.get(Job, job.id))), 202

@@ -19,14 +19,16 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 ERR = {"4XX": {"$ref": "#/components/responses/Error"}}
 ID = lambda name: {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}  # noqa: E731
 PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}}]
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 1},
+         "description": "keyset pagination: rows with id below this (the previous page's next_cursor)"}]
 
 
 def _page(key: str, item: str) -> dict[str, Any]:
     return {"type": "object", "required": [key, "total"], "properties": {
         key: {"type": "array", "items": _ref(item)}, "total": {"type": "integer"},
         "limit": {"type": "integer"}, "offset": {"type": "integer"},
-        "next_offset": {"type": ["integer", "null"]}}}
+        "next_offset": {"type": ["integer", "null"]}, "next_cursor": {"type": ["integer", "null"]}}}
 
 
 def build_openapi() -> dict[str, Any]:

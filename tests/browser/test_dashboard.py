@@ -15,14 +15,16 @@ import pytest
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
+if not Path(CHROMIUM).exists() and os.environ.get("CI", "").lower() != "true":
+    # Decided at collection, so the live service (session fixtures, set up first) is not started for nothing.
+    pytestmark.append(pytest.mark.skip(reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, "
+                                              "scripts/ci-deps.sh, or set DISTILLERY_CHROMIUM)"))
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{CHROMIUM} is missing under CI=true: run scripts/ci-deps.sh first")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set DISTILLERY_CHROMIUM)")
+    if not Path(CHROMIUM).exists():  # only reached under CI=true (see pytestmark): there it must run
+        pytest.fail(f"{CHROMIUM} is missing under CI=true: run scripts/ci-deps.sh first")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

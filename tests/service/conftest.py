@@ -109,15 +109,21 @@ def pg_database():
 
 
 @pytest.fixture(scope="session")
-def redis_url():
-    """A random Redis db number; the queue name is unique too, so no messages are ever shared."""
+def redis_broker():
+    """A random Redis db number and a unique queue name (no messages are ever shared); the
+    queue's keys are deleted at the end."""
     try:
         import redis
 
         redis.Redis.from_url(REDIS, socket_connect_timeout=3).ping()
     except Exception as e:
         unavailable(f"Redis not reachable at {REDIS}: {e}")
-    return f"{REDIS}/{secrets.randbelow(15) + 1}"
+    url, queue = f"{REDIS}/{secrets.randbelow(15) + 1}", f"distillery-test-{secrets.token_hex(4)}"
+    yield url, queue
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(f"*{queue}*"):
+        client.delete(key)
+    client.close()
 
 
 @dataclass
@@ -156,13 +162,13 @@ class Service:
 
 
 @pytest.fixture(scope="session")
-def service(pg_database, redis_url, tmp_path_factory):
+def service(pg_database, redis_broker, tmp_path_factory):
     """gunicorn API + Celery worker on PostgreSQL and Redis, alive for the whole session."""
     root = tmp_path_factory.mktemp("service")
     data = write_digits(root / "data" / "digits")
     env = {**os.environ,
-           "DISTILLERY_DATABASE_URL": pg_database, "DISTILLERY_BROKER_URL": redis_url,
-           "DISTILLERY_QUEUE": f"distillery-test-{secrets.token_hex(4)}",
+           "DISTILLERY_DATABASE_URL": pg_database, "DISTILLERY_BROKER_URL": redis_broker[0],
+           "DISTILLERY_QUEUE": redis_broker[1],
            "DISTILLERY_STORAGE": str(root / "storage"), "DISTILLERY_DATA_ROOTS": str(root / "data"),
            "DISTILLERY_EXPORT_ARGS": EXPORT_ARGS, "DISTILLERY_CANCEL_GRACE_S": "5", "DISTILLERY_POLL_S": "0.3",
            "DISTILLERY_SECRET_KEY": secrets.token_hex(16)}

@@ -158,7 +158,8 @@ def test_cancel_running_job_leaves_no_process(service):
 
 
 def test_cancel_queued_job(service):
-    """A queued job (waiting on its teacher) is cancelled at once and never runs."""
+    """Cancelling a just-submitted teacher (queued, or claimed a moment ago) cancels it and the
+    distill job waiting on it, with the reason."""
     body = {"kind": "distill", "name": "never", "config": distill_config(str(service.data)),
             "teacher_job": {"config": teacher_config(str(service.data), epochs=200)}}
     teacher_id, distill_id = service.api("POST", "/jobs", json=body).json()["pipeline"]

@@ -142,7 +142,7 @@ def test_list_filters_and_pagination(service):
     r = service.api("GET", "/jobs?limit=1&offset=0&kind=teacher")
     body = r.json()
     assert r.status_code == 200 and set(body) >= {"jobs", "total", "limit", "offset", "next_offset"}
-    assert len(body["jobs"]) <= 1 and all(j["kind"] == "teacher" for j in body["jobs"])
+    assert "next_cursor" in body and len(body["jobs"]) <= 1 and all(j["kind"] == "teacher" for j in body["jobs"])
     if body["total"] > 1:
         nxt = service.api("GET", f"/jobs?limit=1&offset={body['next_offset']}&kind=teacher").json()
         assert nxt["jobs"][0]["id"] < body["jobs"][0]["id"]
@@ -208,3 +208,12 @@ def test_health_openapi_metrics(service):
     assert "teacher_job" in doc["components"]["schemas"]["JobSubmit"]["properties"]
     text = requests.get(f"{service.url}/metrics").text
     assert 'distillery_jobs{state="queued"}' in text
+
+
+def test_keyset_pagination(service):
+    ids = [service.api("POST", "/datasets", json={"name": f"page-{i}", "path": str(service.data)}).json()["id"]
+           for i in range(3)]
+    first = service.api("GET", "/datasets?limit=2").json()
+    assert [d["id"] for d in first["datasets"]] == sorted(ids, reverse=True)[:2] and first["next_cursor"] == ids[1]
+    second = service.api("GET", f"/datasets?limit=2&cursor={first['next_cursor']}").json()
+    assert second["datasets"][0]["id"] == ids[0]

@@ -31,7 +31,9 @@
               .filter((p) => isNum(p.value)).map((p) => [p.epoch, p.value]);
             return list.map((p) => [p.epoch, p.value]);
           }
-          return list.map((p) => [spe ? p.step / spe : p.step, p.value]);
+          // An epoch event repeats loss/lr at the epoch's last global step: keep the step's own value.
+          const seen = new Set();
+          return list.filter((p) => !seen.has(p.step) && seen.add(p.step)).map((p) => [spe ? p.step / spe : p.step, p.value]);
         },
         last(name) { const l = series[name] || []; return l.length ? l[l.length - 1].value : undefined; },
       };
