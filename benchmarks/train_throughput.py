@@ -14,6 +14,7 @@ The loader row is ``build_train_loader`` on a real ImageFolder with the DeiT tra
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data", help="ImageFolder root with train/ for the loader row (default: digits written to var/bench/loader)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for model FLOP utilization (H100 SXM bf16 dense: 989)")
@@ -101,9 +103,15 @@ def main() -> None:
                 teacher(x)
         return steps * args.batch_size
 
-    a = timed(step_fn(DistillationLoss(ce, None, "none", 0.5, 1.0)), args.warmup, sync)
-    b = timed(teacher_fn, args.warmup, sync)
-    c = timed(step_fn(DistillationLoss(ce, teacher, "hard", 0.5, 1.0)), args.warmup, sync)
+    fns = {"a": step_fn(DistillationLoss(ce, None, "none", 0.5, 1.0)), "b": teacher_fn,
+           "c": step_fn(DistillationLoss(ce, teacher, "hard", 0.5, 1.0))}
+    for fn in fns.values():  # warm every path (allocator, kernels) before any timing
+        fn(args.warmup)
+    rounds = {k: [] for k in fns}
+    for _ in range(args.rounds):  # interleaved rounds, median: robust to a busy neighbour
+        for k, fn in fns.items():
+            rounds[k].append(timed(fn, 1, sync))
+    a, b, c = (statistics.median(rounds[k]) for k in "abc")
     ideal = 1.0 / (1.0 / a + 1.0 / b)
 
     data = Path(args.data) if args.data else Path("var/bench/loader")
