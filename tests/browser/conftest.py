@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import small_imagefolder
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"
@@ -40,17 +42,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def subsample_imagefolder(src: Path, dst: Path, per_split: dict[str, int]) -> Path:
-    """Copy the first N images of every class of each split: a real ImageFolder that trains in seconds."""
-    for split, n in per_split.items():
-        for cls_dir in sorted((src / split).iterdir()):
-            out = dst / split / cls_dir.name
-            out.mkdir(parents=True, exist_ok=True)
-            for f in sorted(cls_dir.iterdir())[:n]:
-                shutil.copy(f, out / f.name)
-    return dst
 
 
 @dataclass
@@ -140,7 +131,7 @@ def live(tmp_path_factory) -> Live:
         live.token = out.stdout.strip().splitlines()[-1]
         subprocess.run([sys.executable, "-m", "distillery", "demo-data", "--output", "var/digits-full"], cwd=workdir,
                        env=env, capture_output=True, text=True, timeout=120, check=True)
-        data = subsample_imagefolder(workdir / "var/digits-full", workdir / "var/digits", {"train": 12, "val": 5})
+        data = small_imagefolder(workdir / "var/digits-full", workdir / "var/digits", {"train": 12, "val": 5})
         resp = live.api("POST", "/datasets", json={"name": live.dataset, "path": str(data)})
         assert resp.status_code == 201, resp.text
         yield live
