@@ -157,9 +157,12 @@ def validate_submission(db: Session, settings: Settings, user: User, body: Mappi
         raise SubmissionError("config", "is required")
     teacher_spec = body.get("teacher_job")
     if teacher_spec is None:
-        cfg = _parse(body["config"], "config.", kind, placeholder_teacher=False)
-        return [{"kind": kind, "name": name, "after_previous": False,
-                 "config": _resolve_paths(db, settings, user, cfg, "config.")}]
+        cfg = _resolve_paths(db, settings, user, _parse(body["config"], "config.", kind, placeholder_teacher=False), "config.")
+        spec = {"kind": kind, "name": name, "after_previous": False, "config": cfg}
+        teacher_ref = cfg["teacher"]["checkpoint"] if kind == "distill" else None
+        if isinstance(teacher_ref, int):  # lineage: the job whose checkpoint teaches this one
+            spec["parent_id"] = db.get(Artifact, teacher_ref).job_id
+        return [spec]
 
     # A pipeline: train the teacher, then distill from its checkpoint.
     if kind != "distill":
@@ -199,6 +202,8 @@ def create_jobs(db: Session, user: User, specs: list[dict[str, Any]]) -> list[Jo
                   state="queued", attempt=1, progress={}, metrics={})
         if spec["after_previous"]:
             job.parent_id = jobs[-1].id
+        elif spec.get("parent_id") is not None:
+            job.parent_id = spec["parent_id"]
         db.add(job)
         db.flush()
         jobs.append(job)

@@ -168,3 +168,15 @@ def test_cancel_queued_job(service):
     assert service.wait(teacher_id, timeout=120)["state"] == "cancelled"
     child = service.wait(distill_id, timeout=30)
     assert child["state"] == "cancelled" and f"teacher job {teacher_id}" in child["error"]
+
+
+def test_distill_from_an_artifact_records_its_teacher_job_as_parent(pipeline, service):
+    teacher = pipeline["teacher"]
+    ckpt = next(a for a in teacher["artifacts"] if a["format"] == "checkpoint")
+    cfg = distill_config(str(service.data), checkpoint=ckpt["id"])
+    r = service.api("POST", "/jobs", json={"kind": "distill", "name": "from-artifact", "config": cfg})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["parent_id"] == teacher["id"] and job["config"]["teacher"]["checkpoint"] == ckpt["id"]
+    assert service.api("POST", f"/jobs/{job['id']}/cancel").status_code in (200, 202)
+    assert service.wait(job["id"], timeout=120)["state"] in ("cancelled", "succeeded")
