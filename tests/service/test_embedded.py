@@ -2,6 +2,7 @@
 refusal to start on an unmigrated database."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -38,10 +39,12 @@ def test_unmigrated_database_is_refused(tmp_path):
     assert new_token("x", env, cwd=tmp_path).startswith("dst_")
 
 
-def test_distillery_up_end_to_end(tmp_path):
-    """Default settings (no DISTILLERY_* but the quick export flags): ./var/distillery.db, filesystem broker."""
-    data = write_digits(tmp_path / "var" / "data" / "digits", per_class_train=20, per_class_val=5)
-    env = clean_env(DISTILLERY_EXPORT_ARGS=EXPORT_ARGS, DISTILLERY_POLL_S="0.5")
+@contextlib.contextmanager
+def embedded_service(tmp_path, export_args: str = EXPORT_ARGS):
+    """`distillery up` with default settings (no DISTILLERY_* but the export flags) in ``tmp_path``,
+    a token and the registered digits dataset; yields (api url, auth headers, the `up` process)."""
+    write_digits(tmp_path / "var" / "data" / "digits", per_class_train=20, per_class_val=5)
+    env = clean_env(DISTILLERY_EXPORT_ARGS=export_args, DISTILLERY_POLL_S="0.5")
     port = free_port()
     with open(tmp_path / "up.log", "wb") as log:
         up = subprocess.Popen([sys.executable, "-m", "distillery", "up", "--port", str(port)], cwd=tmp_path, env=env,
@@ -49,30 +52,40 @@ def test_distillery_up_end_to_end(tmp_path):
     url = f"http://127.0.0.1:{port}/api/v1"
     try:
         wait_http(f"{url}/health", up)
-        assert (tmp_path / "var" / "distillery.db").exists()
         h = {"Authorization": f"Bearer {new_token('me', env, cwd=tmp_path)}"}
         r = requests.post(f"{url}/datasets", json={"name": "digits", "path": "var/data/digits"}, headers=h)
         assert r.status_code == 201, r.text
-        cfg = teacher_config("dataset:digits", epochs=1)
-        cfg["resources"]["processes"] = 1
-        r = requests.post(f"{url}/jobs", json={"kind": "teacher", "name": "embedded", "config": cfg}, headers=h)
-        assert r.status_code == 201, r.text
-        job_id = r.json()["id"]
-        deadline = time.monotonic() + 360
-        while True:
-            job = requests.get(f"{url}/jobs/{job_id}", headers=h).json()
-            if job["state"] in ("succeeded", "failed", "cancelled"):
-                break
-            assert time.monotonic() < deadline, job
-            time.sleep(1)
+        yield url, h, up
+    finally:
+        stop(up, timeout=30)
+
+
+def run_teacher_job(url: str, h: dict, tmp_path) -> dict:
+    cfg = teacher_config("dataset:digits", epochs=1)
+    cfg["resources"]["processes"] = 1
+    r = requests.post(f"{url}/jobs", json={"kind": "teacher", "name": "embedded", "config": cfg}, headers=h)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 360
+    while True:
+        job = requests.get(f"{url}/jobs/{job_id}", headers=h).json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(1)
+
+
+def test_distillery_up_end_to_end(tmp_path):
+    """Default settings: ./var/distillery.db, filesystem broker."""
+    with embedded_service(tmp_path) as (url, h, up):
+        assert (tmp_path / "var" / "distillery.db").exists()
+        job = run_teacher_job(url, h, tmp_path)
         assert job["state"] == "succeeded", (job["error"], (tmp_path / "up.log").read_text()[-3000:])
-        assert job["config"]["data"]["train"] == str((data / "train").resolve())
+        assert job["config"]["data"]["train"] == str((tmp_path / "var/data/digits/train").resolve())
         ptl = next(a for a in job["artifacts"] if a["format"] == "ptl")
         blob = requests.get(f"{url}/artifacts/{ptl['id']}/download", headers=h).content
         assert hashlib.sha256(blob).hexdigest() == ptl["sha256"]
         children = psutil.Process(up.pid).children(recursive=True)
-    finally:
-        stop(up, timeout=30)
     assert up.returncode == 0
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, "distillery up left its worker behind"
@@ -110,3 +123,17 @@ def test_stopping_up_mid_run_requeues_the_job_and_leaves_no_process(tmp_path):
         "SELECT state, attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()
     assert row == ("queued", 2), (row, (tmp_path / "up.log").read_text()[-2000:])
     assert list((tmp_path / "var" / "broker" / "queue").iterdir()), "the job's message should be back in the queue"
+
+
+def test_parity_gate_failure_fails_the_job_and_keeps_checkpoint_and_report(tmp_path):
+    """A worker whose policy demands int8 be a point *better* than fp32 (--max-drop -1) rejects
+    every export: the job fails with the gate's reason, and the fp32 checkpoint and the report of
+    the rejected export stay registered for the user to inspect."""
+    with embedded_service(tmp_path, export_args=EXPORT_ARGS + " --max-drop -1") as (url, h, _):
+        job = run_teacher_job(url, h, tmp_path)
+    assert job["state"] == "failed", job
+    assert "parity gate" in job["error"] and "below fp32" in job["error"], job["error"]
+    formats = {a["format"]: a for a in job["artifacts"]}
+    assert {"checkpoint", "report"} <= formats.keys() and "ptl" not in formats
+    assert formats["report"]["metadata"].get("rejected") is True
+
