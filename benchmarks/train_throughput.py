@@ -68,7 +68,7 @@ def main() -> None:
     from timm.scheduler import CosineLRScheduler
 
     from deit_core.config import TrainConfig
-    from deit_core.data import build_train_loader, image_folder, train_transform
+    from deit_core.data import SyntheticDataset, build_train_loader, image_folder, train_transform
     from deit_core.engine import train_one_epoch
     from deit_core.losses import DistillationLoss
     from deit_core.models import build_student, build_teacher
@@ -83,9 +83,9 @@ def main() -> None:
     opt = create_optimizer_v2(student, "adamw", lr=1e-4, weight_decay=0.05)
     sched = CosineLRScheduler(opt, t_initial=10_000, t_in_epochs=False)
     model, opt = acc.prepare(student.to(dev), opt)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g).to(dev)
-    y = torch.randint(0, args.classes, (args.batch_size,), generator=g).to(dev)
+    synthetic = SyntheticDataset(args.batch_size, args.img_size, args.classes)
+    x = torch.stack([synthetic[i][0] for i in range(args.batch_size)]).to(dev)
+    y = torch.tensor([synthetic[i][1] for i in range(args.batch_size)]).to(dev)
     ce = nn.CrossEntropyLoss()
 
     def step_fn(criterion):

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -126,10 +126,6 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "resources": ResourcesConfig,
 }
-
-
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 def _coerce(path: str, value: Any, annotation: str) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, JobConfig, load_config_file
 from .data import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, build_train_loader, build_val_loader, load_datasets
 from .engine import evaluate, predict_teacher, train_one_epoch
@@ -187,6 +187,8 @@ class Run:
 
     # --- the loop ---------------------------------------------------------------------------
     def execute(self) -> dict[str, float]:
+        from accelerate.utils import set_seed
+
         cfg, acc, t, ev = self.cfg, self.acc, self.cfg.train, self.events
         ckpt_dir = self.out / "checkpoints"
         start_epoch, num_updates, best = 0, 0, -1.0
@@ -215,8 +217,6 @@ class Run:
         total_steps = (t.epochs - start_epoch) * steps
         for epoch in range(start_epoch, t.epochs):
             # Every source of randomness in the epoch is a function of (seed, epoch): see data.py.
-            from accelerate.utils import set_seed
-
             set_seed(t.seed + 1000 * epoch + acc.process_index)
             self.train_loader.sampler.set_epoch(epoch)
             done_before = (epoch - start_epoch) * steps

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import PY, ROOT, distill_config, run_cli, teacher_config
+from tests.conftest import PY, ROOT, distill_config, run_cli
 
 
 def events(run: Path) -> list[dict]:
