@@ -1,4 +1,4 @@
-"""`distillery` console script.
+"""distillery: distill DeiT students from RegNetY teachers, export them for phones, run it as a service.
 
 Each area registers its own subcommands so this module stays a thin dispatcher, and a command
 imports only what it needs (``distillery train`` never loads Flask or Celery).
