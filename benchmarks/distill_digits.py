@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30, help="epochs of each student")
     ap.add_argument("--processes", type=int, default=1)
     ap.add_argument("--types", default="none,soft,hard")
+    ap.add_argument("--seed", type=int, default=0, help="students' train.seed (the teacher is trained once, seed 0)")
     args = ap.parse_args()
     out = Path(args.out)
     data = out / "data"
@@ -64,12 +65,13 @@ def main() -> None:
                "student": {"model": "deit_tiny_distilled_patch16_224", "patch_size": 8},
                "teacher": {"model": args.teacher, "checkpoint": str(teacher_run / "final")},
                "distillation": {"type": dtype, "alpha": 0.5, "tau": 1.0},
-               "train": {**recipe, "epochs": args.epochs, "lr": 2.0e-3}}
-        done, dt = train(cfg, out / f"student-{dtype}", args.processes)
+               "train": {**recipe, "epochs": args.epochs, "lr": 2.0e-3, "seed": args.seed}}
+        run = out / (f"student-{dtype}" if args.seed == 0 else f"student-{dtype}-seed{args.seed}")
+        done, dt = train(cfg, run, args.processes)
         rows.append((dtype, done, dt))
         print(f"student {dtype}: val top-1 {done['val_top1']:.2f} in {dt:.0f} s", flush=True)
     print()
-    print(f"| student (DeiT-Ti/8, 32 px, {args.epochs} epochs) | val top-1 | cls head | dist head | agreement with teacher | teacher top-1 | time |")
+    print(f"| student (DeiT-Ti/8, 32 px, {args.epochs} epochs, seed {args.seed}) | val top-1 | cls head | dist head | agreement with teacher | teacher top-1 | time |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for dtype, d, dt in rows:
         print(f"| {dtype} | {d['val_top1']:.2f} | {d['val_top1_cls']:.2f} | {d['val_top1_dist']:.2f} | "
