@@ -31,6 +31,16 @@ def _check_name(name: str) -> None:
         raise ArchiveRefused(f"member {name!r} escapes the archive folder ('..')")
 
 
+def _tally(count: int, total: int, size: int, max_files: int, max_bytes: int) -> tuple[int, int]:
+    """Add one member to the running totals; refuse as soon as a limit is passed (before extraction)."""
+    count, total = count + 1, total + size
+    if count > max_files:
+        raise ArchiveRefused(f"more than {max_files} members")
+    if total > max_bytes:
+        raise ArchiveRefused(f"unpacks to more than {max_bytes} bytes")
+    return count, total
+
+
 def _members(path: Path, max_files: int, max_bytes: int) -> str:
     """Check every member's name, type and the totals; return the archive type ('zip' | 'tar')."""
     total = count = 0
@@ -41,12 +51,7 @@ def _members(path: Path, max_files: int, max_bytes: int) -> str:
                 mode = (info.external_attr >> 16) & 0o170000
                 if mode and mode not in (0o100000, 0o040000):
                     raise ArchiveRefused(f"member {info.filename!r} is a link or special file")
-                count += 1
-                total += info.file_size
-                if count > max_files:
-                    raise ArchiveRefused(f"more than {max_files} members")
-                if total > max_bytes:
-                    raise ArchiveRefused(f"unpacks to more than {max_bytes} bytes")
+                count, total = _tally(count, total, info.file_size, max_files, max_bytes)
         return "zip"
     try:
         with tarfile.open(path, "r:*") as tf:
@@ -54,12 +59,7 @@ def _members(path: Path, max_files: int, max_bytes: int) -> str:
                 _check_name(m.name)
                 if not (m.isfile() or m.isdir()):
                     raise ArchiveRefused(f"member {m.name!r} is a link or special file")
-                count += 1
-                total += m.size
-                if count > max_files:
-                    raise ArchiveRefused(f"more than {max_files} members")
-                if total > max_bytes:
-                    raise ArchiveRefused(f"unpacks to more than {max_bytes} bytes")
+                count, total = _tally(count, total, m.size, max_files, max_bytes)
     except tarfile.TarError as e:
         raise ArchiveRefused(f"not a .zip or .tar.gz archive ({e})") from None
     return "tar"

@@ -40,11 +40,11 @@ def test_unmigrated_database_is_refused(tmp_path):
 
 
 @contextlib.contextmanager
-def embedded_service(tmp_path, export_args: str = EXPORT_ARGS):
-    """`distillery up` with default settings (no DISTILLERY_* but the export flags) in ``tmp_path``,
-    a token and the registered digits dataset; yields (api url, auth headers, the `up` process)."""
-    write_digits(tmp_path / "var" / "data" / "digits", per_class_train=20, per_class_val=5)
-    env = clean_env(DISTILLERY_EXPORT_ARGS=export_args, DISTILLERY_POLL_S="0.5")
+def embedded_service(tmp_path, export_args: str = EXPORT_ARGS, per_class: tuple[int, int] = (20, 5), **env_extra):
+    """`distillery up` with default settings (no DISTILLERY_* but the export flags and ``env_extra``)
+    in ``tmp_path``, a token and the registered digits dataset; yields (api url, auth headers, `up`)."""
+    write_digits(tmp_path / "var" / "data" / "digits", per_class_train=per_class[0], per_class_val=per_class[1])
+    env = clean_env(DISTILLERY_EXPORT_ARGS=export_args, **{"DISTILLERY_POLL_S": "0.5", **env_extra})
     port = free_port()
     with open(tmp_path / "up.log", "wb") as log:
         up = subprocess.Popen([sys.executable, "-m", "distillery", "up", "--port", str(port)], cwd=tmp_path, env=env,
@@ -94,17 +94,8 @@ def test_distillery_up_end_to_end(tmp_path):
 def test_stopping_up_mid_run_requeues_the_job_and_leaves_no_process(tmp_path):
     """SIGTERM to `distillery up` while a job trains: the run is stopped (no process left) and the
     job goes back to `queued` as attempt 2, with its message in the queue for the next start."""
-    write_digits(tmp_path / "var" / "data" / "digits", per_class_train=10, per_class_val=2)
-    env = clean_env(DISTILLERY_POLL_S="0.3", DISTILLERY_CANCEL_GRACE_S="3")
-    port = free_port()
-    with open(tmp_path / "up.log", "wb") as log:
-        up = subprocess.Popen([sys.executable, "-m", "distillery", "up", "--port", str(port)], cwd=tmp_path, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        wait_http(f"{url}/health", up)
-        h = {"Authorization": f"Bearer {new_token('me', env, cwd=tmp_path)}"}
-        cfg = teacher_config("var/data/digits", epochs=500)
+    with embedded_service(tmp_path, per_class=(10, 2), DISTILLERY_POLL_S="0.3", DISTILLERY_CANCEL_GRACE_S="3") as (url, h, up):
+        cfg = teacher_config("dataset:digits", epochs=500)
         cfg["resources"]["processes"] = 1
         job_id = requests.post(f"{url}/jobs", json={"kind": "teacher", "name": "long", "config": cfg}, headers=h).json()["id"]
         deadline = time.monotonic() + 240
@@ -113,8 +104,6 @@ def test_stopping_up_mid_run_requeues_the_job_and_leaves_no_process(tmp_path):
             time.sleep(0.5)
         tree = psutil.Process(up.pid).children(recursive=True)
         assert any("deit_core.train" in " ".join(p.cmdline()) for p in tree)
-    finally:
-        stop(up, timeout=60)
     _, alive = psutil.wait_procs(tree, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
     import sqlite3
