@@ -14,7 +14,8 @@ Long jobs: a training run can take hours or days, so
   queued and returns without doing anything.
 * The price of early ack: if a worker machine dies mid-run, its job stays ``running``. A
   restarted worker marks jobs it owned as failed (``worker.tasks.recover_orphans``) and the user
-  can ``POST /jobs/{id}/retry``; training resumes cleanly because each attempt has its own run dir.
+  can ``POST /jobs/{id}/retry``; each attempt has its own run dir and
+  continues from the previous attempt's last checkpoint (``JobRunner._carry_over_checkpoint``).
 * ``visibility_timeout`` is still set to a week for Redis, for messages prefetched but not started.
 """
 from __future__ import annotations

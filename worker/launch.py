@@ -20,10 +20,10 @@ import psutil
 log = logging.getLogger(__name__)
 
 
-def train_command(config_path: Path, run_dir: Path, processes: int) -> list[str]:
+def train_command(config_path: Path, run_dir: Path, processes: int, resume: bool = False) -> list[str]:
     """``torchrun --standalone`` picks a free rendezvous port, so parallel runs never clash."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "deit_core.train", "--config", str(config_path), "--output", str(run_dir)]
+            "-m", "deit_core.train", "--config", str(config_path), "--output", str(run_dir)] + (["--resume"] if resume else [])
 
 
 def export_command(final_dir: Path, out_dir: Path, val_dir: str | None, extra: tuple[str, ...] = ()) -> list[str]:

@@ -111,7 +111,8 @@ class JobRunner:
 
         # 1. train
         env = launch.child_env(self.settings.worker_gpus, processes)
-        cmd = launch.train_command(self.run_dir / "job.json", self.run_dir, processes)
+        resume = self._carry_over_checkpoint(config)
+        cmd = launch.train_command(self.run_dir / "job.json", self.run_dir, processes, resume=resume)
         self.log.info("training: %s", " ".join(cmd))
         tail = RunProgress()
         rc = self._supervise(cmd, env, tail=tail)
@@ -199,9 +200,30 @@ class JobRunner:
                 raise WorkerStopping()
             time.sleep(self.settings.poll_s)
 
+    def _carry_over_checkpoint(self, config: dict[str, Any]) -> bool:
+        """A later attempt (a retry, or a run requeued when its worker stopped) continues from the
+        newest earlier attempt's ``last.pt`` when that attempt ran the same config, instead of
+        throwing away hours of training. Returns whether the run should ``--resume``."""
+        for earlier in range(self.attempt - 1, 0, -1):
+            prev = self.settings.runs_path / str(self.job_id) / f"attempt-{earlier}"
+            last = prev / "checkpoints" / "last.pt"
+            try:
+                same = json.loads((prev / "job.json").read_text()) == config
+            except (OSError, ValueError):
+                continue
+            if last.is_file() and same:
+                dest = self.run_dir / "checkpoints"
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(last, dest / "last.pt.part")
+                os.replace(dest / "last.pt.part", dest / "last.pt")
+                self.log.info("resuming from attempt %d's checkpoint %s", earlier, last)
+                return True
+        return False
+
     def _requeue(self) -> str:
-        """The worker is stopping mid-run: put the job back in the queue as a fresh attempt, so the
-        next worker (or this one after a restart) runs it; nothing is left half-supervised."""
+        """The worker is stopping mid-run: put the job back in the queue as a new attempt, so the
+        next worker (or this one after a restart) runs it, resuming from the last checkpoint;
+        nothing is left half-supervised."""
         with self.db.session() as s:
             moved = service.transition(s, self.job_id, ("running", "exporting"), "queued", attempt=self.attempt + 1,
                                        progress={}, metrics={}, started_at=None, worker=None, pid=None,

@@ -125,7 +125,7 @@ def cancel_job(job_id: int):
 
 @login_required
 def retry_job(job_id: int):
-    """Run a failed or cancelled job again as attempt N+1 (same id, fresh run directory)."""
+    """Run a failed or cancelled job again as attempt N+1 (same id, new run directory that resumes from the last attempt's checkpoint)."""
     job = get_object_or_404(Job, job_id)
     s = db()
     if job.parent_id is not None and job.config.get("teacher", {}).get("checkpoint") is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -42,19 +43,24 @@ def test_unmigrated_database_is_refused(tmp_path):
 @contextlib.contextmanager
 def embedded_service(tmp_path, export_args: str = EXPORT_ARGS, per_class: tuple[int, int] = (20, 5), **env_extra):
     """`distillery up` with default settings (no DISTILLERY_* but the export flags and ``env_extra``)
-    in ``tmp_path``, a token and the registered digits dataset; yields (api url, auth headers, `up`)."""
-    write_digits(tmp_path / "var" / "data" / "digits", per_class_train=per_class[0], per_class_val=per_class[1])
+    in ``tmp_path``, a token and the registered digits dataset; yields (api url, auth headers, `up`).
+    Entered again on the same ``tmp_path``, it restarts the service on the same var/."""
+    data = tmp_path / "var" / "data" / "digits"
+    first = not data.exists()
+    if first:
+        write_digits(data, per_class_train=per_class[0], per_class_val=per_class[1])
     env = clean_env(DISTILLERY_EXPORT_ARGS=export_args, **{"DISTILLERY_POLL_S": "0.5", **env_extra})
     port = free_port()
-    with open(tmp_path / "up.log", "wb") as log:
+    with open(tmp_path / "up.log", "ab") as log:
         up = subprocess.Popen([sys.executable, "-m", "distillery", "up", "--port", str(port)], cwd=tmp_path, env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api/v1"
     try:
         wait_http(f"{url}/health", up)
         h = {"Authorization": f"Bearer {new_token('me', env, cwd=tmp_path)}"}
-        r = requests.post(f"{url}/datasets", json={"name": "digits", "path": "var/data/digits"}, headers=h)
-        assert r.status_code == 201, r.text
+        if first:
+            r = requests.post(f"{url}/datasets", json={"name": "digits", "path": "var/data/digits"}, headers=h)
+            assert r.status_code == 201, r.text
         yield url, h, up
     finally:
         stop(up, timeout=30)
@@ -91,16 +97,19 @@ def test_distillery_up_end_to_end(tmp_path):
     assert not alive, "distillery up left its worker behind"
 
 
-def test_stopping_up_mid_run_requeues_the_job_and_leaves_no_process(tmp_path):
+def test_stopping_up_mid_run_requeues_the_job_and_the_next_start_resumes(tmp_path):
     """SIGTERM to `distillery up` while a job trains: the run is stopped (no process left) and the
-    job goes back to `queued` as attempt 2, with its message in the queue for the next start."""
-    with embedded_service(tmp_path, per_class=(10, 2), DISTILLERY_POLL_S="0.3", DISTILLERY_CANCEL_GRACE_S="3") as (url, h, up):
+    job goes back to `queued` as attempt 2, with its message in the queue; the next `up` runs
+    attempt 2, which resumes from attempt 1's last checkpoint instead of starting over."""
+    service_env = {"per_class": (10, 2), "DISTILLERY_POLL_S": "0.3", "DISTILLERY_CANCEL_GRACE_S": "3"}
+    with embedded_service(tmp_path, **service_env) as (url, h, up):
         cfg = teacher_config("dataset:digits", epochs=500)
         cfg["resources"]["processes"] = 1
         job_id = requests.post(f"{url}/jobs", json={"kind": "teacher", "name": "long", "config": cfg}, headers=h).json()["id"]
+        runs = tmp_path / "var" / "storage" / "runs" / str(job_id)
         deadline = time.monotonic() + 240
-        while not requests.get(f"{url}/jobs/{job_id}", headers=h).json()["progress"]["step"]:
-            assert time.monotonic() < deadline
+        while not (runs / "attempt-1" / "checkpoints" / "last.pt").exists():
+            assert time.monotonic() < deadline, "attempt 1 never wrote a checkpoint"
             time.sleep(0.5)
         tree = psutil.Process(up.pid).children(recursive=True)
         assert any("deit_core.train" in " ".join(p.cmdline()) for p in tree)
@@ -112,6 +121,16 @@ def test_stopping_up_mid_run_requeues_the_job_and_leaves_no_process(tmp_path):
         "SELECT state, attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()
     assert row == ("queued", 2), (row, (tmp_path / "up.log").read_text()[-2000:])
     assert list((tmp_path / "var" / "broker" / "queue").iterdir()), "the job's message should be back in the queue"
+
+    with embedded_service(tmp_path, **service_env) as (url, h, up):
+        metrics = runs / "attempt-2" / "metrics.jsonl"
+        deadline = time.monotonic() + 240
+        while not (metrics.exists() and '"start"' in metrics.read_text()):
+            assert time.monotonic() < deadline, "attempt 2 never started"
+            time.sleep(0.5)
+        start = json.loads(metrics.read_text().splitlines()[0])
+        assert start["event"] == "start" and start["resumed"] and start["start_epoch"] >= 1, start
+        requests.post(f"{url}/jobs/{job_id}/cancel", headers=h)
 
 
 def test_parity_gate_failure_fails_the_job_and_keeps_checkpoint_and_report(tmp_path):
