@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import ConfigError, DataConfig, TrainConfig
+from .files import replace_dir, temp_dir_beside
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,8 +42,7 @@ def write_digits_imagefolder(out_dir: str | os.PathLike, img_size: int = 32, val
     digits = load_digits()
     idx = np.arange(len(digits.target))
     train_idx, val_idx = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=digits.target)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=out.parent))
+    tmp = temp_dir_beside(out)
     counts = {}
     for split, ids in (("train", train_idx), ("val", val_idx)):
         for i in ids:
@@ -53,9 +52,7 @@ def write_digits_imagefolder(out_dir: str | os.PathLike, img_size: int = 32, val
             pixels = (digits.images[i] * (255.0 / 16.0)).clip(0, 255).astype("uint8")
             Image.fromarray(pixels, mode="L").resize((img_size, img_size), Image.BILINEAR).save(d / f"{i:04d}.png")
         counts[split] = len(ids)
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    replace_dir(tmp, out)
     return counts
 
 

@@ -64,9 +64,6 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, s
             with accelerator.autocast():
                 outputs = model(images)
                 loss = criterion(images, outputs, labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}; "
-                                         "lower train.lr or set train.clip_grad")
             accelerator.backward(loss / accum_steps)
         if update:
             if clip_grad is not None:
@@ -80,6 +77,12 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, s
         loss_sum += loss.detach()
         seen += 1
         timer.tick()
+        if step % log_every == 0 or step == steps:
+            # Checked where the loop syncs anyway, not every step (a per-step check stalls a GPU);
+            # a diverged run still stops before its epoch's checkpoint is written.
+            if not torch.isfinite(loss_sum):
+                raise FloatingPointError(f"the loss became {float(loss_sum)} by epoch {epoch + 1} step {step}; "
+                                         "lower train.lr or set train.clip_grad")
         if on_step is not None and (step % log_every == 0 or step == steps):
             ips, s_per_step = timer.window()
             on_step({"step": step, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],

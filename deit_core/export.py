@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from torch import nn
 
 from . import export_report as rep
 from . import mobile
+from .files import replace_dir, temp_dir_beside, write_json_atomic
 from .export_cli import add_arguments  # noqa: F401  (the CLI's arguments live apart: no torch import)
 
 log = logging.getLogger(__name__)
@@ -217,16 +217,7 @@ def runtime_stamp(ptl_path: Path, engine: str, executorch_version: str | None) -
 
 def publish(tmp: Path, out: Path) -> None:
     """Move the finished temp dir to OUT; an old OUT (allowed by --force) is removed only afterwards."""
-    old = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        else:
-            out.rmdir()
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
     stale = out.with_name(out.name + REJECTED_SUFFIX)
     if stale.exists():
         log.info("removing %s left by an earlier rejected export", stale)
@@ -339,7 +330,7 @@ def _build(model: nn.Module, cfg: dict[str, Any], tmp: Path, val: rep.ValSet | N
         report["skipped"].append(f"model.pte: {et_version}")
     else:
         predictors["pte"] = (_write_pte(fp32, plan, samples, tmp, report), False)
-    rep.write_json_atomic(tmp / LABELS, labels_document(cfg))
+    write_json_atomic(tmp / LABELS, labels_document(cfg))
     return predictors
 
 
@@ -357,9 +348,7 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
     check_output_dir(out, opts.force)
     model, cfg = load_checked(final)
     val = load_val_checked(opts.val, cfg["classes"], int(cfg["img_size"])) if opts.val else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~rep.current_umask())  # mkdtemp makes it private; OUT should read like any directory
+    tmp = temp_dir_beside(out)
     engine = opts.engine or mobile.quant_engine()
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION, "skipped": [],
@@ -382,7 +371,7 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
         report["runtime"] = runtime_stamp(tmp / PTL, engine, report.pop("runtime_executorch"))
         report["files"] = rep.file_entries(tmp)
         report["elapsed_s"] = round(time.perf_counter() - started, 2)
-        rep.write_json_atomic(tmp / REPORT, report)
+        write_json_atomic(tmp / REPORT, report)
         if report["gate"]["passed"] is False:
             rejected = reject(tmp, out)
             raise ParityGateError(f"parity gate failed: {report['gate']['reason']}; the output is kept at {rejected} "

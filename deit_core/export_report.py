@@ -6,17 +6,16 @@ the normalized tensor, exactly like the engine's eval transform.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+
+from .files import sha256_file
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -127,38 +126,10 @@ def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int
     return {"p50": round(statistics.median(times), 3), "p90": round(q[8], 3), "runs": len(times), "threads": 1}
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_entries(directory: Path, exclude: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """Size and sha256 of every file in ``directory`` (the report cannot checksum itself)."""
     return {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(directory.iterdir()) if p.is_file() and p.name not in exclude}
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON via a temp file + os.replace, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make the artifact private
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:

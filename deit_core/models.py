@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
+from .files import replace_dir, temp_dir_beside
 
 log = logging.getLogger(__name__)
 
@@ -172,19 +172,11 @@ def save_final(out_dir: str | os.PathLike, model: nn.Module, meta: dict[str, Any
 
     out = Path(out_dir)
     final = out / "final"
-    tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
+    tmp = temp_dir_beside(final)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / FINAL_WEIGHTS), metadata={"architecture": meta["architecture"]})
     (tmp / FINAL_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    if final.exists():
-        old = out / f".final-old-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        import shutil
-
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    replace_dir(tmp, final)
     return final
 
 

@@ -424,9 +424,9 @@ def download_artifact(client: ApiClient, job_id: int, fmt: str, output: str | No
                 size += len(chunk)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is an ordinary file
+        from deit_core.files import current_umask
+
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a model file is an ordinary file
         got = digest.hexdigest()
         if expected and got not in expected:
             raise ClientError(f"sha256 mismatch for artifact {art['id']}: expected {expected.pop()}, got {got}; "

@@ -101,7 +101,8 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now (for `up` without --port, the demo and the tests)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -119,7 +120,7 @@ def _up(args: argparse.Namespace) -> int:
     upgrade(settings.database_url)
     worker = subprocess.Popen([sys.executable, "-m", "distillery", "worker", "--concurrency", "1", "--pool", "solo"],
                               start_new_session=True)
-    port = args.port or _free_port(args.host)
+    port = args.port or free_port(args.host)
     server = make_server(args.host, port, create_app(settings), threaded=True)
 
     def _stop(signum, _frame):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
+
+from server.cli import free_port
 
 VAR = Path("var")
 DEMO = VAR / "demo"
@@ -28,12 +29,6 @@ TRAIN = {"batch_size": 32, "aa": None, "mixup": 0, "cutmix": 0, "reprob": 0, "sm
          "scale_min": 0.5, "drop_path": 0.0, "workers": 0, "warmup_epochs": 1, "lr": 1.0e-2, "log_every": 5,
          "repeated_aug": False}
 TEACHER_EPOCHS, STUDENT_EPOCHS, STUDENT_LR = 12, 15, 2.0e-3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(*args: str) -> str:

@@ -5,7 +5,6 @@ Shared by the API (which reads) and the worker (which writes); both see the same
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -15,14 +14,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".
 
 class PathRefused(ValueError):
     """A path is outside what the service may read, or is not what it must be."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -24,7 +24,8 @@ from server import jobs as service
 from server.db import Database
 from server.models import Artifact, Job, MetricPoint, utcnow
 from server.settings import Settings
-from server.storage import link_or_copy, sha256_file
+from deit_core.files import sha256_file
+from server.storage import link_or_copy
 
 from . import launch
 from .tail import MetricsTail, RunProgress

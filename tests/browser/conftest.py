@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 
+from server.cli import free_port
 from tests.conftest import small_imagefolder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +36,6 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 # The smallest real run: 12 train / 5 val images per class at 32 px, one epoch of batch 16.
 QUICK_TRAIN = {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, "warmup_epochs": 0, "aa": None, "mixup": 0,
                "cutmix": 0, "reprob": 0, "smoothing": 0, "workers": 0, "log_every": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,9 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from server.cli import free_port  # noqa: F401  (also imported by the tests of this folder)
+from tests.conftest import small_imagefolder
 
 PG_ADMIN = os.environ.get("DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("DISTILLERY_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -33,12 +35,6 @@ def unavailable(reason: str):
     if CI:
         pytest.fail(f"{reason} (CI=true: the service tests must run, not skip)")
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def distillery(*args: str, env: dict, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -82,11 +78,7 @@ def write_digits(dest: Path, per_class_train: int = 40, per_class_val: int = 10)
     full = dest.parent / f".{dest.name}-full"
     subprocess.run([sys.executable, "-m", "distillery", "demo-data", "--output", str(full)], check=True,
                    capture_output=True, timeout=120)
-    for split, n in (("train", per_class_train), ("val", per_class_val)):
-        for cls in sorted(p.name for p in (full / split).iterdir()):
-            (dest / split / cls).mkdir(parents=True, exist_ok=True)
-            for f in sorted((full / split / cls).iterdir())[:n]:
-                shutil.copy(f, dest / split / cls / f.name)
+    small_imagefolder(full, dest, {"train": per_class_train, "val": per_class_val})
     shutil.rmtree(full)
     return dest
 
