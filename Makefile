@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+
+# ruff: pyflakes, pycodestyle, import order, bugbear and a complexity limit (pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf var/ .pytest_cache test-artifacts

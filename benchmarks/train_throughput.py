@@ -58,9 +58,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--data", help="ImageFolder root with train/ for the loader row (default: digits written to var/bench/loader)")
+    ap.add_argument("--data", help="ImageFolder root with train/ for the loader row "
+                                   "(default: digits written to var/bench/loader)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for model FLOP utilization (H100 SXM bf16 dense: 989)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="device peak for model FLOP utilization (H100 SXM bf16 dense: 989)")
     args = ap.parse_args()
 
     from accelerate import Accelerator
@@ -131,7 +133,8 @@ def main() -> None:
         dt = time.perf_counter() - t0
     loader_ips = n / dt
 
-    name = f"{args.student} (patch {args.patch_size}) <- {args.teacher}, {args.img_size} px, batch {args.batch_size}, {args.precision}, {dev}"
+    name = (f"{args.student} (patch {args.patch_size}) <- {args.teacher}, {args.img_size} px, "
+            f"batch {args.batch_size}, {args.precision}, {dev}")
     if dev.type == "cpu":
         name += f", {torch.get_num_threads()} threads"
     print(name)

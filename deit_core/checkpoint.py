@@ -3,9 +3,22 @@
 ``last.pt`` is replaced every epoch (temp file + ``os.replace``, as timm's CheckpointSaver), and
 ``best.pt`` whenever val top-1 improves. Everything inside is plain tensors, numbers, lists and
 dicts, so it loads with ``torch.load(weights_only=True)``: no pickled code or argparse objects.
+
+Storage faults: the state is serialised in memory first and written with plain file writes, so a
+full disk or a permission error is an ``OSError`` with its errno (torch.save's own writer says
+only "unexpected pos ..."), raised as :class:`deit_core.files.StorageError` ("no space left on
+device writing checkpoints/last.pt") after the temp file is removed; the previous ``last.pt`` is
+untouched. Each checkpoint has a ``<name>.sha256`` sidecar, and the ``last.pt`` it replaced is kept
+as ``last.prev.pt``: :func:`latest_valid` (used by ``--resume``) takes ``last.pt`` if its checksum
+matches, else falls back to ``last.prev.pt``. The old ``last.prev.pt`` is deleted *before* the new
+temp file is written, so the peak disk use stays two checkpoints, as before. ``best.pt`` is a hard
+link to the ``last.pt`` it was (no extra space) where the filesystem allows.
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 import os
 import random
 import shutil
@@ -15,7 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .files import StorageError, sha256_file, storage_error, write_temp_beside
+
+log = logging.getLogger(__name__)
+
 LAST = "last.pt"
+PREV = "last.prev.pt"
 BEST = "best.pt"
 
 
@@ -42,22 +60,103 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _serialise(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
 def atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` to ``path`` and its sha256 sidecar, each via a temp file + ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
+    data = _serialise(obj)
+    what = f"{path.parent.name}/{path.name}"
+    tmp = write_temp_beside(path, data, what)
+    try:
+        side = write_temp_beside(_sidecar(path), hashlib.sha256(data).hexdigest().encode(), what + ".sha256")
+    except StorageError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+    os.replace(side, _sidecar(path))
 
 
 def save_checkpoint(ckpt_dir: Path, state: dict[str, Any], is_best: bool) -> Path:
-    """Write ``last.pt`` and, if ``is_best``, copy it to ``best.pt`` (both atomically)."""
-    last = ckpt_dir / LAST
-    atomic_save(state, last)
+    """Write ``last.pt`` (keeping the one it replaces as ``last.prev.pt``) and, if ``is_best``,
+    link or copy it to ``best.pt``; every step atomic, every file with its sha256 sidecar."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    last, prev = ckpt_dir / LAST, ckpt_dir / PREV
+    data = _serialise(state)
+    digest = hashlib.sha256(data).hexdigest().encode()
+    try:
+        if last.exists():  # free the space of the older fallback before writing the new file
+            prev.unlink(missing_ok=True)
+            _sidecar(prev).unlink(missing_ok=True)
+    except OSError as e:
+        raise storage_error(e, f"{ckpt_dir.name}/{LAST}") from e
+    tmp = write_temp_beside(last, data, f"{ckpt_dir.name}/{LAST}")
+    try:
+        side = write_temp_beside(_sidecar(last), digest, f"{ckpt_dir.name}/{LAST}.sha256")
+    except StorageError:
+        tmp.unlink(missing_ok=True)
+        raise
+    if last.exists():
+        os.replace(last, prev)
+        if _sidecar(last).exists():
+            os.replace(_sidecar(last), _sidecar(prev))
+    os.replace(tmp, last)
+    os.replace(side, _sidecar(last))
     if is_best:
-        tmp = ckpt_dir / f".{BEST}.tmp-{os.getpid()}"
-        shutil.copyfile(last, tmp)
-        os.replace(tmp, ckpt_dir / BEST)
+        _publish_best(ckpt_dir, last, digest)
     return last
+
+
+def _publish_best(ckpt_dir: Path, last: Path, digest: bytes) -> None:
+    best = ckpt_dir / BEST
+    tmp = ckpt_dir / f".{BEST}.tmp-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(last, tmp)  # last.pt is only ever replaced, never written in place: sharing is safe
+        except OSError:
+            shutil.copyfile(last, tmp)
+        side = write_temp_beside(_sidecar(best), digest, f"{ckpt_dir.name}/{BEST}.sha256")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise e if isinstance(e, StorageError) else storage_error(e, f"{ckpt_dir.name}/{BEST}") from e
+    os.replace(tmp, best)
+    os.replace(side, _sidecar(best))
+
+
+def verify(path: Path) -> bool:
+    """Whether ``path`` matches its sha256 sidecar. Without a sidecar (a checkpoint from before
+    sidecars, or a crash between the two renames) it counts as valid if it loads."""
+    side = _sidecar(path)
+    if side.exists():
+        try:
+            return side.read_text().strip() == sha256_file(path)
+        except OSError:
+            return False
+    try:
+        load_checkpoint(path)
+        return True
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not a valid checkpoint
+        return False
+
+
+def latest_valid(ckpt_dir: Path) -> Path | None:
+    """``last.pt`` if it is intact, else ``last.prev.pt`` if that is, else None."""
+    for name in (LAST, PREV):
+        path = ckpt_dir / name
+        if path.is_file():
+            if verify(path):
+                return path
+            log.warning("%s is corrupt (checksum mismatch or unreadable); trying the previous checkpoint", path)
+    return None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 KINDS = ("teacher", "distill")
 DISTILLATION_TYPES = ("none", "soft", "hard")
+KL_REDUCTIONS = ("batchmean", "deit")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 STUDENT_RE = re.compile(r"^deit_(tiny|small|base)_distilled_patch(\d+)_(224|384)$")
 TEACHER_RE = re.compile(r"^regnety_\w+$")
@@ -36,6 +37,9 @@ class DataConfig:
     train: str
     val: str
     img_size: int = 224
+    # Evaluation resizes the shorter side to int(img_size / crop_pct) and center-crops img_size, as
+    # timm's eval transform and DeiT (0.875 at 224 -> 256 -> 224). 1.0 keeps the whole image.
+    crop_pct: float = 0.875
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class DistillationConfig:
     type: str = "hard"
     alpha: float = 0.5
     tau: float = 1.0
+    # soft only: "batchmean" is the per-sample KL of the paper's formula; "deit" reproduces the reference
+    # DeiT code (sum / numel), which is batchmean / num_classes (see deit_core/losses.py).
+    kl_reduction: str = "batchmean"
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ResourcesConfig:
     processes: int = 1
+    max_attempts: int = 3  # runs of one job the service starts on its own (worker lost, run crashed)
 
 
 @dataclass(frozen=True)
@@ -185,63 +193,38 @@ def _check_path(path: str, value: str, want_dir: bool) -> None:
         raise ConfigError(path, f"must be a directory (an ImageFolder root): {value}")
 
 
-def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
-    """Validate a raw mapping (from YAML/JSON) into a :class:`JobConfig`.
+def _check_one_of(path: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(path, f"must be one of {', '.join(allowed)}, got {value!r}")
 
-    Args:
-        raw: the config as loaded from a file or a request body.
-        check_paths: check that data folders and checkpoint paths exist. The service passes
-            ``False`` and resolves paths itself (artifact ids, dataset registry).
 
-    Raises:
-        ConfigError: with the dotted field name of the first problem found.
-    """
-    if not isinstance(raw, Mapping):
-        raise ConfigError("config", f"must be a mapping, got {type(raw).__name__}")
-    top = {"kind", *_SECTIONS}
-    for key in raw:
-        if key not in top:
-            raise ConfigError(str(key), f"unknown key; allowed keys: {', '.join(sorted(top))}")
-    kind = raw.get("kind")
-    if kind not in KINDS:
-        raise ConfigError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
-    if "data" not in raw:
-        raise ConfigError("data", "is required")
-    data = _build_section("data", raw["data"])
-    teacher = _build_section("teacher", raw.get("teacher"))
-    train = _build_section("train", raw.get("train"))
-    resources = _build_section("resources", raw.get("resources"))
-    student = distillation = None
-    if kind == "distill":
-        student = _build_section("student", raw.get("student"))
-        distillation = _build_section("distillation", raw.get("distillation"))
-    else:
-        for key in ("student", "distillation"):
-            if raw.get(key) is not None:
-                raise ConfigError(key, "only allowed for kind 'distill'")
-
-    # Values
+def _check_models(data: DataConfig, teacher: TeacherConfig, student: StudentConfig | None) -> None:
     _check_range("data.img_size", data.img_size, 8, 1024)
+    _check_range("data.crop_pct", data.crop_pct, 0.0, 1.0, lo_open=True)
     if not TEACHER_RE.match(teacher.model):
         raise ConfigError("teacher.model", f"must be a timm regnety_* model, got {teacher.model!r}")
-    if student is not None:
-        if not STUDENT_RE.match(student.model):
-            raise ConfigError(
-                "student.model",
-                "must be deit_{tiny,small,base}_distilled_patch16_{224,384}, got " + repr(student.model),
-            )
-        _check_range("student.patch_size", student.patch_size, 1, 64)
-        ps = student.effective_patch_size
-        if data.img_size % ps:
-            raise ConfigError("data.img_size", f"must be a multiple of the student patch size {ps}, got {data.img_size}")
-    if distillation is not None:
-        if distillation.type not in DISTILLATION_TYPES:
-            raise ConfigError("distillation.type", f"must be one of {', '.join(DISTILLATION_TYPES)}, got {distillation.type!r}")
-        _check_range("distillation.alpha", distillation.alpha, 0.0, 1.0)
-        _check_range("distillation.tau", distillation.tau, 0.0, None, lo_open=True)
-        if distillation.type != "none" and teacher.checkpoint is None:
-            raise ConfigError("teacher.checkpoint", "a distill run needs a trained teacher: a weights file, a final/ directory, an artifact id or 'timm'")
-    t = train
+    if student is None:
+        return
+    if not STUDENT_RE.match(student.model):
+        raise ConfigError("student.model",
+                          "must be deit_{tiny,small,base}_distilled_patch16_{224,384}, got " + repr(student.model))
+    _check_range("student.patch_size", student.patch_size, 1, 64)
+    ps = student.effective_patch_size
+    if data.img_size % ps:
+        raise ConfigError("data.img_size", f"must be a multiple of the student patch size {ps}, got {data.img_size}")
+
+
+def _check_distillation(distillation: DistillationConfig, teacher: TeacherConfig) -> None:
+    _check_one_of("distillation.type", distillation.type, DISTILLATION_TYPES)
+    _check_range("distillation.alpha", distillation.alpha, 0.0, 1.0)
+    _check_range("distillation.tau", distillation.tau, 0.0, None, lo_open=True)
+    _check_one_of("distillation.kl_reduction", distillation.kl_reduction, KL_REDUCTIONS)
+    if distillation.type != "none" and teacher.checkpoint is None:
+        raise ConfigError("teacher.checkpoint", "a distill run needs a trained teacher: a weights file, "
+                          "a final/ directory, an artifact id or 'timm'")
+
+
+def _check_train(t: TrainConfig) -> None:
     _check_range("train.epochs", t.epochs, 1, 100000)
     _check_range("train.batch_size", t.batch_size, 1, 65536)
     _check_range("train.lr", t.lr, 0.0, 10.0, lo_open=True)
@@ -255,8 +238,7 @@ def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
         _check_range(f"train.{name}", getattr(t, name), 0.0, 0.99)
     _check_range("train.ema_decay", t.ema_decay, 0.0, 1.0)
     _check_range("train.clip_grad", t.clip_grad, 0.0, None, lo_open=True)
-    if t.mixed_precision not in PRECISIONS:
-        raise ConfigError("train.mixed_precision", f"must be one of {', '.join(PRECISIONS)}, got {t.mixed_precision!r}")
+    _check_one_of("train.mixed_precision", t.mixed_precision, PRECISIONS)
     _check_range("train.seed", t.seed, 0, 2**31 - 1)
     _check_range("train.accum_steps", t.accum_steps, 1, 1024)
     _check_range("train.min_lr", t.min_lr, 0.0, 10.0)
@@ -267,17 +249,68 @@ def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
         raise ConfigError("train.batch_size", "must be even when mixup or cutmix is on (they pair images within a batch)")
     if t.aa is not None and t.aa not in ("", "0") and not re.match(r"^(rand|augmix|original|v0|3a)", t.aa):
         raise ConfigError("train.aa", f"not a timm auto-augment spec, e.g. rand-m9-mstd0.5-inc1 or null: {t.aa!r}")
-    _check_range("resources.processes", resources.processes, 1, 64)
 
+
+def _check_paths(data: DataConfig, teacher: TeacherConfig, student: StudentConfig | None) -> None:
+    _check_path("data.train", data.train, True)
+    _check_path("data.val", data.val, True)
+    for path, value in (("teacher.checkpoint", teacher.checkpoint),
+                        ("student.init", student.init if student else None)):
+        if isinstance(value, int):
+            raise ConfigError(path, f"artifact id {value} can only be resolved by the service; give a file path here")
+        if value is not None and value != "timm":
+            _check_path(path, value, False)
+
+
+def _check_top_level(raw: Any) -> str:
+    """The mapping's keys and its kind; returns the kind."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config", f"must be a mapping, got {type(raw).__name__}")
+    top = {"kind", *_SECTIONS}
+    for key in raw:
+        if key not in top:
+            raise ConfigError(str(key), f"unknown key; allowed keys: {', '.join(sorted(top))}")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ConfigError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+    if "data" not in raw:
+        raise ConfigError("data", "is required")
+    if kind != "distill":
+        for key in ("student", "distillation"):
+            if raw.get(key) is not None:
+                raise ConfigError(key, "only allowed for kind 'distill'")
+    return kind
+
+
+def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
+    """Validate a raw mapping (from YAML/JSON) into a :class:`JobConfig`.
+
+    Args:
+        raw: the config as loaded from a file or a request body.
+        check_paths: check that data folders and checkpoint paths exist. The service passes
+            ``False`` and resolves paths itself (artifact ids, dataset registry).
+
+    Raises:
+        ConfigError: with the dotted field name of the first problem found.
+    """
+    kind = _check_top_level(raw)
+    data = _build_section("data", raw["data"])
+    teacher = _build_section("teacher", raw.get("teacher"))
+    train = _build_section("train", raw.get("train"))
+    resources = _build_section("resources", raw.get("resources"))
+    student = distillation = None
+    if kind == "distill":
+        student = _build_section("student", raw.get("student"))
+        distillation = _build_section("distillation", raw.get("distillation"))
+
+    _check_models(data, teacher, student)
+    if distillation is not None:
+        _check_distillation(distillation, teacher)
+    _check_train(train)
+    _check_range("resources.processes", resources.processes, 1, 64)
+    _check_range("resources.max_attempts", resources.max_attempts, 1, 20)
     if check_paths:
-        _check_path("data.train", data.train, True)
-        _check_path("data.val", data.val, True)
-        for path, value in (("teacher.checkpoint", teacher.checkpoint),
-                            ("student.init", student.init if student else None)):
-            if isinstance(value, int):
-                raise ConfigError(path, f"artifact id {value} can only be resolved by the service; give a file path here")
-            if value is not None and value != "timm":
-                _check_path(path, value, False)
+        _check_paths(data, teacher, student)
     return JobConfig(kind=kind, data=data, teacher=teacher, train=train, resources=resources,
                      student=student, distillation=distillation)
 

@@ -1,9 +1,12 @@
 """Datasets, transforms and loaders for the DeiT recipe.
 
-Augmentation randomness is made a function of ``(seed, epoch, sample index)``: the sampler yields
-``(epoch, index)`` pairs and the dataset seeds the augmentation RNGs from them. A resumed run (or a
-run with a different number of loader workers, persistent or not) therefore sees exactly the same
-augmented images as an uninterrupted one, which is what makes ``--resume`` bit-for-bit testable.
+Augmentation randomness is made a function of ``(seed, epoch, sample index, copy)``: the sampler
+yields ``(epoch, index, copy)`` keys and the dataset seeds every RNG the augmentations draw from
+(``random``, ``torch`` and numpy's global RNG, which timm's RandAugment uses to pick its ops) from
+them. A resumed run (or a run with a different number of loader workers, persistent or not)
+therefore sees exactly the same augmented images as an uninterrupted one, which is what makes
+``--resume`` bit-for-bit testable. ``copy`` tells apart the repeats of one image under repeated
+augmentation, so each repeat gets its own augmentation, as in DeiT's RASampler.
 """
 from __future__ import annotations
 
@@ -13,11 +16,13 @@ import random
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import ConfigError, DataConfig, TrainConfig
 from .files import replace_dir, temp_dir_beside
+from .preprocess import resize_and_crop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,22 +99,27 @@ def train_transform(img_size: int, t: TrainConfig, mean=IMAGENET_MEAN, std=IMAGE
     )
 
 
-def eval_transform(img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Resize to ``img_size`` square (crop_pct 1.0), to tensor, normalize: what the exported model mirrors."""
+def eval_transform(img_size: int, crop_pct: float, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Resize the shorter side to ``img_size / crop_pct`` (bicubic), center-crop, to tensor, normalize:
+    timm's eval transform, and what the export's parity check and labels.json describe (preprocess.py)."""
     from torchvision import transforms as T
 
-    return T.Compose([
-        T.Resize((img_size, img_size), interpolation=T.InterpolationMode.BICUBIC),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+    return T.Compose([*resize_and_crop(img_size, crop_pct), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def item_seed(seed: int, epoch: int, index: int, copy: int = 0) -> int:
+    """A 63-bit seed that differs for every (run seed, epoch, image, repeat), mixed by numpy's SeedSequence
+    so that neighbouring keys do not give correlated streams."""
+    words = np.random.SeedSequence([seed, epoch, index, copy]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
 
 
 class EpochSeededDataset(Dataset):
-    """Wraps a dataset so that item ``(epoch, i)`` is augmented with RNGs seeded from (seed, epoch, i).
+    """Wraps a dataset so that item ``(epoch, i, copy)`` is augmented with RNGs seeded from that key.
 
-    The global ``random`` and ``torch`` states are restored afterwards, so loading in the main
-    process (``workers: 0``) does not disturb the training loop's own randomness.
+    ``random``, ``torch`` and numpy's global RNG are seeded (timm's RandAugment picks its ops with
+    ``np.random``), and all three are restored afterwards, so loading in the main process
+    (``workers: 0``) does not disturb the training loop's own randomness (mixup draws from numpy).
     """
 
     def __init__(self, base: Dataset, seed: int):
@@ -119,17 +129,19 @@ class EpochSeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, i = key
-        s = (self.seed * 1_000_003 + epoch * 100_003 + i) % (2**63)
-        py_state, torch_state = random.getstate(), torch.get_rng_state()
+    def __getitem__(self, key: tuple[int, int, int]):
+        epoch, i, copy = key
+        s = item_seed(self.seed, epoch, i, copy)
+        py_state, torch_state, np_state = random.getstate(), torch.get_rng_state(), np.random.get_state()
         random.seed(s)
         torch.manual_seed(s)
+        np.random.seed(s % 2**32)
         try:
             return self.base[i]
         finally:
             random.setstate(py_state)
             torch.set_rng_state(torch_state)
+            np.random.set_state(np_state)
 
 
 class EpochSampler(Sampler):
@@ -137,7 +149,8 @@ class EpochSampler(Sampler):
 
     With ``repeats > 1`` this is DeiT's repeated-augmentation sampler (RASampler): every image appears
     ``repeats`` times per epoch, on different ranks with different augmentations, while the number of
-    samples per rank stays ``ceil(n / world)``.
+    samples per rank stays ``ceil(n / world)``. Keys are ``(epoch, index, copy)``; ``copy`` (0 ..
+    repeats-1) is part of the augmentation seed, so the repeats of an image are augmented differently.
     """
 
     def __init__(self, n: int, rank: int, world: int, seed: int, shuffle: bool = True, repeats: int = 1):
@@ -159,13 +172,17 @@ class EpochSampler(Sampler):
             order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
+        copies = torch.zeros_like(order)
         if self.repeats > 1:
             order = order.repeat_interleave(self.repeats)
+            copies = torch.arange(len(order)) % self.repeats
         total = self.per_rank * self.world
-        if len(order) < total:
+        if len(order) < total:  # padding repeats the first keys, like DistributedSampler
             order = torch.cat([order, order[: total - len(order)]])
-        mine = order[self.rank:total:self.world][: self.per_rank]
-        return iter([(self.epoch, int(i)) for i in mine])
+            copies = torch.cat([copies, copies[: total - len(copies)]])
+        mine = slice(self.rank, total, self.world)
+        return iter([(self.epoch, int(i), int(c))
+                     for i, c in zip(order[mine][: self.per_rank], copies[mine][: self.per_rank])])
 
 
 def loader_kwargs(workers: int, pin_memory: bool) -> dict[str, Any]:
@@ -179,9 +196,13 @@ def build_train_loader(dataset: Dataset, t: TrainConfig, rank: int, world: int, 
     repeats = 3 if (t.repeated_aug and world > 1) else 1
     sampler = EpochSampler(len(dataset), rank, world, t.seed, shuffle=True, repeats=repeats)
     if len(sampler) < t.batch_size:
-        raise ConfigError("train.batch_size", f"{t.batch_size} is larger than the {len(sampler)} training images each process sees")
+        raise ConfigError("train.batch_size",
+                          f"{t.batch_size} is larger than the {len(sampler)} training images each process sees")
+    # The loader draws its workers' base seed when an iterator starts (every epoch, or once with
+    # persistent workers): from its own generator, not the global RNG, so a resumed run's training
+    # loop sees the same global random stream as an uninterrupted one (items are seeded per key anyway).
     return DataLoader(EpochSeededDataset(dataset, t.seed), batch_size=t.batch_size, sampler=sampler,
-                      drop_last=True, **loader_kwargs(t.workers, pin_memory))
+                      drop_last=True, generator=torch.Generator().manual_seed(t.seed), **loader_kwargs(t.workers, pin_memory))
 
 
 class _Shard(Dataset):
@@ -200,7 +221,8 @@ def build_val_loader(dataset: Dataset, batch_size: int, rank: int, world: int, w
     shard = _Shard(dataset, list(range(rank, len(dataset), world)))
     kw = loader_kwargs(workers, pin_memory)
     kw.pop("persistent_workers", None)  # evaluated once per epoch; workers restart cheaply
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, drop_last=False, **kw)
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, drop_last=False,
+                      generator=torch.Generator().manual_seed(0), **kw)
 
 
 def load_datasets(data: DataConfig, t: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
@@ -210,7 +232,7 @@ def load_datasets(data: DataConfig, t: TrainConfig) -> tuple[Dataset, Dataset, l
     if train.classes != val.classes:
         raise ConfigError("data.val", f"class folders {val.classes} differ from data.train's {train.classes}")
     train.transform = train_transform(data.img_size, t)
-    val.transform = eval_transform(data.img_size)
+    val.transform = eval_transform(data.img_size, data.crop_pct)
     return train, val, list(train.classes)
 
 
@@ -227,7 +249,7 @@ class SyntheticDataset(Dataset):
         return self.n
 
     def __getitem__(self, i):
-        if isinstance(i, tuple):
+        if isinstance(i, tuple):  # an (epoch, index, copy) key from EpochSampler
             i = i[1]
         return self.images[i % len(self.images)], int(self.labels[i])
 

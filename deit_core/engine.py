@@ -38,6 +38,16 @@ class StepTimer:
         return ips, self.total_time / max(self.total_steps, 1)
 
 
+def accumulation_window(step: int, steps: int, accum_steps: int) -> int:
+    """How many micro-batches the update that ``step`` (1-based) belongs to averages over.
+
+    ``accum_steps`` except for a short last window of the epoch (``steps % accum_steps`` of them):
+    dividing that one by ``accum_steps`` too would scale its gradient down (0.5x for 1 of 2).
+    """
+    window_start = (step - 1) // accum_steps * accum_steps  # micro-batches before this window
+    return min(accum_steps, steps - window_start)
+
+
 def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, scheduler, accelerator,
                     epoch: int, num_updates: int, mixup_fn=None, ema=None, clip_grad: float | None = None, accum_steps: int = 1,
                     log_every: int = 10, on_step: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, float], int]:
@@ -64,7 +74,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, s
             with accelerator.autocast():
                 outputs = model(images)
                 loss = criterion(images, outputs, labels)
-            accelerator.backward(loss / accum_steps)
+            accelerator.backward(loss / accumulation_window(step, steps, accum_steps))
         if update:
             if clip_grad is not None:
                 accelerator.clip_grad_norm_(model.parameters(), clip_grad)
@@ -133,7 +143,8 @@ def evaluate(model: nn.Module, loader, accelerator, distilled: bool,
     net = accelerator.unwrap_model(model)
     net.eval()
     dev = accelerator.device
-    names = ["top1", "top5"] + (["top1_cls", "top1_dist"] if distilled else []) + (["agreement"] if teacher_preds is not None else [])
+    names = (["top1", "top5"] + (["top1_cls", "top1_dist"] if distilled else [])
+             + (["agreement"] if teacher_preds is not None else []))
     sums = {n: torch.zeros((), device=dev) for n in names}
     total = torch.zeros((), device=dev)
     offset = 0

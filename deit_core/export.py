@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import platform
 import shutil
@@ -26,9 +27,10 @@ import torch
 from torch import nn
 
 from . import export_report as rep
-from . import mobile
-from .files import replace_dir, temp_dir_beside, write_json_atomic
+from . import mobile, preprocess
 from .export_cli import add_arguments  # noqa: F401  (the CLI's arguments live apart: no torch import)
+from .files import replace_dir, temp_dir_beside, write_json_atomic
+from .preprocess import LEGACY_CROP_PCT
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class ExportOptions:
     keep_fp32: tuple[str, ...] = mobile.DEFAULT_KEEP_FP32
     latency_runs: int = 50
     latency_warmup: int = 10
+    latency_threads: int = 1
     verify_samples: int = 8
     torchscript_methods: tuple[str, ...] = mobile.TORCHSCRIPT_METHODS
     engine: str | None = None
@@ -88,6 +91,8 @@ def check_output_dir(out: Path, force: bool) -> None:
     """Refuse to touch an existing non-empty OUT unless --force (then it is replaced only on success)."""
     if out.exists() and not out.is_dir():
         raise BadInputError(f"--output {out} exists and is not a directory; choose another path")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise BadInputError(f"--output {out}: {out.parent} is not a directory; choose another path")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise BadInputError(f"--output {out} exists and is not empty; pass --force to replace it, or choose another path")
 
@@ -118,16 +123,18 @@ def load_checked(final_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
                             f"{num_outputs(model)}; the config and the weights come from different runs")
     kw_size = cfg.get("model_kwargs", {}).get("img_size")
     if kw_size is not None and int(kw_size) != int(cfg["img_size"]):
-        raise BadInputError(f"{final_dir / FINAL_CONFIG}: img_size {cfg['img_size']} differs from model_kwargs.img_size {kw_size}")
+        raise BadInputError(f"{final_dir / FINAL_CONFIG}: img_size {cfg['img_size']} differs from "
+                            f"model_kwargs.img_size {kw_size}")
     for key in ("mean", "std"):
         if len(cfg[key]) != 3:
             raise BadInputError(f"{final_dir / FINAL_CONFIG}: {key} must have 3 values (RGB), got {cfg[key]}")
+    crop_pct_of(cfg, final_dir / FINAL_CONFIG)
     return model, cfg
 
 
-def load_val_checked(path: str, classes: Sequence[str], img_size: int) -> rep.ValSet:
+def load_val_checked(path: str, classes: Sequence[str], img_size: int, crop_pct: float) -> rep.ValSet:
     try:
-        val = rep.load_val(path, classes, img_size)
+        val = rep.load_val(path, classes, img_size, crop_pct)
     except rep.ValFolderError as e:
         raise BadInputError(str(e)) from e
     if len(val) == 0:
@@ -170,7 +177,8 @@ def compare_outputs(what: str, got_fn: rep.Predictor, ref_fn: rep.Predictor | li
         for i, (x, ref) in enumerate(zip(samples, reference_outputs(ref_fn, samples))):
             got = got_fn(x).float()
             if got.shape != ref.shape:
-                raise VerificationError(f"{what}: output shape {tuple(got.shape)} differs from the int8 eager model's {tuple(ref.shape)}")
+                raise VerificationError(f"{what}: output shape {tuple(got.shape)} differs from the int8 eager "
+                                        f"model's {tuple(ref.shape)}")
             tol = rel_tol * max(1.0, ref.abs().max().item())
             diff = (got - ref).abs().max().item()
             worst = max(worst, diff / max(1.0, ref.abs().max().item()))
@@ -188,18 +196,30 @@ def compare_outputs(what: str, got_fn: rep.Predictor, ref_fn: rep.Predictor | li
 # ------------------------------------------------------------------------------------------- output
 
 
+def crop_pct_of(cfg: dict[str, Any], where: Path | str = "config.json") -> float:
+    """The final/'s eval crop; a final/ from before crop_pct was recorded was evaluated on the whole image."""
+    value = cfg.get("crop_pct", LEGACY_CROP_PCT)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise BadInputError(f"{where}: crop_pct must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
 def labels_document(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What an app needs to feed the model and read its output."""
+    """What an app needs to feed the model and read its output, preprocessing included."""
     size = int(cfg["img_size"])
+    crop_pct = crop_pct_of(cfg)
+    interpolation = cfg.get("interpolation", "bicubic")
+    prep = preprocess.describe(size, crop_pct, interpolation)
     return {
         "classes": list(cfg["classes"]), "num_classes": len(cfg["classes"]),
         "input": {"shape": [1, 3, size, size], "dtype": "float32", "layout": "NCHW", "color": "RGB", "range": [0.0, 1.0]},
         "img_size": size, "mean": list(cfg["mean"]), "std": list(cfg["std"]),
-        "interpolation": cfg.get("interpolation", "bicubic"), "crop_pct": cfg.get("crop_pct", 1.0),
+        "interpolation": interpolation, "crop_pct": crop_pct, "resize_size": prep["resize_shorter_side"],
+        "preprocessing": prep,
         "output": "1 x num_classes logits, in the order of classes (softmax for probabilities)",
-        "description": (f"Input: a float32 1x3x{size}x{size} RGB image resized to {size}x{size} "
-                        f"({cfg.get('interpolation', 'bicubic')}), values in [0,1] (pixel/255), NOT normalized: "
-                        "the model subtracts mean and divides by std itself."),
+        "description": (f"Input: a float32 1x3x{size}x{size} RGB image: resize the shorter side to "
+                        f"{prep['resize_shorter_side']} ({interpolation}), center-crop {size}x{size}, values in [0,1] "
+                        "(pixel/255), NOT normalized: the model subtracts mean and divides by std itself."),
     }
 
 
@@ -241,7 +261,8 @@ def _gate(variants: dict[str, dict[str, Any]], max_drop: float, have_val: bool) 
     if not have_val:
         return {"checked": False, "passed": None, "max_drop": max_drop, "reason": "no --val given; accuracy not measured"}
     fp32 = variants["fp32"]["top1"]
-    drops = {name: round(fp32 - variants[name]["top1"], 3) for name in ("ptl", "pte") if variants.get(name, {}).get("top1") is not None}
+    drops = {name: round(fp32 - variants[name]["top1"], 3)
+             for name in ("ptl", "pte") if variants.get(name, {}).get("top1") is not None}
     failed = {k: d for k, d in drops.items() if d > max_drop}
     reason = ("; ".join(f".{k} top-1 {variants[k]['top1']:.2f}% is {d:.2f} points below fp32 {fp32:.2f}% "
                         f"(allowed {max_drop})" for k, d in failed.items()) if failed else "within max_drop")
@@ -250,7 +271,8 @@ def _gate(variants: dict[str, dict[str, Any]], max_drop: float, have_val: bool) 
 
 def _measure(predictors: dict[str, tuple[rep.Predictor, bool]], val: rep.ValSet | None, example: torch.Tensor,
              opts: ExportOptions) -> dict[str, dict[str, Any]]:
-    """Accuracy (if val) and batch-1 single-thread latency of every variant; fp32 gets normalized input."""
+    """Accuracy (if val) and batch-1 latency on ``opts.latency_threads`` threads of every variant (the
+    row records the count really used); fp32 gets normalized input."""
     variants: dict[str, dict[str, Any]] = {name: {} for name in predictors}
     if val is not None:
         logits = rep.predict_batches(predictors, val)
@@ -258,11 +280,14 @@ def _measure(predictors: dict[str, tuple[rep.Predictor, bool]], val: rep.ValSet 
             variants[name].update(top1=rep.topk_accuracy(lg, val.targets, 1), top5=rep.topk_accuracy(lg, val.targets, 5),
                                   agreement_top1=rep.agreement(lg, logits["fp32"]))
     for name, (fn, _) in predictors.items():
-        variants[name]["latency_ms"] = rep.latency_ms(fn, example, opts.latency_runs, opts.latency_warmup)
+        pool = mobile.executorch_threads if name == "pte" else None  # ExecuTorch has its own threadpool
+        variants[name]["latency_ms"] = rep.latency_ms(fn, example, opts.latency_runs, opts.latency_warmup,
+                                                      opts.latency_threads, pool)
     return variants
 
 
-def _quantize(model: nn.Module, cfg: dict[str, Any], opts: ExportOptions, report: dict[str, Any]) -> tuple[nn.Module, mobile.QuantPlan]:
+def _quantize(model: nn.Module, cfg: dict[str, Any], opts: ExportOptions,
+              report: dict[str, Any]) -> tuple[nn.Module, mobile.QuantPlan]:
     """The int8 eager model (normalization inside) and the plan of what was quantized, recorded in the report."""
     plan = mobile.plan_quantization(model, opts.keep_fp32)
     int8 = mobile.NormalizedClassifier(mobile.quantize_int8(model, plan), cfg["mean"], cfg["std"]).eval()
@@ -347,13 +372,14 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
     final, out = Path(final_dir), Path(out_dir)
     check_output_dir(out, opts.force)
     model, cfg = load_checked(final)
-    val = load_val_checked(opts.val, cfg["classes"], int(cfg["img_size"])) if opts.val else None
+    val = load_val_checked(opts.val, cfg["classes"], int(cfg["img_size"]), crop_pct_of(cfg)) if opts.val else None
     tmp = temp_dir_beside(out)
     engine = opts.engine or mobile.quant_engine()
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION, "skipped": [],
         "model": {"final_dir": str(final.resolve()), "architecture": cfg["architecture"], "kind": cfg.get("kind"),
                   "classes": list(cfg["classes"]), "img_size": int(cfg["img_size"]), "mean": cfg["mean"], "std": cfg["std"],
+                  "crop_pct": crop_pct_of(cfg), "resize_size": preprocess.resize_size(int(cfg["img_size"]), crop_pct_of(cfg)),
                   "fp32_weights_bytes": (final / "model.safetensors").stat().st_size},
         "val": {"path": str(val.path), "images": len(val)} if val else None,
     }
@@ -394,6 +420,10 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
 
 
 def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    if not math.isfinite(args.max_drop):  # negative is allowed: it demands int8 beat fp32 (a strict policy, or a test)
+        raise BadInputError(f"--max-drop must be a finite number of top-1 points, got {args.max_drop}")
+    if args.latency_runs < 1:
+        raise BadInputError(f"--latency-runs must be >= 1, got {args.latency_runs}")
     return ExportOptions(val=args.val, max_drop=args.max_drop, force=args.force, pte=args.pte,
                          keep_fp32=mobile.parse_patterns(args.keep_fp32), latency_runs=args.latency_runs,
                          latency_warmup=min(10, max(1, args.latency_runs // 5)))
@@ -402,22 +432,49 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
 def print_summary(report: dict[str, Any], out: Path) -> None:
     print(rep.format_table(report["variants"], report["model"]["fp32_weights_bytes"]))
     gate = report["gate"]
-    print(f"parity gate: {'not checked' if not gate['checked'] else ('passed' if gate['passed'] else 'FAILED')} ({gate['reason']})")
+    verdict = "not checked" if not gate["checked"] else ("passed" if gate["passed"] else "FAILED")
+    print(f"parity gate: {verdict} ({gate['reason']})")
     for s in report["skipped"]:
         print(f"skipped: {s}")
     print(f"wrote {', '.join(report['files'])} and {REPORT} to {out}")
 
 
+ERROR_KINDS = {ParityGateError: "parity_gate", BadInputError: "config", ExportError: "export"}
+
+
+def error_document(e: ExportError) -> dict[str, Any]:
+    """``--error-file``'s content: why the export failed, for the worker (as training's ``error`` event).
+
+    ``kind`` is ``parity_gate`` (exit 3), ``config`` (bad arguments or inputs, exit 2) or ``export``
+    (any other failure, exit 1); ``error`` is one readable sentence, the one printed on stderr.
+    """
+    kind = next(k for cls, k in ERROR_KINDS.items() if isinstance(e, cls))
+    return {"error": " ".join(str(e).split()), "kind": kind, "exit_code": e.exit_code}
+
+
 def main(args: argparse.Namespace) -> int:
-    """``distillery export``: 0 on success, 3 on a parity gate failure, 2 on bad input, 1 otherwise."""
+    """``distillery export``: 0 on success, 3 on a parity gate failure, 2 on bad input, 1 otherwise.
+
+    On failure the reason also goes, as JSON written atomically, to ``--error-file`` if given.
+    """
+    error_file = getattr(args, "error_file", None)
+    if error_file:
+        Path(error_file).unlink(missing_ok=True)  # a stale reason from an earlier attempt must not survive a success
     try:
         report = export_final(args.model, args.output, options_from_args(args))
-    except ParityGateError as e:
-        print(rep.format_table(e.report["variants"], e.report["model"]["fp32_weights_bytes"]))
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
     except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    print_summary(report, Path(args.output))
-    return 0
+        if isinstance(e, ParityGateError):
+            print(rep.format_table(e.report["variants"], e.report["model"]["fp32_weights_bytes"]))
+        error = e
+    except Exception as e:  # noqa: BLE001 - whatever escaped export_final still gets a reason and exit 1
+        log.exception("export failed")
+        error = ExportError(f"export of {args.model} failed: {type(e).__name__}: {e}")
+    else:
+        print_summary(report, Path(args.output))
+        return 0
+    print(f"error: {error}", file=sys.stderr)
+    if error_file:
+        path = Path(error_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, error_document(error))
+    return error.exit_code

@@ -6,16 +6,18 @@ the normalized tensor, exactly like the engine's eval transform.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 
 from .files import sha256_file
+from .preprocess import resize_and_crop
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,15 +46,19 @@ def resolve_val_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def load_val(path: str | os.PathLike, classes: Sequence[str], img_size: int) -> ValSet:
-    """Open the val folder; refuse one that is unreadable or has classes the model does not know."""
+def load_val(path: str | os.PathLike, classes: Sequence[str], img_size: int, crop_pct: float) -> ValSet:
+    """Open the val folder; refuse one that is unreadable or has classes the model does not know.
+
+    Images get training's eval resize and center crop (:mod:`deit_core.preprocess`), so the parity
+    gate measures the accuracy the run reported, on the input an app is told to produce.
+    """
     from torchvision import transforms as T
     from torchvision.datasets import ImageFolder
 
     root = resolve_val_dir(path)
     if not root.is_dir():
         raise ValFolderError(f"--val {path}: no such directory (expected an ImageFolder root with val/, or val/ itself)")
-    tf = T.Compose([T.Resize((img_size, img_size), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor()])
+    tf = T.Compose([*resize_and_crop(img_size, crop_pct), T.ToTensor()])
     try:
         ds = ImageFolder(str(root), transform=tf)
     except (FileNotFoundError, OSError, RuntimeError) as e:
@@ -107,23 +113,33 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return round(100.0 * (a.argmax(1) == b.argmax(1)).float().mean().item(), 3)
 
 
-def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int = 10) -> dict[str, float]:
-    """p50/p90 latency at batch 1 on one thread, after warm-up (what one phone core sees)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int = 10, threads: int = 1,
+               pool: Callable[[int], ContextManager[int | None]] | None = None) -> dict[str, Any]:
+    """p50/p90 latency at batch 1 on ``threads`` threads, after warm-up (1: what one phone core sees).
+
+    torch's intra-op pool (eager, TorchScript, the Lite Interpreter) is set with ``torch.set_num_threads``.
+    A runtime with its own pool (ExecuTorch) passes ``pool``: a context manager that sets it to
+    ``threads`` and yields the count it really has (None if unknown). ``threads`` in the result is the
+    count read back while timing, not the one asked for.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     times = []
     try:
-        with torch.no_grad():
-            for _ in range(warmup):
-                fn(example)
-            for _ in range(max(1, runs)):
-                t0 = time.perf_counter()
-                fn(example)
-                times.append((time.perf_counter() - t0) * 1000.0)
+        with (pool(threads) if pool is not None else contextlib.nullcontext(None)) as pool_threads:
+            used = torch.get_num_threads() if pool is None else pool_threads
+            with torch.no_grad():
+                for _ in range(warmup):
+                    fn(example)
+                for _ in range(max(1, runs)):
+                    t0 = time.perf_counter()
+                    fn(example)
+                    times.append((time.perf_counter() - t0) * 1000.0)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
-    return {"p50": round(statistics.median(times), 3), "p90": round(q[8], 3), "runs": len(times), "threads": 1}
+    return {"p50": round(statistics.median(times), 3), "p90": round(q[8], 3), "runs": len(times), "threads": used,
+            "thread_pool": "torch intra-op" if pool is None else "executorch"}
 
 
 def file_entries(directory: Path, exclude: Sequence[str] = ()) -> dict[str, dict[str, Any]]:

@@ -64,3 +64,44 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class StorageError(OSError):
+    """A write failed for lack of space, quota or permission; ``str()`` is the plain reason
+    ("no space left on device writing checkpoints/last.pt"), which ends up in the job's error."""
+
+    def __str__(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else super().__str__()
+
+
+def storage_error(e: OSError, what: str) -> StorageError:
+    """``e`` restated as "<what went wrong> writing <what>"."""
+    reason = os.strerror(e.errno).lower() if e.errno else str(e)
+    return StorageError(e.errno, f"{reason} writing {what}")
+
+
+def write_temp_beside(path: Path, data: bytes, what: str) -> Path:
+    """Write ``data`` to a hidden temp file next to ``path`` and fsync it; the caller renames it.
+    On failure the temp file is removed and a :class:`StorageError` naming ``what`` is raised."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(e, what) from e
+    return tmp
+
+
+def publish_modes(root: Path) -> None:
+    """Give a tree built in a ``mkdtemp`` folder the modes any new file would get (0755 folders,
+    0644 files under the usual umask), so the service's other processes can read it."""
+    mask = current_umask()
+    os.chmod(root, 0o777 & ~mask)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o777 & ~mask)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o666 & ~mask)

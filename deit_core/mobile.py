@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # Classifier heads stay fp32 by default: together they hold ~0.1% of a DeiT's weights (int8 saves a
 # few KB) but they write the logits directly, so their rounding error is never averaged away.
 from .export_cli import DEFAULT_KEEP_FP32  # noqa: E402
+
 TORCHSCRIPT_METHODS = ("trace", "script")
 
 
@@ -327,8 +328,7 @@ def export_pte(wrapped_fp32: nn.Module, quantize_names: Sequence[str], example: 
     dequantize ops in eager), which is what the ``.pte`` must agree with, and a description.
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from executorch.exir import to_edge_transform_and_lower
 
     prepare_pt2e, convert_pt2e = _pt2e_functions()
@@ -350,6 +350,35 @@ def export_pte(wrapped_fp32: nn.Module, quantize_names: Sequence[str], example: 
     info = {"quantizer": "XNNPACKQuantizer symmetric per-channel dynamic int8",
             "partitioner": "XnnpackPartitioner", "quantized_linear": len(quantize_names)}
     return reference, info
+
+
+@contextlib.contextmanager
+def executorch_threads(n: int) -> Iterator[int | None]:
+    """Size ExecuTorch's own threadpool (XNNPACK's kernels run on it, not on torch's intra-op pool) to
+    ``n`` threads for the duration, then restore it; yields the count it really has.
+
+    Why: ExecuTorch starts its pool at one thread per core and ``torch.set_num_threads`` does not
+    touch it, so a ``.pte`` timed "on one thread" would otherwise use every core. The API is
+    ``executorch.extension.pybindings.portable_lib._unsafe_reset_threadpool`` (experimental in
+    executorch 1.5.1; "unsafe" only while a method runs on the pool, which nothing does here).
+    If it is missing, the pool is left alone and the yielded count is what it reports (None if unknown).
+    """
+    try:
+        from executorch.extension.pybindings import portable_lib as et
+    except ImportError:
+        yield None
+        return
+    get = getattr(et, "_threadpool_get_thread_count", None)
+    reset = getattr(et, "_unsafe_reset_threadpool", None)
+    before = get() if get is not None else None
+    if reset is None or before is None:
+        yield before
+        return
+    reset(n)
+    try:
+        yield get()
+    finally:
+        reset(before)
 
 
 class PteRunner:

@@ -58,7 +58,7 @@ def num_outputs(model: nn.Module) -> int:
     fc = getattr(getattr(model, "head", None), "fc", None)
     if isinstance(fc, nn.Linear):
         return fc.out_features
-    return int(getattr(model, "num_classes"))
+    return int(model.num_classes)
 
 
 def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
@@ -128,7 +128,8 @@ def load_weights(model: nn.Module, source: str | os.PathLike, field: str, expect
             raise ConfigError(field, f"the checkpoint predicts {state[key].shape[0]} classes but the dataset has {want}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ConfigError(field, f"weights do not fit {type(model).__name__}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+        raise ConfigError(field, f"weights do not fit {type(model).__name__}: missing {list(missing)[:5]}, "
+                                 f"unexpected {list(unexpected)[:5]}")
 
 
 def build_student(model: str, num_classes: int, img_size: int, patch_size: int | None,

@@ -14,18 +14,22 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import ConfigError, JobConfig, load_config_file
+from .checkpoint import LAST, PREV, latest_valid, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import ConfigError, JobConfig, TrainConfig, load_config_file
 from .data import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, build_train_loader, build_val_loader, load_datasets
 from .engine import evaluate, predict_teacher, train_one_epoch
 from .events import MetricsLog
+from .lease import check_lease
 from .losses import DistillationLoss, base_criterion
 from .models import build_student, build_teacher, save_final
+from .preprocess import resize_size
+from .train_cli import add_resume_arguments
 
 log = logging.getLogger("deit_core.train")
 
@@ -72,65 +76,98 @@ def _setup_logging(out: Path, main: bool) -> None:
         root.addHandler(h)
 
 
+@dataclass
+class Progress:
+    """Where a run stands: the next epoch, optimizer updates so far, best val top-1 (-1 before any)."""
+
+    epoch: int = 0
+    num_updates: int = 0
+    best_top1: float = -1.0
+
+
+def reshard_changes(saved: dict[str, Any], world: int, accum_steps: int) -> list[str]:
+    """What differs between a checkpoint's data layout and this run's: process count and accumulation.
+
+    Either one changes the global batch, hence the lr, the steps per epoch and the schedule's
+    length in updates, so a resumed run would no longer continue the run that wrote the checkpoint.
+    """
+    changes = []
+    old_world = saved.get("world_size")
+    if old_world is not None and int(old_world) != world:
+        changes.append(f"processes (world size) {old_world} -> {world}")
+    old_accum = (saved.get("config") or {}).get("train", {}).get("accum_steps")
+    if old_accum is not None and int(old_accum) != accum_steps:
+        changes.append(f"train.accum_steps {old_accum} -> {accum_steps}")
+    return changes
+
+
 class Run:
-    """Everything a run holds; ``execute`` is the epoch loop."""
+    """One run: ``__init__`` builds everything from the config (the one place attributes are set);
+    ``execute`` is resume, then ``run_epoch`` per epoch (each returns its metrics, as DeiT's
+    ``train_one_epoch``/``evaluate`` do), then ``write_final``."""
 
-    def __init__(self, cfg: JobConfig, out: Path, resume: bool, events: MetricsLog, accelerator):
-        self.cfg, self.out, self.resume, self.events, self.acc = cfg, out, resume, events, accelerator
-
-    def build(self) -> None:
-        cfg, acc, t = self.cfg, self.acc, self.cfg.train
+    def __init__(self, cfg: JobConfig, out: Path, resume: bool, events: MetricsLog, accelerator,
+                 allow_reshard: bool = False):
         from accelerate.utils import set_seed
-
-        set_seed(t.seed)
-        with acc.main_process_first():
-            train_ds, val_ds, self.classes = load_datasets(cfg.data, t)
-        nc = len(self.classes)
-        pin = acc.device.type == "cuda"
-        rank, world = acc.process_index, acc.num_processes
-        t = self._cap_workers(t, acc.device.type, world)
-        self.train_loader = build_train_loader(train_ds, t, rank, world, pin)
-        self.val_loader = build_val_loader(val_ds, t.batch_size, rank, world, t.workers, pin)
-        self.distilled = cfg.kind == "distill"
-        self.teacher = None
-        if self.distilled:
-            model, self.model_kwargs = build_student(cfg.student.model, nc, cfg.data.img_size, cfg.student.patch_size,
-                                                     t.drop_path, cfg.student.init, self.classes)
-            model.set_distilled_training(True)
-            self.architecture = cfg.student.model
-            if cfg.distillation.type != "none":
-                teacher, _ = build_teacher(cfg.teacher.model, nc, cfg.teacher.checkpoint, 0.0, self.classes)
-                self.teacher = teacher.to(acc.device).eval().requires_grad_(False)
-        else:
-            model, self.model_kwargs = build_teacher(cfg.teacher.model, nc, cfg.teacher.checkpoint, t.drop_path,
-                                                     self.classes, field="teacher.checkpoint")
-            self.architecture = cfg.teacher.model
-
         from timm.data import Mixup
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import CosineLRScheduler
 
+        t = cfg.train
+        self.cfg, self.out, self.events, self.acc = cfg, out, events, accelerator
+        self.resume, self.allow_reshard = resume, allow_reshard
+        self.ckpt_dir = out / "checkpoints"
+        self.distilled = cfg.kind == "distill"
+        set_seed(t.seed)
+        # ``phase`` events say what a run does before its first step (read live by the service's page).
+        events.emit("phase", phase="loading data")
+        with accelerator.main_process_first():
+            train_ds, val_ds, self.classes = load_datasets(cfg.data, t)
+        world = accelerator.num_processes
+        self.train_loader, self.val_loader = self._loaders(train_ds, val_ds)
+        events.emit("phase", phase="loading teacher" if self.distilled and cfg.distillation.type != "none" else "building model")
+        model, self.model_kwargs, self.architecture, self.teacher = self._models()
         self.mixup_fn = None
         if t.mixup > 0 or t.cutmix > 0:
-            self.mixup_fn = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, label_smoothing=t.smoothing, num_classes=nc)
-        base = base_criterion(self.mixup_fn is not None, t.smoothing)
+            self.mixup_fn = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, label_smoothing=t.smoothing,
+                                  num_classes=len(self.classes))
         dist = cfg.distillation
-        self.criterion = DistillationLoss(base, self.teacher, dist.type if dist else "none",
-                                          dist.alpha if dist else 0.0, dist.tau if dist else 1.0)
+        self.criterion = DistillationLoss(base_criterion(self.mixup_fn is not None, t.smoothing), self.teacher,
+                                          dist.type if dist else "none", dist.alpha if dist else 0.0,
+                                          dist.tau if dist else 1.0, dist.kl_reduction if dist else "batchmean")
         self.global_batch = t.batch_size * world * t.accum_steps
-        self.lr = t.lr * self.global_batch / 512.0
-        optimizer = create_optimizer_v2(model, "adamw", lr=self.lr, weight_decay=t.weight_decay)
         self.updates_per_epoch = math.ceil(len(self.train_loader) / t.accum_steps)
-        self.scheduler = CosineLRScheduler(
-            optimizer, t_initial=t.epochs * self.updates_per_epoch, lr_min=t.min_lr * self.global_batch / 512.0,
-            warmup_t=t.warmup_epochs * self.updates_per_epoch, warmup_lr_init=t.warmup_lr, t_in_epochs=False)
-        model = model.to(acc.device)
+        model = model.to(accelerator.device)
+        optimizer, self.scheduler, self.lr = build_optimization(model, t, self.global_batch, self.updates_per_epoch)
         self.ema = None
         if t.ema:
             from timm.utils import ModelEmaV2
 
             self.ema = ModelEmaV2(model, decay=t.ema_decay)
-        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.progress = Progress()
+
+    def _loaders(self, train_ds, val_ds):
+        acc, t = self.acc, self.cfg.train
+        pin = acc.device.type == "cuda"
+        rank, world = acc.process_index, acc.num_processes
+        t = self._cap_workers(t, acc.device.type, world)
+        return (build_train_loader(train_ds, t, rank, world, pin),
+                build_val_loader(val_ds, t.batch_size, rank, world, t.workers, pin))
+
+    def _models(self):
+        """(trained model, its kwargs, architecture name, frozen teacher or None), on the run's classes."""
+        cfg, t = self.cfg, self.cfg.train
+        if not self.distilled:
+            model, kwargs = build_teacher(cfg.teacher.model, len(self.classes), cfg.teacher.checkpoint, t.drop_path,
+                                          self.classes, field="teacher.checkpoint")
+            return model, kwargs, cfg.teacher.model, None
+        model, kwargs = build_student(cfg.student.model, len(self.classes), cfg.data.img_size, cfg.student.patch_size,
+                                      t.drop_path, cfg.student.init, self.classes)
+        model.set_distilled_training(True)
+        teacher = None
+        if cfg.distillation.type != "none":
+            teacher, _ = build_teacher(cfg.teacher.model, len(self.classes), cfg.teacher.checkpoint, 0.0, self.classes)
+            teacher = teacher.to(self.acc.device).eval().requires_grad_(False)
+        return model, kwargs, cfg.student.model, teacher
 
     @staticmethod
     def _cap_workers(t, device_type: str, world: int):
@@ -155,25 +192,46 @@ class Run:
         gathered = self.acc.gather(local.to(self.acc.device)[None])
         return [round(float(x), 9) for x in gathered[:, 0].tolist()]
 
+    def val_images(self) -> int:
+        """Val images over all ranks (the shards are disjoint and unequal when the count is odd)."""
+        n = torch.tensor(len(self.val_loader.dataset), device=self.acc.device)
+        return int(self.acc.reduce(n, reduction="sum"))
+
     # --- checkpoint state -------------------------------------------------------------------
-    def state(self, epoch: int, num_updates: int, best: float) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         scaler = getattr(self.acc, "scaler", None)
+        p = self.progress
         return {
             "model": self.acc.unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "epoch": epoch, "num_updates": num_updates, "best_top1": best,
+            "epoch": p.epoch, "num_updates": p.num_updates, "best_top1": p.best_top1,
             "rng": rng_state(), "config": self.cfg.to_dict(), "world_size": self.acc.num_processes,
             "architecture": self.architecture, "classes": self.classes,
         }
 
-    def restore(self, path: Path) -> tuple[int, int, float]:
+    def restore(self, path: Path) -> None:
+        """Load ``path`` into the model, optimizer, schedule, EMA, RNGs and ``progress``.
+
+        Raises:
+            ConfigError: another model or class list, or (without ``allow_reshard``) another number
+                of processes or ``train.accum_steps``, which would silently change the schedule.
+        """
         state = load_checkpoint(path)
         if state.get("architecture") != self.architecture or state.get("classes") != self.classes:
             raise ConfigError("resume", f"{path} is a checkpoint of {state.get('architecture')} on classes "
                               f"{state.get('classes')}, not of this run's config")
+        changes = reshard_changes(state, self.acc.num_processes, self.cfg.train.accum_steps)
+        if changes and not self.allow_reshard:
+            raise ConfigError("resume", f"{path} was written with different {'; '.join(changes)}: the global batch, "
+                              "the lr and the number of updates per epoch would change, so the resumed run would not "
+                              "follow the original schedule. Resume with the same processes and train.accum_steps, "
+                              "or pass --allow-reshard to continue anyway")
+        if changes:
+            log.warning("resuming across a reshard (%s): the schedule continues from update %d with the new layout",
+                        "; ".join(changes), int(state["num_updates"]))
         self.acc.unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -183,32 +241,62 @@ class Run:
         if self.ema is not None and state.get("ema"):
             self.ema.module.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
-        return int(state["epoch"]), int(state["num_updates"]), float(state["best_top1"])
+        self.progress.epoch, self.progress.num_updates = int(state["epoch"]), int(state["num_updates"])
+        self.progress.best_top1 = float(state["best_top1"])
 
     # --- the loop ---------------------------------------------------------------------------
-    def execute(self) -> dict[str, float]:
+    def resume_from_last(self) -> None:
+        last = latest_valid(self.ckpt_dir)  # last.pt if its checksum matches, else last.prev.pt
+        if last is None:
+            raise ConfigError("resume", f"nothing to resume: no intact {LAST} or {PREV} in {self.ckpt_dir}")
+        self.restore(last)
+        log.info("resumed from %s at epoch %d", last, self.progress.epoch + 1)
+
+    def run_epoch(self, epoch: int, teacher_preds: torch.Tensor | None, on_step) -> dict[str, float]:
+        """Train one epoch and evaluate; returns the epoch's metrics (train loss/lr, val top-1/top-5...)."""
         from accelerate.utils import set_seed
 
+        t, acc = self.cfg.train, self.acc
+        # Every source of randomness in the epoch is a function of (seed, epoch): see data.py.
+        set_seed(t.seed + 1000 * epoch + acc.process_index)
+        self.train_loader.sampler.set_epoch(epoch)
+        train_stats, self.progress.num_updates = train_one_epoch(
+            self.model, self.criterion, self.train_loader, self.optimizer, self.scheduler, acc, epoch,
+            self.progress.num_updates, self.mixup_fn, self.ema, t.clip_grad, t.accum_steps, t.log_every, on_step)
+        val = evaluate(self.model, self.val_loader, acc, self.distilled, teacher_preds)
+        if self.ema is not None:
+            val["val_top1_ema"] = evaluate(self.ema.module, self.val_loader, acc, self.distilled)["val_top1"]
+        return {**train_stats, **val}
+
+    def write_final(self, metrics: dict[str, float]) -> Path:
+        """``final/``: weights plus everything export and serving need to rebuild and feed the model."""
+        cfg = self.cfg
+        meta = {
+            "architecture": self.architecture, "model_kwargs": self.model_kwargs, "classes": self.classes,
+            "img_size": cfg.data.img_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "crop_pct": cfg.data.crop_pct, "resize_size": resize_size(cfg.data.img_size, cfg.data.crop_pct),
+            "interpolation": INTERPOLATION, "kind": "student" if self.distilled else "teacher",
+            "distilled": self.distilled, "metrics": metrics, "config": cfg.to_dict(),
+        }
+        return save_final(self.out, self.acc.unwrap_model(self.model), meta)
+
+    def execute(self) -> dict[str, float]:
         cfg, acc, t, ev = self.cfg, self.acc, self.cfg.train, self.events
-        ckpt_dir = self.out / "checkpoints"
-        start_epoch, num_updates, best = 0, 0, -1.0
         if self.resume:
-            last = ckpt_dir / LAST
-            if not last.exists():
-                raise ConfigError("resume", f"nothing to resume: {last} does not exist")
-            start_epoch, num_updates, best = self.restore(last)
-            log.info("resumed from %s at epoch %d", last, start_epoch + 1)
+            self.resume_from_last()
+        start_epoch = self.progress.epoch
         steps = len(self.train_loader)
         ev.emit("start", kind=cfg.kind, architecture=self.architecture, epochs=t.epochs, start_epoch=start_epoch,
                 steps_per_epoch=steps, processes=acc.num_processes, device=str(acc.device),
                 mixed_precision=acc.mixed_precision, global_batch=self.global_batch, lr=self.lr,
-                classes=self.classes, train_images=len(self.train_loader.dataset), val_images=len(self.val_loader.dataset) * acc.num_processes,
+                classes=self.classes, train_images=len(self.train_loader.dataset), val_images=self.val_images(),
                 resumed=self.resume)
         log.info("%s run: %s, %d classes, %d epochs x %d steps, %d process(es) on %s, global batch %d, lr %.2e",
                  cfg.kind, self.architecture, len(self.classes), t.epochs, steps, acc.num_processes, acc.device,
                  self.global_batch, self.lr)
         teacher_preds, teacher_metrics = None, {}
         if self.teacher is not None:
+            ev.emit("phase", phase="evaluating teacher")
             teacher_preds, teacher_metrics = predict_teacher(self.teacher, self.val_loader, acc)
             log.info("teacher val top-1: %.2f", teacher_metrics["teacher_top1"])
             ev.emit("teacher", **teacher_metrics)
@@ -216,64 +304,82 @@ class Run:
         run_start = time.perf_counter()
         total_steps = (t.epochs - start_epoch) * steps
         for epoch in range(start_epoch, t.epochs):
-            # Every source of randomness in the epoch is a function of (seed, epoch): see data.py.
-            set_seed(t.seed + 1000 * epoch + acc.process_index)
-            self.train_loader.sampler.set_epoch(epoch)
             done_before = (epoch - start_epoch) * steps
 
+            check_lease(self.out)  # a run whose worker is gone stops here (see deit_core/lease.py)
+
             def on_step(s: dict[str, Any], epoch: int = epoch, done_before: int = done_before) -> None:
+                check_lease(self.out)
                 remaining = total_steps - done_before - s["step"]
                 ev.emit("step", epoch=epoch + 1, epochs=t.epochs, step=s["step"], steps_per_epoch=steps,
                         loss=s["loss"], lr=s["lr"], img_per_s=s["img_per_s"], eta_s=round(remaining * s["s_per_step"], 1))
 
-            train_stats, num_updates = train_one_epoch(
-                self.model, self.criterion, self.train_loader, self.optimizer, self.scheduler, acc, epoch, num_updates,
-                self.mixup_fn, self.ema, t.clip_grad, t.accum_steps, t.log_every, on_step)
-            val = evaluate(self.model, self.val_loader, acc, self.distilled, teacher_preds)
-            if self.ema is not None:
-                val["val_top1_ema"] = evaluate(self.ema.module, self.val_loader, acc, self.distilled)["val_top1"]
-            is_best = val["val_top1"] > best
-            best = max(best, val["val_top1"])
+            epoch_metrics = self.run_epoch(epoch, teacher_preds, on_step)
+            is_best = epoch_metrics["val_top1"] > self.progress.best_top1
+            self.progress.best_top1 = max(self.progress.best_top1, epoch_metrics["val_top1"])
+            self.progress.epoch = epoch + 1
             elapsed = time.perf_counter() - run_start
             done = (epoch + 1 - start_epoch) * steps
-            metrics = {**train_stats, **val, **teacher_metrics, "best_top1": best}
+            metrics = {**epoch_metrics, **teacher_metrics, "best_top1": self.progress.best_top1}
             ev.emit("epoch", epoch=epoch + 1, epochs=t.epochs, step=steps, steps_per_epoch=steps,
                     eta_s=round(elapsed / done * (total_steps - done), 1), **metrics)
-            log.info("epoch %d/%d: loss %.4f, val top-1 %.2f (best %.2f)%s", epoch + 1, t.epochs, train_stats["loss"],
-                     val["val_top1"], best, f", agreement with teacher {val['val_agreement']:.1f}%" if "val_agreement" in val else "")
+            log.info("epoch %d/%d: loss %.4f, val top-1 %.2f (best %.2f)%s", epoch + 1, t.epochs, metrics["loss"],
+                     metrics["val_top1"], self.progress.best_top1,
+                     f", agreement with teacher {metrics['val_agreement']:.1f}%" if "val_agreement" in metrics else "")
             if acc.is_main_process:
-                path = save_checkpoint(ckpt_dir, self.state(epoch + 1, num_updates, best), is_best)
+                path = save_checkpoint(self.ckpt_dir, self.state(), is_best)
                 ev.emit("checkpoint", epoch=epoch + 1, path=str(path), best=is_best)
             acc.wait_for_everyone()
         checksums = self.weight_checksums()
         if acc.is_main_process:
-            meta = {
-                "architecture": self.architecture, "model_kwargs": self.model_kwargs, "classes": self.classes,
-                "img_size": cfg.data.img_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                "crop_pct": 1.0, "interpolation": INTERPOLATION,
-                "kind": "student" if self.distilled else "teacher", "distilled": self.distilled,
-                "metrics": metrics, "config": cfg.to_dict(),
-            }
-            final = save_final(self.out, self.acc.unwrap_model(self.model), meta)
+            final = self.write_final(metrics)
             ev.emit("done", final=str(final), rank_weight_checksums=checksums, **metrics)
             log.info("done: final model in %s", final)
         acc.wait_for_everyone()
         return metrics
 
 
-def run(cfg: JobConfig, out: Path, resume: bool = False) -> dict[str, float]:
+def build_optimization(model: torch.nn.Module, t: TrainConfig, global_batch: int, updates_per_epoch: int):
+    """AdamW and DeiT's per-update cosine schedule; returns (optimizer, scheduler, peak lr).
+
+    As in DeiT's main.py, only ``lr`` scales with the global batch (``lr * batch / 512``);
+    ``min_lr`` and ``warmup_lr`` are absolute values.
+    """
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    lr = t.lr * global_batch / 512.0
+    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=t.weight_decay)
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=t.epochs * updates_per_epoch, lr_min=t.min_lr,
+        warmup_t=t.warmup_epochs * updates_per_epoch, warmup_lr_init=t.warmup_lr, t_in_epochs=False)
+    return optimizer, scheduler, lr
+
+
+def run(cfg: JobConfig, out: Path, resume: bool = False, allow_reshard: bool = False) -> dict[str, float]:
     """Run training in this process (one rank of many under torchrun)."""
     acc = make_accelerator(cfg)
     events = MetricsLog(out / "metrics.jsonl" if acc.is_main_process else None)
     try:
-        r = Run(cfg, out, resume, events, acc)
-        r.build()
-        return r.execute()
+        return Run(cfg, out, resume, events, acc, allow_reshard).execute()
     finally:
         events.close()
 
 
-def run_from_args(config: str, output: str, resume: bool = False) -> int:
+def _record_for_torchrun(e: BaseException) -> None:
+    """Write this rank's exception to torchrun's per-rank error file (``TORCHELASTIC_ERROR_FILE``,
+    what the ``record`` decorator does), so torchrun's failure summary, which the worker reads for
+    the job's reason, shows it for every rank, not only rank 0's metrics error event."""
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
+        try:
+            get_error_handler().record_exception(e)
+        except Exception:  # noqa: BLE001 - the report must never hide the failure itself
+            log.warning("could not write torchrun's error file", exc_info=True)
+
+
+def run_from_args(config: str, output: str, resume: bool = False, allow_reshard: bool = False) -> int:
     """Entry point shared by ``distillery train`` and ``python -m deit_core.train``; returns the exit code."""
     out = Path(output)
     main = _rank() == 0
@@ -282,13 +388,14 @@ def run_from_args(config: str, output: str, resume: bool = False) -> int:
     code, message = 0, None
     try:
         cfg = load_config_file(config)
-        run(cfg, out, resume)
+        run(cfg, out, resume, allow_reshard)
     except ConfigError as e:
         code, message = 2, str(e)
         field = e.field
     except Exception as e:  # noqa: BLE001 - any failure becomes an error event and a non-zero exit
         code, message, field = 1, f"{type(e).__name__}: {e}", None
         log.error("run failed:\n%s", traceback.format_exc())
+        _record_for_torchrun(e)
     if code:
         log.error("error: %s", message)
         print(f"error: {message}", file=sys.stderr)
@@ -301,9 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deit_core.train", description="One distillery training run.")
     p.add_argument("--config", required=True, help="job config, YAML or JSON")
     p.add_argument("--output", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    add_resume_arguments(p)
     args = p.parse_args(argv)
-    return run_from_args(args.config, args.output, args.resume)
+    return run_from_args(args.config, args.output, args.resume, args.allow_reshard)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,14 @@ def build_parser() -> argparse.ArgumentParser:
     from deit_core import cli as core_cli
     from distillery import client
     from server import cli as server_cli
+    from worker import cli as worker_cli
 
     parser = argparse.ArgumentParser(prog="distillery", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     core_cli.register(sub)
     server_cli.register(sub)
+    worker_cli.register(sub)
     client.register(sub)
     return parser
 

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
+from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS  # plain tuples: no Flask, Celery or torch
+
 DEFAULT_URL = "http://127.0.0.1:8000"  # `distillery up` default
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 PAGE_SIZE = 200  # the API's largest page
 
 # Exit codes. 2 is argparse's usage error; `watch` returns the job's outcome.
@@ -199,13 +200,35 @@ def progress_line(job: dict[str, Any], width: int = 24) -> str:
     m = job.get("metrics") or {}
     frac = progress_fraction(job)
     epoch = f"{p['epoch']}/{p['epochs']}" if p.get("epochs") else "-"
-    eta = "-" if job.get("state") in TERMINAL_STATES else format_duration(p.get("eta_s"))
+    eta = "-" if job.get("state") in FINAL_STATES else format_duration(p.get("eta_s"))
     line = (f"job {job.get('id')} {job.get('state', '?'):<9} [{format_bar(frac, width)}] "
             f"{frac * 100:5.1f}%  epoch {epoch}  loss {_num(m.get('loss'), '.4f')}  "
-            f"top-1 {_num(m.get('val_top1'), '.2f')}  ETA {eta}")
+            f"top-1 {_num(_best_top1(job), '.2f')}  ETA {eta}")
     if job.get("state") == "queued" and job.get("parent_id"):
         line += f"  (after teacher job {job['parent_id']})"
+    if job.get("state") == "running" and not p.get("step"):  # before the first step: what it is doing
+        line += f"  ({p.get('phase') or 'starting processes'}"
+        line += f", teacher top-1 {m['teacher_top1']:.1f})" if isinstance(m.get("teacher_top1"), (int, float)) else ")"
     return line
+
+
+def outcome_lines(job: dict[str, Any]) -> list[str]:
+    """What a finished job is worth, in the same words as its page: the exported checkpoint's top-1,
+    a warning when that is chance level, and the distillation gain over the baseline."""
+    out = []
+    top1 = _best_top1(job)
+    if isinstance(top1, (int, float)):
+        out.append(f"top-1 {top1:.1f}% on the validation images ({job.get('top1_checkpoint') or 'final'} checkpoint, "
+                   "the one exported)")
+    if job.get("at_chance") and isinstance(job.get("chance_top1"), (int, float)):
+        out.append(f"warning: that is chance level ({job['chance_top1']:.1f}% = guessing among "
+                   f"{round(100 / job['chance_top1'])} classes): the model learned nothing; check the image size, "
+                   "epochs and augmentation (the dashboard's submit page has presets by dataset size)")
+    base = job.get("baseline") or {}
+    if isinstance(base.get("gain"), (int, float)):
+        out.append(f"distillation gain: {base['gain']:+.1f} pt over the same student without a teacher "
+                   f"(job {base['job_id']}: {base['top1']:.1f}%)")
+    return out
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:
@@ -275,6 +298,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"submitted a pipeline: teacher job {pipeline[0]} -> {job.get('kind')} job {job['id']} {job.get('name')!r}")
     else:
         print(f"submitted {job.get('kind')} job {job['id']} {job.get('name')!r} ({job.get('state', 'queued')})")
+    if (job.get("baseline") or {}).get("job_id"):
+        print(f"and baseline job {job['baseline']['job_id']}: the same student without a teacher")
     print(job["id"])
     return EXIT_OK
 
@@ -298,7 +323,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if not rows:
         print("no jobs")
         return EXIT_OK
-    print(format_table(rows, ["ID", "KIND", "NAME", "STATE", "PROGRESS", "EPOCH", "BEST TOP-1", "OWNER", "AGE"]))
+    print(format_table(rows, ["ID", "KIND", "NAME", "STATE", "PROGRESS", "EPOCH", "TOP-1 %", "OWNER", "AGE"]))
     total = payload.get("total") if isinstance(payload, dict) else None
     if isinstance(total, int) and total > len(rows):
         print(f"({len(rows)} of {total}; --limit N for more)")
@@ -306,8 +331,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _best_top1(job: dict[str, Any]) -> Any:
-    m = job.get("metrics") or {}
-    return m.get("best_top1", m.get("val_top1"))
+    """The one accuracy number: val top-1 of the exported checkpoint (the API's ``top1``)."""
+    if isinstance(job.get("top1"), (int, float)):
+        return job["top1"]
+    return (job.get("metrics") or {}).get("val_top1")
 
 
 def _epoch(job: dict[str, Any]) -> str:
@@ -331,7 +358,7 @@ def watch_job(client: ApiClient, job_id: int, interval: float = 1.0, out: TextIO
             out.write(line + "\n")
             out.flush()
         last = line
-        if job.get("state") in TERMINAL_STATES:
+        if job.get("state") in FINAL_STATES:
             if tty:
                 out.write("\n")
             return job
@@ -346,6 +373,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return 130
     state = job.get("state")
     if state == "succeeded":
+        for line in outcome_lines(job):
+            print(line)
         print(f"job {args.id} succeeded")
         return EXIT_OK
     detail = f": {job['error']}" if job.get("error") else ""
@@ -448,6 +477,72 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------------------- diff
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-3}}`` -> ``{"train.lr": 1e-3}``: the dotted names config errors use."""
+    if not isinstance(config, dict):
+        return {prefix: config} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten(value, name) if isinstance(value, dict) and value else {name: value})
+    return out
+
+
+def config_diff(configs: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Any]]], int]:
+    """The keys whose values differ between ``configs`` (missing counts as a value) and how many agree."""
+    flat = [flatten(c or {}) for c in configs]
+    keys = sorted(set().union(*flat))
+    differ = [(k, [f.get(k, "(absent)") for f in flat]) for k in keys if len({json.dumps(f.get(k, "(absent)"),
+                                                                                       sort_keys=True) for f in flat}) > 1]
+    return differ, len(keys) - len(differ)
+
+
+def exported_summary(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
+    """The .ptl's top-1, p50 latency and size from the job's export report (empty when there is none)."""
+    report_art = next((a for a in reversed(job.get("artifacts") or []) if a.get("format") == "report"), None)
+    if report_art is None:
+        return {}
+    resp = client.get(f"/artifacts/{report_art['id']}/download", stream=True, what=f"artifact {report_art['id']}")
+    try:
+        report = json.loads(b"".join(_chunks(resp)))
+    except ValueError:
+        return {}
+    finally:
+        resp.close()
+    ptl = (report.get("variants") or {}).get("ptl") or {}
+    return {"top1": ptl.get("top1"), "p50_ms": (ptl.get("latency_ms") or {}).get("p50"), "size": ptl.get("size_bytes")}
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Two to six jobs side by side: the params that differ, val top-1 by epoch, the exported model."""
+    if not 2 <= len(args.ids) <= 6:
+        raise ClientError(f"give 2 to 6 job ids, got {len(args.ids)}", EXIT_API_ERROR)
+    api = _client(args)
+    jobs = [api.get(f"/jobs/{i}", what=f"job {i}") for i in args.ids]
+    head = ["", *[f"job {j['id']}" for j in jobs]]
+    differ, same = config_diff([j.get("config") or {} for j in jobs])
+    print(f"params that differ ({same} others are the same):")
+    rows = [[k, *[json.dumps(v) if not isinstance(v, str) else v for v in vals]] for k, vals in differ]
+    print(format_table(rows, head) if rows else "  none")
+    curves = [api.get(f"/jobs/{j['id']}/metrics", params={"name": "val_top1"}).get("series", {}).get("val_top1", [])
+              for j in jobs]
+    epochs = sorted({p.get("epoch") for c in curves for p in c if p.get("epoch") is not None})
+    by_epoch = [{p.get("epoch"): p.get("value") for p in c} for c in curves]
+    print("\nval top-1 % by epoch:")
+    print(format_table([[str(e), *[_num(b.get(e), ".2f") for b in by_epoch]] for e in epochs], ["epoch", *head[1:]])
+          if epochs else "  no evaluations yet")
+    exported = [exported_summary(api, j) for j in jobs]
+    print("\nexported .ptl:")
+    print(format_table([["state", *[str(j.get("state")) for j in jobs]],
+                        ["top-1 %", *[_num(e.get("top1"), ".2f") for e in exported]],
+                        ["gain vs baseline", *[_num((j.get("baseline") or {}).get("gain"), "+.1f") for j in jobs]],
+                        ["p50 latency ms", *[_num(e.get("p50_ms"), ".2f") for e in exported]],
+                        ["size", *[format_size(e["size"]) if e.get("size") else "-" for e in exported]]], head))
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------ register
 
 def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -467,7 +562,7 @@ def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add submit, jobs, watch, cancel and download to the ``distillery`` parser."""
+    """Add submit, jobs, watch, cancel, diff and download to the ``distillery`` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("DISTILLERY_URL"),
                         help=f"server root (env DISTILLERY_URL, default {DEFAULT_URL})")
@@ -481,7 +576,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("jobs", parents=[common], help="list jobs as a table")
     p.add_argument("--state", help="queued, running, exporting, succeeded, failed or cancelled (comma-separated)")
-    p.add_argument("--kind", choices=["teacher", "distill"])
+    p.add_argument("--kind", choices=list(JOB_KINDS))
     p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
     p.set_defaults(func=_guard(cmd_jobs))
 
@@ -495,8 +590,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id", type=int)
     p.set_defaults(func=_guard(cmd_cancel))
 
+    p = sub.add_parser("diff", parents=[common],
+                       help="compare 2-6 jobs: params that differ, val top-1 by epoch, exported top-1/latency/size")
+    p.add_argument("ids", type=int, nargs="+", metavar="ID")
+    p.set_defaults(func=_guard(cmd_diff))
+
     p = sub.add_parser("download", parents=[common], help="download an artifact and verify its sha256")
     p.add_argument("id", type=int, help="job id")
-    p.add_argument("--format", required=True, choices=["ptl", "pte", "pt", "checkpoint", "report", "labels"])
+    p.add_argument("--format", required=True, choices=list(ARTIFACT_FORMATS))
     p.add_argument("--output", help="file or directory (default: the server's file name, here)")
     p.set_defaults(func=_guard(cmd_download))

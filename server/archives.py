@@ -2,10 +2,12 @@
 
 Everything is checked before anything is accepted: member names (no absolute paths, no ``..``,
 nothing escaping the folder), member types (regular files and folders only: no symlinks, hard
-links or devices), the number of members and their total unpacked size, the ImageFolder layout
+links or devices), the number of members, their total unpacked size and its ratio to the archive's
+size (a zip bomb is refused from its headers, before one byte is written, at the first member that
+passes a limit), the ImageFolder layout
 (train/ and val/ class folders) and that every image decodes with PIL. Extraction goes to a
 temporary folder next to the destination and is renamed into place, so a dataset folder either
-exists complete or not at all.
+exists complete or not at all, with normal permissions (0755 folders, 0644 files).
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+
+from deit_core.files import publish_modes
 
 from .storage import IMAGE_EXTENSIONS, PathRefused, scan_dataset
 
@@ -31,19 +35,35 @@ def _check_name(name: str) -> None:
         raise ArchiveRefused(f"member {name!r} escapes the archive folder ('..')")
 
 
-def _tally(count: int, total: int, size: int, max_files: int, max_bytes: int) -> tuple[int, int]:
-    """Add one member to the running totals; refuse as soon as a limit is passed (before extraction)."""
-    count, total = count + 1, total + size
-    if count > max_files:
-        raise ArchiveRefused(f"more than {max_files} members")
-    if total > max_bytes:
-        raise ArchiveRefused(f"unpacks to more than {max_bytes} bytes")
-    return count, total
+RATIO_FLOOR = 1 << 20  # members and archives below 1 MiB unpacked are never refused for their ratio
 
 
-def _members(path: Path, max_files: int, max_bytes: int) -> str:
-    """Check every member's name, type and the totals; return the archive type ('zip' | 'tar')."""
-    total = count = 0
+class _Limits:
+    """Running totals of the members seen so far; refuses at the first one that passes a limit."""
+
+    def __init__(self, archive_size: int, max_files: int, max_bytes: int, max_ratio: int):
+        self.max_files, self.max_ratio = max_files, max_ratio
+        self.max_bytes = min(max_bytes, max(RATIO_FLOOR, archive_size * max_ratio))
+        self.ratio_bound = self.max_bytes < max_bytes
+        self.count = self.total = 0
+
+    def add(self, name: str, size: int, compressed: int | None = None) -> None:
+        self.count, self.total = self.count + 1, self.total + size
+        if self.count > self.max_files:
+            raise ArchiveRefused(f"more than {self.max_files} members (DISTILLERY_MAX_ARCHIVE_FILES)")
+        if compressed is not None and size > RATIO_FLOOR and size > compressed * self.max_ratio:
+            raise ArchiveRefused(f"member {name!r} expands {size // max(compressed, 1)}x (compression ratio "
+                                 f"above {self.max_ratio}, DISTILLERY_MAX_ARCHIVE_RATIO)")
+        if self.total > self.max_bytes:
+            why = (f"more than {self.max_ratio}x the archive's size (compression ratio, DISTILLERY_MAX_ARCHIVE_RATIO)"
+                   if self.ratio_bound else f"more than {self.max_bytes} bytes (DISTILLERY_MAX_ARCHIVE_BYTES)")
+            raise ArchiveRefused(f"unpacks to {why}")
+
+
+def _members(path: Path, max_files: int, max_bytes: int, max_ratio: int) -> str:
+    """Check every member's name, type and the totals from the headers, before anything is written;
+    return the archive type ('zip' | 'tar')."""
+    limits = _Limits(path.stat().st_size, max_files, max_bytes, max_ratio)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
@@ -51,15 +71,16 @@ def _members(path: Path, max_files: int, max_bytes: int) -> str:
                 mode = (info.external_attr >> 16) & 0o170000
                 if mode and mode not in (0o100000, 0o040000):
                     raise ArchiveRefused(f"member {info.filename!r} is a link or special file")
-                count, total = _tally(count, total, info.file_size, max_files, max_bytes)
+                limits.add(info.filename, info.file_size, info.compress_size)
         return "zip"
     try:
         with tarfile.open(path, "r:*") as tf:
-            for m in tf:
+            while (m := tf.next()) is not None:
                 _check_name(m.name)
                 if not (m.isfile() or m.isdir()):
                     raise ArchiveRefused(f"member {m.name!r} is a link or special file")
-                count, total = _tally(count, total, m.size, max_files, max_bytes)
+                limits.add(m.name, m.size)
+                tf.members.clear()  # headers only: do not keep 100k TarInfo objects alive
     except tarfile.TarError as e:
         raise ArchiveRefused(f"not a .zip or .tar.gz archive ({e})") from None
     return "tar"
@@ -102,7 +123,7 @@ def _check_images(root: Path) -> None:
                 raise ArchiveRefused(f"{f.relative_to(root)} is not a decodable image ({e})") from None
 
 
-def unpack_dataset(archive: Path, dest: Path, max_files: int, max_bytes: int) -> dict[str, int]:
+def unpack_dataset(archive: Path, dest: Path, max_files: int, max_bytes: int, max_ratio: int = 100) -> dict[str, int]:
     """Check ``archive`` and atomically create ``dest`` holding its train/ and val/ folders.
 
     Returns:
@@ -110,7 +131,7 @@ def unpack_dataset(archive: Path, dest: Path, max_files: int, max_bytes: int) ->
     Raises:
         ArchiveRefused: with the reason; nothing is left at ``dest``.
     """
-    kind = _members(archive, max_files, max_bytes)
+    kind = _members(archive, max_files, max_bytes, max_ratio)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -127,6 +148,7 @@ def unpack_dataset(archive: Path, dest: Path, max_files: int, max_bytes: int) ->
             os.rename(root, final_tmp)
             shutil.rmtree(tmp)
             tmp = final_tmp
+        publish_modes(tmp)  # mkdtemp made it 0700; readers (worker, other users' tools) need 0755/0644
         os.rename(tmp, dest)
         return counts
     except BaseException:

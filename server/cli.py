@@ -1,4 +1,4 @@
-"""Service subcommands of `distillery`: db upgrade, token create, serve, worker, up.
+"""API subcommands of `distillery`: db upgrade, token create, serve (the worker package owns worker and up).
 
 All of them read :class:`server.settings.Settings` from ``DISTILLERY_*`` once and pass it down.
 """
@@ -7,21 +7,49 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
 
 log = logging.getLogger(__name__)
 
 
-def _settings():
+def settings_from_env():
     from .settings import Settings
 
     return Settings.from_env()
 
 
-def _require_schema(settings) -> int | None:
+def service_settings(role: str):
+    """Settings for ``serve`` / ``worker``: exit 2 with instructions on a missing or weak secret key."""
+    from .session_key import WeakSecretKey, require_strong_key
+
+    settings = settings_from_env()
+    try:
+        require_strong_key(settings.secret_key)
+    except WeakSecretKey as e:
+        print(f"error: distillery {role} refuses to start: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings
+
+
+def embedded_settings():
+    """Settings for ``distillery up``: without DISTILLERY_SECRET_KEY, a key generated once in the state
+    folder (0600); exported so the worker child (which refuses a missing key) gets the same one."""
+    from .session_key import WeakSecretKey, embedded_key, require_strong_key
+
+    settings = settings_from_env()
+    try:
+        if not settings.secret_key:
+            settings = settings.replace(secret_key=embedded_key(settings.secret_key_file))
+            os.environ["DISTILLERY_SECRET_KEY"] = settings.secret_key
+        require_strong_key(settings.secret_key)
+    except WeakSecretKey as e:
+        print(f"error: distillery up refuses to start: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings
+
+
+def require_schema(settings) -> int | None:
     """None when the database is migrated, else print why and return the exit code 2."""
     from .db import make_engine
     from .migrate import SchemaNotReady, require_current_schema
@@ -40,7 +68,7 @@ def _require_schema(settings) -> int | None:
 def _db_upgrade(args: argparse.Namespace) -> int:
     from .migrate import upgrade
 
-    settings = _settings()
+    settings = settings_from_env()
     settings.ensure_dirs()
     upgrade(settings.database_url, args.revision)
     print(f"database at {args.revision}")
@@ -51,21 +79,74 @@ def _token_create(args: argparse.Namespace) -> int:
     from .auth import create_token
     from .db import Database
 
-    settings = _settings()
-    if (code := _require_schema(settings)) is not None:
+    settings = settings_from_env()
+    if (code := require_schema(settings)) is not None:
         return code
     database = Database(settings.database_url)
     with database.session() as s:
-        token = create_token(s, args.user, admin=args.admin)
+        token = create_token(s, args.user, admin=args.admin, name=args.name, expires_in_days=args.expires_days)
     database.dispose()
-    print(f"created a token for {args.user}{' (admin)' if args.admin else ''}; it is shown once:")
+    expiry = f", expires in {args.expires_days:g} days" if args.expires_days else ""
+    print(f"created a token for {args.user}{' (admin)' if args.admin else ''}{expiry}; it is shown once:")
     print(token)
     return 0
 
 
+def _token_rows(args: argparse.Namespace, fn) -> int:
+    from .db import Database
+
+    settings = settings_from_env()
+    if (code := require_schema(settings)) is not None:
+        return code
+    database = Database(settings.database_url)
+    try:
+        with database.session() as s:
+            return fn(s)
+    finally:
+        database.dispose()
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    """id, user, name, created, last used, expires, state: never the secret (only its hash is stored)."""
+    from sqlalchemy import select
+
+    from .auth import is_live
+    from .models import ApiToken, User
+    from .serializers import iso
+
+    def show(s) -> int:
+        q = select(ApiToken).join(User, ApiToken.user_id == User.id).order_by(ApiToken.id)
+        if args.user:
+            q = q.where(User.name == args.user)
+        print("id\tuser\tname\tcreated\tlast_used\texpires\tstate")
+        for t in s.scalars(q):
+            state = "revoked" if t.revoked_at else ("active" if is_live(t) else "expired")
+            print("\t".join(str(v or "-") for v in (t.id, t.user.name, t.name, iso(t.created_at), iso(t.last_used_at),
+                                                     iso(t.expires_at), state)))
+        return 0
+
+    return _token_rows(args, show)
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from .auth import revoke
+    from .models import ApiToken
+
+    def revoke_one(s) -> int:
+        row = s.get(ApiToken, args.id)
+        if row is None:
+            print(f"error: no token with id {args.id} (see `distillery token list`)", file=sys.stderr)
+            return 1
+        revoke(s, row)
+        print(f"revoked token {row.id} of {row.user.name}")
+        return 0
+
+    return _token_rows(args, revoke_one)
+
+
 def _serve(args: argparse.Namespace) -> int:
-    settings = _settings()
-    if (code := _require_schema(settings)) is not None:
+    settings = service_settings("serve")
+    if (code := require_schema(settings)) is not None:
         return code
     settings.ensure_dirs()
     if args.dev:
@@ -80,73 +161,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def _worker(args: argparse.Namespace) -> int:
-    from worker.celery_app import make_celery
-    from worker.tasks import recover_orphans
-
-    from .db import Database
-
-    settings = _settings()
-    if (code := _require_schema(settings)) is not None:
-        return code
-    settings.ensure_dirs()
-    recovered = recover_orphans(settings, Database(settings.database_url), socket.gethostname())
-    if recovered:
-        log.warning("marked jobs %s failed: their worker had died", recovered)
-    celery = make_celery(settings)
-    pool = args.pool or ("solo" if args.concurrency == 1 else "threads")
-    argv = ["worker", f"--loglevel={args.loglevel}", f"--pool={pool}", f"--concurrency={args.concurrency}",
-            "-Q", settings.queue, "-n", f"distillery-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
-    celery.worker_main(argv)
-    return 0
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS says is free now (for `up` without --port, the demo and the tests)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _up(args: argparse.Namespace) -> int:
-    """API + one worker child on the embedded default (SQLite, filesystem broker), for one machine."""
-    from werkzeug.serving import make_server
-
-    from .app import create_app
-    from .migrate import upgrade
-
-    settings = _settings()
-    settings.ensure_dirs()
-    upgrade(settings.database_url)
-    worker = subprocess.Popen([sys.executable, "-m", "distillery", "worker", "--concurrency", "1", "--pool", "solo"],
-                              start_new_session=True)
-    port = args.port or free_port(args.host)
-    server = make_server(args.host, port, create_app(settings), threaded=True)
-
-    def _stop(signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
-    print(f"distillery up: http://{args.host}:{port}/ (API /api/v1, worker pid {worker.pid}, "
-          f"database {settings.database_url}, storage {settings.storage_path}); Ctrl-C or SIGTERM stops both",
-          flush=True)
-    try:
-        while worker.poll() is None:
-            server.timeout = 0.5
-            server.handle_request()
-        print(f"error: the worker exited with code {worker.returncode}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        server.server_close()
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)  # warm shutdown: a running job is stopped and re-queued
-            try:
-                worker.wait(timeout=settings.cancel_grace_s + 30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -162,7 +181,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = tsub.add_parser("create", help="create the user if needed and print a new token on the last line")
     q.add_argument("--user", required=True)
     q.add_argument("--admin", action="store_true", help="the user sees and acts on every job")
+    q.add_argument("--name", default=None, help="what the token is for (shown by `token list`)")
+    q.add_argument("--expires-days", type=float, default=None, help="the token stops working after this many days")
     q.set_defaults(func=_token_create)
+    q = tsub.add_parser("list", help="tokens (id, user, name, dates, state), never their secrets")
+    q.add_argument("--user", default=None)
+    q.set_defaults(func=_token_list)
+    q = tsub.add_parser("revoke", help="revoke a token at once (API calls and dashboard sessions opened with it)")
+    q.add_argument("id", type=int)
+    q.set_defaults(func=_token_revoke)
 
     p = sub.add_parser("serve", help="the API (gunicorn; --dev for Flask's server)")
     p.add_argument("--host", default=os.environ.get("DISTILLERY_HOST", "127.0.0.1"))
@@ -171,14 +198,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--dev", action="store_true", help="Flask development server instead of gunicorn")
     p.set_defaults(func=_serve)
-
-    p = sub.add_parser("worker", help="a Celery worker running jobs")
-    p.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU group)")
-    p.add_argument("--pool", choices=["solo", "threads"], default=None)
-    p.add_argument("--loglevel", default="INFO")
-    p.set_defaults(func=_worker)
-
-    p = sub.add_parser("up", help="API + one worker on SQLite and the filesystem broker under ./var")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    p.set_defaults(func=_up)

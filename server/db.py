@@ -11,6 +11,7 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 
@@ -29,6 +30,14 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def database_unavailable(e: BaseException) -> bool:
+    """True for errors that mean "the database cannot be reached now" (down, restarting, network),
+    which the API answers with 503 and the worker waits out; not for bad SQL or constraint errors."""
+    if isinstance(e, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
 
 
 class Database:

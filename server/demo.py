@@ -3,14 +3,16 @@
 Starts ``distillery up`` (API + one worker, SQLite + filesystem broker under ./var) on a free
 port, creates an admin token, writes the digits ImageFolder, registers it as a dataset, submits a
 teacher->distill pipeline (RegNetY-200MF teacher, DeiT-Tiny student at 32x32 with 8x8 patches),
-prints progress, downloads the distilled int8 ``.ptl``, checks its sha256 and loads it in the Lite
-Interpreter. The service is left running so the dashboard can be browsed; the last lines say how
-to stop it.
+with a baseline (the same student without a teacher), prints one updating progress line, downloads the
+distilled int8 ``.ptl``, checks its sha256 and loads it in the Lite Interpreter. The service is left
+running so the dashboard can be browsed; the last lines are the two ``export DISTILLERY_URL=...
+DISTILLERY_TOKEN=...`` lines that make the command-line client work right away.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 import requests
 
 from server.cli import free_port
+from server.vocabulary import FINAL_STATES
 
 VAR = Path("var")
 DEMO = VAR / "demo"
@@ -50,6 +53,53 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None
     raise SystemExit(f"the service did not become healthy in {timeout:.0f}s; see {DEMO / 'service.log'}")
 
 
+def pct(job: dict) -> str:
+    top1 = job.get("top1")
+    return f"{top1:.1f}%" if isinstance(top1, (int, float)) else "-"
+
+
+def status(jobs: list[dict]) -> str:
+    """One line for all the demo's jobs: kind, state, percent, epoch, top-1 (or what it is doing)."""
+    parts = []
+    for j in jobs:
+        p, m = j["progress"], j["metrics"]
+        name = "baseline" if j.get("baseline_of") else j["kind"]
+        part = f"{name} #{j['id']} {j['state']} {100 * p['fraction']:3.0f}%"
+        if p.get("epoch"):
+            part += f" ep {p['epoch']}/{p['epochs']}"
+        elif j["state"] == "running":
+            part += f" ({p.get('phase') or 'starting'})"
+        if isinstance(j.get("top1"), (int, float)):
+            part += f" top-1 {j['top1']:.1f}"
+        elif isinstance(m.get("teacher_top1"), (int, float)):
+            part += f" teacher {m['teacher_top1']:.1f}"
+        parts.append(part)
+    return " | ".join(parts)
+
+
+def follow(url: str, h: dict, ids: list[int], proc: subprocess.Popen) -> list[dict]:
+    """Until every job has ended: one updating line on a terminal, a line per change when piped."""
+    tty, last = sys.stdout.isatty(), None
+    while True:
+        jobs = [requests.get(f"{url}/api/v1/jobs/{i}", headers=h, timeout=10).json() for i in ids]
+        line = f"[demo] {status(jobs)}"
+        if line != last:
+            if tty:
+                width = shutil.get_terminal_size((120, 20)).columns
+                sys.stdout.write("\r\x1b[2K" + line[: width - 1])
+            else:
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            last = line
+        if all(j["state"] in FINAL_STATES for j in jobs):
+            if tty:
+                sys.stdout.write("\n")
+            return jobs
+        if proc.poll() is not None:
+            raise SystemExit(f"\nthe service stopped (exit {proc.returncode}); see {DEMO / 'service.log'}")
+        time.sleep(2)
+
+
 def main() -> int:
     DEMO.mkdir(parents=True, exist_ok=True)
     env = {**os.environ}
@@ -74,10 +124,10 @@ def main() -> int:
         r.raise_for_status()
     print("[demo] dataset 'digits' registered", flush=True)
 
-    common = {"data": {"train": "dataset:digits/train", "val": "dataset:digits/val", "img_size": 32},
+    common = {"data": {"train": "dataset:digits/train", "val": "dataset:digits/val", "img_size": 32, "crop_pct": 1.0},
               "resources": {"processes": 2}}
     body = {
-        "kind": "distill", "name": "digits-deit-tiny",
+        "kind": "distill", "name": "digits-deit-tiny", "baseline": True,
         "config": {**common, "student": {"model": "deit_tiny_distilled_patch16_224", "patch_size": 8},
                    "teacher": {"model": "regnety_002"}, "distillation": {"type": "hard"},
                    "train": {**TRAIN, "epochs": STUDENT_EPOCHS, "lr": STUDENT_LR}},
@@ -88,24 +138,11 @@ def main() -> int:
     if r.status_code != 201:
         raise SystemExit(f"submit failed: {r.status_code} {r.text}")
     teacher_id, distill_id = r.json()["pipeline"]
-    print(f"[demo] submitted teacher job {teacher_id} -> distill job {distill_id}", flush=True)
+    baseline_id = r.json()["baseline"]["job_id"]
+    print(f"[demo] submitted teacher job {teacher_id} -> distill job {distill_id}, and baseline job {baseline_id} "
+          "(the same student without a teacher)", flush=True)
 
-    last = None
-    while True:
-        jobs = [requests.get(f"{url}/api/v1/jobs/{i}", headers=h, timeout=10).json() for i in (teacher_id, distill_id)]
-        line = "  ".join(
-            f"job {j['id']} {j['kind']:7s} {j['state']:9s} {100 * j['progress']['fraction']:5.1f}%"
-            + (f" epoch {j['progress']['epoch']}/{j['progress']['epochs']}" if j["progress"]["epoch"] else "")
-            + (f" val_top1 {j['metrics']['val_top1']:.1f}" if "val_top1" in j["metrics"] else "")
-            for j in jobs)
-        if line != last:
-            print(f"[demo] {line}", flush=True)
-            last = line
-        if jobs[1]["state"] in ("succeeded", "failed", "cancelled"):
-            break
-        if proc.poll() is not None:
-            raise SystemExit(f"the service stopped (exit {proc.returncode}); see {DEMO / 'service.log'}")
-        time.sleep(2)
+    jobs = follow(url, h, [teacher_id, distill_id, baseline_id], proc)
     job = jobs[1]
     if job["state"] != "succeeded":
         raise SystemExit(f"[demo] job {job['id']} {job['state']}: {job['error']}")
@@ -125,12 +162,18 @@ def main() -> int:
 
     model = _load_for_lite_interpreter(str(dest))
     out = model(torch.rand(1, 3, 32, 32))
-    teacher = requests.get(f"{url}/api/v1/jobs/{teacher_id}", headers=h, timeout=10).json()
-    print(f"[demo] teacher val top-1 {teacher['metrics'].get('val_top1', 0):.1f}%, distilled student val top-1 "
-          f"{job['metrics'].get('val_top1', 0):.1f}% (fp32), .ptl {ptl['size'] / 1e6:.1f} MB, output {tuple(out.shape)}")
-    print(f"[demo] dashboard: {url}/   (admin token: {token})")
-    print(f"[demo] verified .ptl (sha256 {digest[:16]}...): {dest.resolve()}")
+    teacher, baseline = jobs[0], jobs[2]
+    gain = (job.get("baseline") or {}).get("gain")
+    print(f"[demo] val top-1 (final checkpoint, the one exported): teacher {pct(teacher)}, distilled student {pct(job)}, "
+          f"student without a teacher {pct(baseline)}"
+          + (f" -> distillation gain {gain:+.1f} pt" if isinstance(gain, (int, float)) else ""))
+    print(f"[demo] .ptl {ptl['size'] / 1e6:.1f} MB, loaded in the Lite Interpreter, output {tuple(out.shape)}; "
+          f"verified sha256 {digest[:16]}...: {dest.resolve()}")
+    print(f"[demo] dashboard: {url}/jobs/{job['id']}   (log in with the token below)")
     print(f"[demo] the service keeps running (pid {proc.pid}); stop it with: kill {proc.pid}")
+    print("[demo] for the command-line client (distillery jobs, watch, diff, download), paste:")
+    print(f"export DISTILLERY_URL={url}")
+    print(f"export DISTILLERY_TOKEN={token}")
     return 0
 
 

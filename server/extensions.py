@@ -5,6 +5,7 @@ from flask import Flask
 
 from .db import Database
 from .migrate import require_current_schema
+from .queue import make_celery
 from .settings import Settings
 
 
@@ -23,9 +24,8 @@ def init_db(app: Flask, settings: Settings, check_schema: bool = True) -> Databa
 
 
 def init_celery(app: Flask, settings: Settings):
-    """The API only sends messages; the Celery app is configured exactly like the worker's."""
-    from worker.celery_app import make_celery
-
+    """The API only sends messages (by task name); the Celery app has the worker's configuration
+    but none of its tasks."""
     celery = make_celery(settings)
     app.extensions["distillery.celery"] = celery
     return celery

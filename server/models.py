@@ -11,10 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATES = ("queued", "running", "exporting", "succeeded", "failed", "cancelled")
-ACTIVE_STATES = ("queued", "running", "exporting")
-FINAL_STATES = ("succeeded", "failed", "cancelled")
-ARTIFACT_FORMATS = ("checkpoint", "ptl", "pte", "pt", "labels", "report")
+from .vocabulary import QUEUED
 
 # Stable constraint names, so migrations on PostgreSQL and SQLite (batch mode) agree.
 NAMING = {
@@ -56,6 +53,9 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
     user: Mapped[User] = relationship(back_populates="tokens")
 
@@ -79,17 +79,20 @@ class Dataset(Base):
 
 
 class Job(Base):
-    """One training job. ``state`` only moves by compare-and-set (see ``server.jobs.transition``)."""
+    """One training job. ``state`` only moves by compare-and-set (see ``server.lifecycle.transition``)."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_owner_state", "owner_id", "state"),)
+    __table_args__ = (Index("ix_jobs_owner_state", "owner_id", "state"),
+                      Index("ix_jobs_state_lease", "state", "lease_expires_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(200))
-    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    state: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
+    # A baseline run: the distill job whose student it trains without the teacher (see migration 0004).
+    baseline_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -104,6 +107,14 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The lease of the attempt that runs now: who holds it and until when (renewed by heartbeats).
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    attempt_history: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # When the run message was last sent; the reconciler re-sends one that may have been lost.
+    enqueued_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
     owner: Mapped[User] = relationship()
     artifacts: Mapped[list["Artifact"]] = relationship(back_populates="job", order_by="Artifact.id")

@@ -4,9 +4,47 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
+
 from .models import Artifact, Dataset, Job
 
-PROGRESS_KEYS = ("epoch", "epochs", "step", "steps_per_epoch", "fraction", "eta_s")
+PROGRESS_KEYS = ("epoch", "epochs", "step", "steps_per_epoch", "fraction", "eta_s", "phase", "num_classes")
+# The exported model is the last epoch's weights (deit_core.train writes final/ from self.model, not the
+# best epoch, not the EMA), so its validation top-1 is the one number shown everywhere.
+EXPORTED_CHECKPOINT = "final"
+
+
+def exported_top1(job: Job) -> float | None:
+    """Val top-1 of the checkpoint the service exports (the final epoch's), or None before the first epoch."""
+    value = (job.metrics or {}).get("val_top1")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def chance_level(job: Job) -> float | None:
+    """100 / classes: the top-1 of guessing."""
+    n = (job.progress or {}).get("num_classes")
+    return 100.0 / n if isinstance(n, int) and n > 1 else None
+
+
+def at_chance(job: Job) -> bool:
+    """A finished run whose top-1 is within half of chance of guessing learned nothing useful."""
+    top1, chance = exported_top1(job), chance_level(job)
+    return job.state == "succeeded" and top1 is not None and chance is not None and top1 <= 1.5 * chance
+
+
+def baseline_info(job: Job) -> dict[str, Any] | None:
+    """For a distill job submitted with ``baseline: true``: its teacher-less twin and the gain in points."""
+    db = object_session(job)
+    if db is None or job.kind != "distill":
+        return None
+    twin = db.scalar(select(Job).where(Job.baseline_of == job.id).order_by(Job.id.desc()).limit(1))
+    if twin is None:
+        return None
+    mine, theirs = exported_top1(job), exported_top1(twin)
+    both = job.state == twin.state == "succeeded" and mine is not None and theirs is not None
+    return {"job_id": twin.id, "state": twin.state, "top1": theirs,
+            "gain": round(mine - theirs, 2) if both else None}
 
 
 def iso(ts: datetime | None) -> str | None:
@@ -33,7 +71,13 @@ def serialize_job(job: Job, with_config: bool = True) -> dict[str, Any]:
         "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "updated_at": iso(job.updated_at), "error": job.error,
         "cancel_requested": bool(job.cancel_requested), "worker": job.worker,
+        "max_attempts": job.max_attempts, "attempt_history": list(job.attempt_history or []),
+        "lease": ({"owner": job.lease_owner, "expires_at": iso(job.lease_expires_at), "heartbeat_at": iso(job.heartbeat_at)}
+                  if job.lease_owner and job.lease_expires_at else None),
         "progress": progress, "metrics": dict(job.metrics or {}),
+        "top1": exported_top1(job), "top1_checkpoint": EXPORTED_CHECKPOINT,
+        "chance_top1": chance_level(job), "at_chance": at_chance(job),
+        "baseline_of": job.baseline_of, "baseline": baseline_info(job),
         "artifacts": [serialize_artifact(a) for a in job.artifacts],
     }
     if with_config:

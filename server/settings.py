@@ -46,7 +46,16 @@ class Settings:
         storage: root of run directories, artifacts and uploaded datasets.
         data_roots: server folders a job or a registered dataset may point into (besides storage).
         queue: Celery queue name; tests use a unique one so parallel sessions never share messages.
-        secret_key: Flask session signing key (dashboard login).
+        secret_key: Flask session signing key (dashboard login). No default: ``serve`` and ``worker``
+            refuse to start without a strong one; ``distillery up`` generates one in ``state_dir``.
+        state_dir: the embedded default's state folder (its generated secret key lives here, 0600).
+        secure_cookies: mark the session cookie ``Secure`` even when the request looks like plain http
+            (behind a TLS-terminating proxy); https requests get it anyway.
+        session_hours: lifetime of a dashboard login.
+        max_archive_ratio: largest unpacked/compressed size ratio of an upload (zip bombs).
+        max_processes / max_img_size / max_epochs / max_batch_size: caps on a job's config, by what the
+            deployment offers (the engine's own limits are far higher).
+        max_jobs_in_flight: jobs one user may have queued or running at once (admins too).
         max_json_bytes / max_upload_bytes: request size limits (JSON bodies / dataset archives).
         max_archive_files / max_archive_bytes: limits on an archive's members and unpacked size.
         worker_gpus: CUDA device ids this worker may hand to its runs (``DISTILLERY_WORKER_GPUS=0,1``);
@@ -55,6 +64,14 @@ class Settings:
         poll_s: how often the worker tails metrics and checks for a cancel request.
         export_args: extra exporter flags (``DISTILLERY_EXPORT_ARGS="--no-pte --latency-runs 5"``
             for quick demos and tests).
+        lease_s: how long a running attempt's lease lasts without a heartbeat (renewed every
+            ``lease_s / 3``); a worker or host gone for longer loses the job to a new attempt.
+        requeue_after_s: a queued job whose message was sent longer ago than this (and is not in
+            the broker's queue) is sent again by the reconciler; the claim makes duplicates harmless.
+        keep_attempts: run directories kept per job (the newest attempts, the running one included;
+            ``DISTILLERY_KEEP_ATTEMPTS``, at least 1). Registered artifacts live in storage/artifacts
+            and are not affected.
+        max_retries: user retries (``POST /jobs/{id}/retry``) a job may have; the next one is a 409.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -63,15 +80,28 @@ class Settings:
     storage: str = "var/storage"
     data_roots: tuple[str, ...] = ("var",)
     queue: str = "distillery"
-    secret_key: str = "dev-only-change-me"
+    secret_key: str = ""
+    state_dir: str = "var"
+    secure_cookies: bool = False
+    session_hours: int = 8
     max_json_bytes: int = 1 << 20
     max_upload_bytes: int = 512 << 20
-    max_archive_files: int = 200_000
+    max_archive_files: int = 50_000
     max_archive_bytes: int = 4 << 30
+    max_archive_ratio: int = 100
+    max_processes: int = 8
+    max_img_size: int = 512
+    max_epochs: int = 1000
+    max_batch_size: int = 1024
+    max_jobs_in_flight: int = 20
     worker_gpus: tuple[str, ...] = ()
     cancel_grace_s: int = 10
     poll_s: float = 1.0
     export_args: tuple[str, ...] = ()
+    lease_s: float = 30.0
+    requeue_after_s: float = 60.0
+    max_retries: int = 5
+    keep_attempts: int = 2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -86,14 +116,27 @@ class Settings:
             data_roots=parse_list(env.get("DISTILLERY_DATA_ROOTS"), d.data_roots),
             queue=env.get("DISTILLERY_QUEUE", d.queue),
             secret_key=env.get("DISTILLERY_SECRET_KEY", d.secret_key),
+            state_dir=env.get("DISTILLERY_STATE_DIR", d.state_dir),
+            secure_cookies=parse_bool(env.get("DISTILLERY_SECURE_COOKIES"), d.secure_cookies),
+            session_hours=parse_int(env.get("DISTILLERY_SESSION_HOURS"), d.session_hours),
             max_json_bytes=parse_int(env.get("DISTILLERY_MAX_JSON_BYTES"), d.max_json_bytes),
             max_upload_bytes=parse_int(env.get("DISTILLERY_MAX_UPLOAD_BYTES"), d.max_upload_bytes),
             max_archive_files=parse_int(env.get("DISTILLERY_MAX_ARCHIVE_FILES"), d.max_archive_files),
             max_archive_bytes=parse_int(env.get("DISTILLERY_MAX_ARCHIVE_BYTES"), d.max_archive_bytes),
+            max_archive_ratio=parse_int(env.get("DISTILLERY_MAX_ARCHIVE_RATIO"), d.max_archive_ratio),
+            max_processes=parse_int(env.get("DISTILLERY_MAX_PROCESSES"), d.max_processes),
+            max_img_size=parse_int(env.get("DISTILLERY_MAX_IMG_SIZE"), d.max_img_size),
+            max_epochs=parse_int(env.get("DISTILLERY_MAX_EPOCHS"), d.max_epochs),
+            max_batch_size=parse_int(env.get("DISTILLERY_MAX_BATCH_SIZE"), d.max_batch_size),
+            max_jobs_in_flight=parse_int(env.get("DISTILLERY_MAX_JOBS_IN_FLIGHT"), d.max_jobs_in_flight),
             worker_gpus=parse_list(env.get("DISTILLERY_WORKER_GPUS"), d.worker_gpus),
             cancel_grace_s=parse_int(env.get("DISTILLERY_CANCEL_GRACE_S"), d.cancel_grace_s),
             poll_s=float(env.get("DISTILLERY_POLL_S", d.poll_s)),
             export_args=tuple(shlex.split(env.get("DISTILLERY_EXPORT_ARGS", ""))),
+            lease_s=float(env.get("DISTILLERY_LEASE_S", d.lease_s)),
+            requeue_after_s=float(env.get("DISTILLERY_REQUEUE_AFTER_S", d.requeue_after_s)),
+            max_retries=parse_int(env.get("DISTILLERY_MAX_RETRIES"), d.max_retries),
+            keep_attempts=max(1, parse_int(env.get("DISTILLERY_KEEP_ATTEMPTS"), d.keep_attempts)),
         )
 
     def replace(self, **changes) -> "Settings":
@@ -122,6 +165,32 @@ class Settings:
         roots = [Path(r).resolve() for r in self.data_roots]
         roots.append(self.storage_path)
         return tuple(dict.fromkeys(roots))
+
+    @property
+    def secret_key_file(self) -> Path:
+        """Where the embedded default keeps its generated session key."""
+        return Path(self.state_dir).resolve() / "secret_key"
+
+    @property
+    def private_paths(self) -> tuple[Path, ...]:
+        """The service's own state, never a data or checkpoint path even when under a data root."""
+        out = [self.secret_key_file, Path(self.broker_dir).resolve()]
+        if self.database_url.startswith("sqlite:///"):
+            out.append(Path(self.database_url[len("sqlite:///"):]).resolve())
+        return tuple(out)
+
+    @property
+    def broker_transport(self) -> str | None:
+        """kombu transport class for the URL; ``filesystem://`` gets the atomic-write one
+        (``server.fs_broker``: kombu's own can hand the worker a half-written message)."""
+        return "server.fs_broker:Transport" if self.broker_url.startswith("filesystem") else None
+
+    @property
+    def broker_broadcasts(self) -> bool:
+        """Whether revoke/remote-control broadcasts are used. Not on the filesystem broker: there
+        they become files for every worker that ever lived and pile up; the claim CAS already
+        makes a cancelled job's message a no-op (``server.lifecycle.cancel``)."""
+        return not self.broker_url.startswith("filesystem")
 
     def broker_transport_options(self) -> dict:
         """Celery transport options; the filesystem transport needs its folders."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -33,6 +34,34 @@ def is_under(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == r or r in path.parents for r in roots)
 
 
+def is_private(path: Path, private: tuple[Path, ...]) -> bool:
+    """``path`` is (in) the service's own state: the secret key, the broker folder, the SQLite file
+    (and its -wal/-journal siblings)."""
+    return any(path == p or p in path.parents or (path.parent == p.parent and path.name.startswith(p.name + "-"))
+               for p in private)
+
+
+def check_links(root: Path, allowed: Callable[[Path], bool], depth: int = 2) -> None:
+    """Refuse a symlink up to ``depth`` levels below ``root`` (class folders, their images) whose
+    target is not ``allowed``: a link must not reach what the caller could not name directly."""
+    level = [root]
+    for _ in range(depth):
+        below = []
+        for folder in level:
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for e in entries:
+                if e.is_symlink():
+                    target = Path(e.path).resolve()
+                    if not allowed(target):
+                        raise PathRefused(f"{Path(e.path).relative_to(root)} is a symlink to outside the folders you may use")
+                if e.is_dir():
+                    below.append(Path(e.path))
+        level = below
+
+
 def check_safe_path(raw: str) -> None:
     """Refuse ``..`` components outright, before any resolution, so traversal never gets a chance."""
     if not raw or "\x00" in raw:
@@ -49,8 +78,8 @@ def resolve_server_dir(raw: str, roots: tuple[Path, ...]) -> Path:
         p = Path.cwd() / p
     p = p.resolve()
     if not is_under(p, roots):
-        raise PathRefused(f"{raw} is outside the allowed data roots ({', '.join(map(str, roots))}); "
-                          "register it as a dataset or upload an archive")
+        raise PathRefused(f"{raw} is outside the data folders this server offers you; "
+                          "use one of your datasets (dataset:NAME/train) or upload an archive")
     if not p.exists():
         raise PathRefused(f"path does not exist: {raw}")
     if not p.is_dir():

@@ -40,6 +40,15 @@ def small_digits(digits, tmp_path_factory) -> Path:
     return small_imagefolder(digits, tmp_path_factory.mktemp("small") / "digits", {"train": 20, "val": 8})
 
 
+@pytest.fixture(scope="session")
+def odd_val_digits(small_digits, tmp_path_factory) -> Path:
+    """small_digits with one val image removed: 79 val images, which two processes cannot split evenly."""
+    root = tmp_path_factory.mktemp("odd") / "digits"
+    shutil.copytree(small_digits, root)
+    sorted((root / "val" / "0").iterdir())[0].unlink()
+    return root
+
+
 QUICK_TRAIN = {"batch_size": 16, "lr": 1.0e-3, "warmup_epochs": 0, "aa": None, "mixup": 0, "cutmix": 0,
                "reprob": 0, "smoothing": 0.1, "workers": 0, "scale_min": 0.5, "hflip": 0, "log_every": 2}
 

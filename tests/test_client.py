@@ -63,3 +63,13 @@ def test_download_refuses_bytes_that_do_not_match(tmp_path):
     sha = hashlib.sha256(good).hexdigest()
     path, got, size = client.download_artifact(_Client(sha, good, etag=f'"{sha}"'), 1, "ptl", str(target))
     assert (path, got, size) == (target, sha, len(good)) and target.read_bytes() == good
+
+
+def test_config_diff_names_only_what_differs():
+    a = {"kind": "distill", "train": {"lr": 1e-3, "epochs": 30}, "distillation": {"type": "hard"}}
+    b = {"kind": "distill", "train": {"lr": 2e-3, "epochs": 30}, "distillation": {"type": "soft", "tau": 3.0}}
+    differ, same = client.config_diff([a, b])
+    assert differ == [("distillation.tau", ["(absent)", 3.0]), ("distillation.type", ["hard", "soft"]),
+                      ("train.lr", [1e-3, 2e-3])]
+    assert same == 2  # kind, train.epochs
+    assert client.config_diff([a, a]) == ([], 4)

@@ -16,6 +16,8 @@ def test_defaults_are_the_deit_recipe(small_digits):
     assert (cfg.train.mixup, cfg.train.cutmix, cfg.train.smoothing, cfg.train.reprob) == (0.8, 1.0, 0.1, 0.25)
     assert cfg.train.aa == "rand-m9-mstd0.5-inc1"
     assert (cfg.distillation.type, cfg.distillation.alpha, cfg.distillation.tau) == ("hard", 0.5, 1.0)
+    assert cfg.distillation.kl_reduction == "batchmean"
+    assert cfg.data.crop_pct == 0.875
     assert cfg.resources.processes == 1
     assert "student" not in parse_config(teacher_config(small_digits)).to_dict()
 
@@ -38,6 +40,10 @@ def test_defaults_are_the_deit_recipe(small_digits):
     ({"resources.processes": 0}, "resources.processes"),
     ({"train.ema": "yes"}, "train.ema"),
     ({"kind": "student"}, "kind"),
+    ({"data.crop_pct": 0}, "data.crop_pct"),
+    ({"data.crop_pct": 1.2}, "data.crop_pct"),
+    ({"data.crop_pct": "wide"}, "data.crop_pct"),
+    ({"distillation.kl_reduction": "sum"}, "distillation.kl_reduction"),
 ])
 def test_bad_values_name_the_field(small_digits, override, field):
     raw = with_overrides(distill_config(small_digits, str(small_digits)), override)
@@ -45,6 +51,12 @@ def test_bad_values_name_the_field(small_digits, override, field):
         parse_config(raw)
     assert e.value.field == field
     assert field in str(e.value)
+
+
+@pytest.mark.parametrize("crop_pct", [1, 1.0, 0.5])
+def test_crop_pct_accepts_the_whole_range(small_digits, crop_pct):
+    cfg = parse_config(with_overrides(distill_config(small_digits, str(small_digits)), {"data.crop_pct": crop_pct}))
+    assert cfg.data.crop_pct == crop_pct and cfg.to_dict()["data"]["crop_pct"] == crop_pct
 
 
 def test_distill_without_teacher_checkpoint_is_refused(small_digits):

@@ -89,7 +89,7 @@ def _write_images(root: Path, n: int, seed: int, labels: list[str] | None = None
 def _predict_labels(final: Path, val_root: Path) -> list[str]:
     """fp32 top-1 of the final/ model on val_root's images (read the way the export reads them)."""
     model, cfg = load_final(final)
-    val = export_report.load_val(val_root, cfg["classes"], 32)
+    val = export_report.load_val(val_root, cfg["classes"], 32, export.crop_pct_of(cfg))
     norm = mobile.NormalizedClassifier(model, cfg["mean"], cfg["std"]).eval()
     with torch.no_grad():
         logits = torch.cat([norm(x) for x, _ in export_report.iter_images(val)])
@@ -197,6 +197,7 @@ def test_report_consistent_with_files(exported, student_final):
     for name in v:
         assert 0 <= v[name]["top1"] <= v[name]["top5"] <= 100
         assert 0 < v[name]["latency_ms"]["p50"] <= v[name]["latency_ms"]["p90"]
+        assert v[name]["latency_ms"]["threads"] == 1 and v[name]["latency_ms"]["thread_pool"] == "torch intra-op"
     assert v["fp32"]["top1"] == 100.0  # the val labels are the fp32 predictions
     assert v["fp32"]["agreement_top1"] == 100.0
     stamp = report["runtime"]
@@ -210,6 +211,9 @@ def test_report_consistent_with_files(exported, student_final):
     labels = json.loads((out / "labels.json").read_text())
     assert labels["classes"] == CLASSES and labels["input"]["shape"] == [1, 3, 32, 32]
     assert labels["mean"] == IMAGENET[0] and "[0,1]" in labels["description"]
+    assert (labels["crop_pct"], labels["resize_size"]) == (1.0, 32)
+    assert (report["model"]["crop_pct"], report["model"]["resize_size"]) == (1.0, 32)
+    assert labels["preprocessing"] == {"resize_shorter_side": 32, "center_crop": 32, "crop_pct": 1.0, "interpolation": "bicubic"}
 
 
 def test_normalization_is_inside_the_model(tmp_path):
@@ -242,9 +246,14 @@ def test_parity_gate_rejects_collapsed_int8(tmp_path, capsys):
     rejected = tmp_path / "out.rejected"
     rejected.mkdir()
     (rejected / "stale.txt").write_text("from an earlier run")
-    rc = _run_cli(["--model", str(final), "--output", str(out), "--val", str(val), "--no-pte", "--latency-runs", "3"])
+    error_file = tmp_path / "reasons" / "export.error.json"
+    rc = _run_cli(["--model", str(final), "--output", str(out), "--val", str(val), "--no-pte", "--latency-runs", "3",
+                   "--error-file", str(error_file)])
     assert rc == 3
-    assert "parity gate failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "parity gate failed" in err
+    reason = json.loads(error_file.read_text())
+    assert reason == {"error": err.strip().removeprefix("error: "), "kind": "parity_gate", "exit_code": 3}
     assert not out.exists()
     assert sorted(p.name for p in rejected.iterdir()) == ["labels.json", "model.ptl", "model_int8.pt", "report.json"]
     report = json.loads((rejected / "report.json").read_text())
@@ -292,12 +301,28 @@ def test_pte_exported_and_verified(tmp_path):
     report = export.export_final(final, out, export.ExportOptions(val=str(val), latency_runs=3, latency_warmup=1,
                                                                   max_drop=25.0))
     assert (out / "model.pte").stat().st_size == report["files"]["model.pte"]["bytes"]
-    assert report["verification"]["pte"]["top1_equal"] is True
+    assert report["verification"]["pte"]["samples"] == 16  # 8 random images and the first 8 val images
     assert report["pte"]["quantized_linear"] == 8  # 2 blocks x (qkv, proj, fc1, fc2); heads fp32
     assert report["variants"]["pte"]["size_bytes"] < 0.5 * report["variants"]["fp32"]["size_bytes"]
     assert report["runtime"]["executorch"]
+    for name, row in report["variants"].items():  # every row timed on the one thread it claims
+        assert row["latency_ms"]["threads"] == 1, name
+        assert row["latency_ms"]["thread_pool"] == ("executorch" if name == "pte" else "torch intra-op")
     runner = mobile.PteRunner(out / "model.pte")
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    # ExecuTorch's own pool (one thread per core by default) is what the .pte row's count is read from
+    from executorch.extension.pybindings import portable_lib
+
+    pool_before = portable_lib._threadpool_get_thread_count()
+    seen = []
+
+    def recording_runner(inp):
+        seen.append(portable_lib._threadpool_get_thread_count())
+        return runner(inp)
+
+    timing = export_report.latency_ms(recording_runner, x, runs=2, warmup=1, threads=1, pool=mobile.executorch_threads)
+    assert timing["threads"] == 1 and set(seen) == {1}
+    assert portable_lib._threadpool_get_thread_count() == pool_before  # restored afterwards
     norm = (x - torch.tensor(IMAGENET[0]).view(1, 3, 1, 1)) / torch.tensor(IMAGENET[1]).view(1, 3, 1, 1)
     with torch.no_grad():
         got, want, unnormalized = runner(x), model(norm), model(x)
@@ -317,6 +342,43 @@ def test_without_executorch_the_export_succeeds_without_pte(tmp_path, student_fi
     assert report["runtime"]["executorch"] is None
 
 
+def test_val_images_get_the_eval_resize_and_center_crop(tmp_path):
+    """The parity gate measures on what training evaluated: shorter side to img_size / crop_pct, center crop."""
+    from timm.data import create_transform
+
+    rng = np.random.default_rng(5)
+    img = Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8))  # not square: a squash would differ
+    (tmp_path / "val" / "3").mkdir(parents=True)
+    img.save(tmp_path / "val" / "3" / "a.png")
+    val = export_report.load_val(tmp_path, CLASSES, 32, 0.875)
+    want = create_transform(input_size=32, is_training=False, crop_pct=0.875, interpolation="bicubic",
+                            mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))(img)
+    torch.testing.assert_close(val.dataset[0][0], want, rtol=0, atol=1e-6)
+    assert val.targets.tolist() == [3]
+
+
+@pytest.mark.parametrize("img_size, crop_pct, resize", [(224, 0.875, 256), (32, 0.875, 36), (32, 1.0, 32), (384, 1.0, 384)])
+def test_labels_tell_the_app_the_resize_and_crop(img_size, crop_pct, resize):
+    labels = export.labels_document({**_meta(ARCH, {}), "img_size": img_size, "crop_pct": crop_pct})
+    assert (labels["crop_pct"], labels["resize_size"], labels["preprocessing"]["center_crop"]) == (crop_pct, resize, img_size)
+    assert f"shorter side to {resize}" in labels["description"]
+
+
+def test_labels_of_a_final_without_crop_pct_keep_the_whole_image():
+    legacy = {k: v for k, v in _meta(ARCH, {}).items() if k != "crop_pct"}
+    assert export.labels_document(legacy)["crop_pct"] == 1.0
+
+
+@pytest.mark.parametrize("error, kind, code", [
+    (export.ExportError("export of final failed: MobileError: no TorchScript method worked"), "export", 1),
+    (export.VerificationError(".ptl does not reproduce the int8 eager model"), "export", 1),
+    (export.BadInputError("--val x: no such directory"), "config", 2),
+    (export.ParityGateError("parity gate failed: .ptl 3 points below fp32", Path("x.rejected"), {}), "parity_gate", 3),
+])
+def test_error_document_kinds(error, kind, code):
+    assert export.error_document(error) == {"error": str(error), "kind": kind, "exit_code": code}
+
+
 def test_verification_refuses_a_model_that_does_not_reproduce(student_final):
     """The check that guards publishing really fails on a different model (here: a collapsed int8 one)."""
     model, cfg = load_final(student_final)
@@ -324,7 +386,7 @@ def test_verification_refuses_a_model_that_does_not_reproduce(student_final):
     fp32 = mobile.NormalizedClassifier(model, cfg["mean"], cfg["std"]).eval()
     int8 = mobile.NormalizedClassifier(mobile.quantize_int8(model, mobile.plan_quantization(model)), cfg["mean"], cfg["std"])
     samples = export.sample_inputs(32, 8, 0, None)
-    assert export.compare_outputs("same", fp32, fp32, samples, 1e-3)["top1_equal"]
+    assert export.compare_outputs("same", fp32, fp32, samples, 1e-3)["max_rel_diff"] == 0.0
     with pytest.raises(export.VerificationError, match="does not reproduce"):
         export.compare_outputs("collapsed", int8, fp32, samples, 1e-3)
 
@@ -376,6 +438,9 @@ def _corrupt(final: Path, how: str) -> None:
     elif how == "unknown_arch":
         cfg["architecture"] = "deit_nano_nonexistent"
         cfg_path.write_text(json.dumps(cfg))
+    elif how == "bad_crop_pct":
+        cfg["crop_pct"] = 1.5
+        cfg_path.write_text(json.dumps(cfg))
 
 
 @pytest.mark.parametrize("how, words", [
@@ -388,6 +453,7 @@ def _corrupt(final: Path, how: str) -> None:
     ("config_mismatch", "does not match"),
     ("classes_mismatch", "3 classes"),
     ("unknown_arch", "unknown timm model"),
+    ("bad_crop_pct", "crop_pct must be a number in (0, 1]"),
 ])
 def test_bad_final_dir_is_refused(tmp_path, student_final, capsys, how, words):
     final = tmp_path / "final"
@@ -395,10 +461,14 @@ def test_bad_final_dir_is_refused(tmp_path, student_final, capsys, how, words):
         shutil.copytree(student_final, final)
         _corrupt(final, how)
     out = tmp_path / "out"
-    rc = _run_cli(["--model", str(final), "--output", str(out), "--no-pte"])
+    error_file = tmp_path / "export.error.json"
+    rc = _run_cli(["--model", str(final), "--output", str(out), "--no-pte", "--error-file", str(error_file)])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert err.startswith("error: ") and words in err
+    reason = json.loads(error_file.read_text())
+    assert reason["kind"] == "config" and reason["exit_code"] == 2 and words in reason["error"]
+    assert "\n" not in reason["error"]
     assert not out.exists()
     _no_leftovers(tmp_path)
 
@@ -431,10 +501,14 @@ def test_existing_output_needs_force(tmp_path, student_final, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    argv = ["--model", str(student_final), "--output", str(out), "--no-pte", "--latency-runs", "2"]
+    error_file = tmp_path / "export.error.json"
+    argv = ["--model", str(student_final), "--output", str(out), "--no-pte", "--latency-runs", "2",
+            "--error-file", str(error_file)]
     assert _run_cli(argv) == 2
     assert "not empty" in capsys.readouterr().err
+    assert json.loads(error_file.read_text())["kind"] == "config"
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     assert _run_cli(argv + ["--force"]) == 0
+    assert not error_file.exists()  # a success leaves no stale reason behind
     assert "keep.txt" not in {p.name for p in out.iterdir()} and (out / "model.ptl").exists()
     _no_leftovers(tmp_path)

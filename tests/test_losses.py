@@ -58,13 +58,36 @@ def test_hard_is_half_label_half_teacher_argmax():
 def test_soft_is_ce_plus_tau_squared_kl(alpha, tau):
     loss = DistillationLoss(nn.CrossEntropyLoss(), FixedTeacher(TEACH), "soft", alpha, tau)
     got = loss(torch.zeros(2), outputs(), torch.tensor(LABELS)).item()
-    kl = 0.0
-    for d, t in zip(DIST, TEACH):
-        p, q = softmax(t, tau), softmax(d, tau)
-        kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
-    kl /= 2  # batchmean
+    kl = kl_sum(tau) / 2  # batchmean
     want = (1 - alpha) * sum(ce(c, y) for c, y in zip(CLS, LABELS)) / 2 + alpha * tau * tau * kl
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def kl_sum(tau):
+    """sum over the batch of KL(softmax(teacher / tau) || softmax(student / tau)), by hand."""
+    total = 0.0
+    for d, t in zip(DIST, TEACH):
+        p, q = softmax(t, tau), softmax(d, tau)
+        total += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return total
+
+
+@pytest.mark.parametrize("alpha, tau", [(0.5, 1.0), (0.1, 3.0)])
+def test_soft_deit_reduction_is_sum_over_numel(alpha, tau):
+    """The reference DeiT code: kl_div(sum) * tau^2 / numel, i.e. 1/num_classes of the per-sample KL."""
+    loss = DistillationLoss(nn.CrossEntropyLoss(), FixedTeacher(TEACH), "soft", alpha, tau, kl_reduction="deit")
+    got = loss(torch.zeros(2), outputs(), torch.tensor(LABELS)).item()
+    numel = len(DIST) * len(DIST[0])  # batch x classes
+    want = (1 - alpha) * sum(ce(c, y) for c, y in zip(CLS, LABELS)) / 2 + alpha * tau * tau * kl_sum(tau) / numel
+    assert got == pytest.approx(want, rel=1e-5)
+    batchmean = soft_distillation(torch.tensor(DIST), torch.tensor(TEACH), tau, "batchmean").item()
+    deit = soft_distillation(torch.tensor(DIST), torch.tensor(TEACH), tau, "deit").item()
+    assert batchmean == pytest.approx(len(DIST[0]) * deit, rel=1e-6)  # the factor is the class count
+
+
+def test_unknown_kl_reduction_is_refused():
+    with pytest.raises(ValueError, match="kl_reduction"):
+        DistillationLoss(nn.CrossEntropyLoss(), FixedTeacher(TEACH), "soft", 0.5, 1.0, kl_reduction="sum")
 
 
 def test_soft_distillation_is_zero_when_student_matches_teacher():

@@ -1,8 +1,11 @@
-"""Real training runs: entry point outputs, 2-process torchrun, resume, refusals."""
+"""Real training runs (entry point outputs, 2-process torchrun, resume, refusals) and the data and
+accumulation details they rely on."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import PY, ROOT, distill_config, run_cli
+from deit_core.config import TrainConfig
+from tests.conftest import PY, ROOT, distill_config, run_cli, teacher_config
 
 
 def events(run: Path) -> list[dict]:
@@ -24,28 +28,37 @@ def write(path: Path, cfg: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_teacher_run_writes_the_design_layout(trained_teacher):
     run = trained_teacher
     for rel in ("metrics.jsonl", "train.log", "checkpoints/last.pt", "checkpoints/best.pt",
                 "final/model.safetensors", "final/config.json"):
         assert (run / rel).is_file(), rel
     ev = events(run)
-    assert [e["event"] for e in ev][0] == "start" and ev[-1]["event"] == "done"
+    assert [e["event"] for e in ev if e["event"] != "phase"][0] == "start" and ev[-1]["event"] == "done"
+    assert [e["phase"] for e in ev if e["event"] == "phase"][:1] == ["loading data"]  # what the page shows first
     assert all("event" in e and "time" in e for e in ev)
     step = next(e for e in ev if e["event"] == "step")
     for key in ("epoch", "epochs", "step", "steps_per_epoch", "loss", "lr", "img_per_s", "eta_s"):
         assert key in step
     epoch = next(e for e in ev if e["event"] == "epoch")
     assert {"val_top1", "val_top5", "val_top1_ema"} <= epoch.keys()
+    # the cosine schedule ends at min_lr itself: DeiT scales lr with the batch, not min_lr (1e-5 default)
+    assert epoch["lr"] == pytest.approx(TrainConfig.min_lr, rel=1e-9)
+    assert next(e for e in ev if e["event"] == "start")["val_images"] == 80
     meta = json.loads((run / "final/config.json").read_text())
     assert meta["architecture"] == "regnety_002" and meta["classes"] == [str(i) for i in range(10)]
     assert meta["img_size"] == 32 and len(meta["mean"]) == 3
+    # the eval crop travels with the model, for the export's parity check and labels.json
+    assert (meta["crop_pct"], meta["resize_size"]) == (0.875, 36)
+    assert meta["config"]["data"]["crop_pct"] == 0.875
     ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and {"model", "optimizer", "scheduler", "rng"} <= ckpt.keys()
 
 
-def test_two_process_torchrun_distillation(trained_teacher, small_digits, tmp_path):
-    cfg = write(tmp_path / "d.json", distill_config(small_digits, str(trained_teacher / "final"), "hard", epochs=1))
+@pytest.mark.slow
+def test_two_process_torchrun_distillation(trained_teacher, odd_val_digits, tmp_path):
+    cfg = write(tmp_path / "d.json", distill_config(odd_val_digits, str(trained_teacher / "final"), "hard", epochs=1))
     out = tmp_path / "run"
     r = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "deit_core.train", "--config", str(cfg), "--output", str(out)],
@@ -54,8 +67,9 @@ def test_two_process_torchrun_distillation(trained_teacher, small_digits, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "final", "metrics.jsonl", "train.log"]
     ev = events(out)
     assert [e["event"] for e in ev].count("start") == 1  # rank 0 alone writes
-    start = ev[0]
+    start = next(e for e in ev if e["event"] == "start")  # after the "phase" events
     assert start["processes"] == 2
+    assert start["val_images"] == 79  # rank 0 holds 40 of them, rank 1 39: counted, not 40 x 2
     done = ev[-1]
     assert done["event"] == "done"
     sums = done["rank_weight_checksums"]
@@ -64,10 +78,22 @@ def test_two_process_torchrun_distillation(trained_teacher, small_digits, tmp_pa
     assert (out / "checkpoints/last.pt").is_file()
     assert load_file(str(out / "final/model.safetensors"))["dist_token"].shape[-1] == 192
 
+    # resuming this 2-process run in one process would change the global batch: refused without --allow-reshard
+    cfg2 = write(tmp_path / "d2.json", distill_config(odd_val_digits, str(trained_teacher / "final"), "hard", epochs=2))
+    r = run_cli("-m", "deit_core.train", "--config", str(cfg2), "--output", str(out), "--resume")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "processes (world size) 2 -> 1" in r.stderr and "--allow-reshard" in r.stderr and "schedule" in r.stderr
+    assert events(out)[-1]["event"] == "error" and events(out)[-1]["field"] == "resume"
+    assert torch.load(out / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
 
+
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(trained_teacher, small_digits, tmp_path):
-    cfg = write(tmp_path / "d.json", distill_config(small_digits, str(trained_teacher / "final"), "soft", epochs=3,
-                                                      accum_steps=2, clip_grad=1.0, batch_size=8))
+    # default RandAugment (numpy picks its ops) and a persistent loader worker that the resumed run starts
+    # one epoch later: the images must still be the same; 25 steps with accum 2 end on a short window
+    cfg = write(tmp_path / "d.json", distill_config(small_digits, str(trained_teacher / "final"), "soft", epochs=2,
+                                                      accum_steps=2, clip_grad=1.0, batch_size=8, aa=TrainConfig.aa,
+                                                      workers=1))
     straight = tmp_path / "straight"
     r = run_cli("-m", "deit_core.train", "--config", str(cfg), "--output", str(straight))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -90,7 +116,7 @@ def test_resume_after_kill_matches_uninterrupted_run(trained_teacher, small_digi
     starts = [e for e in events(killed) if e["event"] == "start"]
     assert starts[-1]["resumed"] and starts[-1]["start_epoch"] == 1
     resumed_epochs = [e["epoch"] for e in events(killed)[events(killed).index(starts[-1]):] if e["event"] == "epoch"]
-    assert resumed_epochs == [2, 3]
+    assert resumed_epochs == [2]
     a, b = load_file(str(straight / "final/model.safetensors")), load_file(str(killed / "final/model.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
@@ -126,4 +152,134 @@ def test_teacher_with_other_class_count_is_refused_before_training(small_digits,
     assert r.returncode == 2, r.stderr[-2000:]
     assert "teacher.checkpoint" in r.stderr and "5 classes" in r.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
-    assert [e["event"] for e in events(tmp_path / "run")] == ["error"]
+    assert [e["event"] for e in events(tmp_path / "run") if e["event"] != "phase"] == ["error"]
+
+
+@pytest.mark.slow
+def test_resume_with_other_accum_steps_needs_allow_reshard(trained_teacher, small_digits, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_teacher, run)  # one finished epoch with accum_steps 1
+    cfg = write(tmp_path / "t.json", teacher_config(small_digits, epochs=2, ema=True, ema_decay=0.9, accum_steps=2))
+    r = run_cli("-m", "deit_core.train", "--config", str(cfg), "--output", str(run), "--resume")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "train.accum_steps 1 -> 2" in r.stderr and "schedule" in r.stderr and "--allow-reshard" in r.stderr
+    err = events(run)[-1]
+    assert err["event"] == "error" and err["field"] == "resume" and err["exit_code"] == 2
+
+    r = run_cli("-m", "distillery", "train", "--config", str(cfg), "--output", str(run), "--resume", "--allow-reshard")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = events(run)
+    start = [e for e in ev if e["event"] == "start"][-1]
+    assert start["resumed"] and start["start_epoch"] == 1 and start["global_batch"] == 32
+    assert [e["epoch"] for e in ev[ev.index(start):] if e["event"] == "epoch"] == [2]
+    assert torch.load(run / "checkpoints/last.pt", weights_only=True)["config"]["train"]["accum_steps"] == 2
+
+
+# ----------------------------------------------------------------------------- data and accumulation
+
+
+def augmented_train_set(root: Path, t: TrainConfig):
+    from deit_core.data import image_folder, train_transform
+
+    ds = image_folder(str(root / "train"), "data.train")
+    ds.transform = train_transform(32, t)
+    return ds
+
+
+def test_repeated_augmentation_augments_each_copy_differently(small_digits):
+    from deit_core.data import EpochSampler, EpochSeededDataset
+
+    ds = augmented_train_set(small_digits, TrainConfig())
+    keys = [k for rank in range(3) for k in EpochSampler(len(ds), rank, 3, seed=0, repeats=3)]
+    first = keys[0][1]
+    copies = sorted(k for k in keys if k[1] == first)
+    assert [k[2] for k in copies] == [0, 1, 2]  # each rank got one copy of the image, numbered
+    seeded = EpochSeededDataset(ds, seed=0)
+    images = [seeded[k][0] for k in copies]
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert not torch.equal(images[a], images[b]), f"copies {a} and {b} got the same augmentation"
+    assert torch.equal(seeded[copies[1]][0], images[1])  # the same key gives the same tensor
+
+
+def first_batches(ds, t: TrainConfig, n: int) -> list[torch.Tensor]:
+    from deit_core.data import build_train_loader
+
+    loader = build_train_loader(ds, t, rank=0, world=1, pin_memory=False)
+    loader.sampler.set_epoch(1)
+    batches = []
+    for images, _ in loader:
+        batches.append(images)
+        if len(batches) == n:
+            break
+    del loader  # stops persistent workers
+    return batches
+
+
+def test_loader_workers_do_not_change_randaugment_images(small_digits):
+    """timm's RandAugment picks its ops with numpy's global RNG: it must be seeded per item too."""
+    import numpy as np
+
+    t = TrainConfig(batch_size=16, seed=3)  # default aa: rand-m9-mstd0.5-inc1
+    ds = augmented_train_set(small_digits, t)
+    np.random.seed(12345)
+    before = np.random.get_state()[1].copy()
+    inline = first_batches(ds, dataclasses.replace(t, workers=0), 3)
+    assert np.array_equal(np.random.get_state()[1], before), "loading in the main process moved numpy's RNG"
+    workers = first_batches(ds, dataclasses.replace(t, workers=2), 3)
+    for a, b in zip(inline, workers):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("crop_pct", [0.875, 1.0])
+def test_eval_transform_is_timms_resize_and_center_crop(crop_pct):
+    import numpy as np
+    from PIL import Image
+    from timm.data import create_transform
+
+    from deit_core.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 52, 3), dtype=np.uint8))  # not square
+    timm_tf = create_transform(input_size=32, is_training=False, crop_pct=crop_pct, interpolation="bicubic",
+                               mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    got = eval_transform(32, crop_pct)(img)
+    torch.testing.assert_close(got, timm_tf(img), rtol=0, atol=1e-6)
+    squashed = eval_transform(32, 1.0)(img.resize((32, 32), Image.BICUBIC))
+    assert not torch.equal(got, squashed)  # the old square resize is not what timm does
+
+
+def test_short_accumulation_window_gets_the_full_batch_gradient():
+    """3 micro-batches with accum_steps 2: the second update averages over 1 micro-batch, not 2."""
+    from accelerate import Accelerator
+    from timm.scheduler import StepLRScheduler
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from deit_core.engine import train_one_epoch
+    from deit_core.losses import DistillationLoss
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 4, generator=g), torch.randint(0, 3, (6,), generator=g)
+    model = nn.Linear(4, 3)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = StepLRScheduler(optimizer, decay_t=1000, decay_rate=1.0, t_in_epochs=False)  # lr stays 1
+    criterion = DistillationLoss(nn.CrossEntropyLoss(), None, "none", 0.0, 1.0)
+    loader = DataLoader(TensorDataset(x, y), batch_size=2)
+    _, updates = train_one_epoch(model, criterion, loader, optimizer, scheduler, Accelerator(cpu=True), 0, 0,
+                                 accum_steps=2)
+    assert updates == 2
+
+    # by hand: SGD at lr 1 on the mean loss of samples 0-3, then on the mean loss of samples 4-5
+    ref = nn.Linear(4, 3)
+    with torch.no_grad():
+        for p, w in zip(ref.parameters(), w0):
+            p.copy_(w)
+    for window in (slice(0, 4), slice(4, 6)):
+        ref.zero_grad()
+        nn.functional.cross_entropy(ref(x[window]), y[window]).backward()
+        with torch.no_grad():
+            for p in ref.parameters():
+                p -= p.grad
+    for got, want in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)

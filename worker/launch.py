@@ -26,8 +26,12 @@ def train_command(config_path: Path, run_dir: Path, processes: int, resume: bool
             "-m", "deit_core.train", "--config", str(config_path), "--output", str(run_dir)] + (["--resume"] if resume else [])
 
 
-def export_command(final_dir: Path, out_dir: Path, val_dir: str | None, extra: tuple[str, ...] = ()) -> list[str]:
+def export_command(final_dir: Path, out_dir: Path, val_dir: str | None, extra: tuple[str, ...] = (),
+                   error_file: Path | None = None) -> list[str]:
+    """``distillery export``; on failure it writes its reason as JSON to ``error_file``."""
     cmd = [sys.executable, "-m", "distillery", "export", "--model", str(final_dir), "--output", str(out_dir)]
+    if error_file is not None:
+        cmd += ["--error-file", str(error_file)]
     if val_dir:
         cmd += ["--val", val_dir]
     return cmd + list(extra)
@@ -48,14 +52,29 @@ def child_env(gpus: tuple[str, ...], processes: int) -> dict[str, str]:
     return env
 
 
+def die_with_parent() -> None:
+    """``preexec_fn`` of a run's child: the kernel sends it SIGTERM when the worker (its parent)
+    dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``); torchrun then stops its ranks. Elsewhere
+    a no-op: the run's lease file (``deit_core.lease``) still stops it within a lease."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() == 1:  # the worker died between fork and prctl
+        os._exit(1)
+
+
 def start(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    """Start ``cmd`` in a new session with stdout and stderr appended to ``log_path``."""
+    """Start ``cmd`` in a new session with stdout and stderr appended to ``log_path``; it dies
+    with the worker (:func:`die_with_parent`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         out.write(("$ " + " ".join(cmd) + "\n").encode())
         out.flush()
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(cwd), start_new_session=True)
+                                env=env, cwd=str(cwd), start_new_session=True, preexec_fn=die_with_parent)
 
 
 def _tree(pid: int) -> list[psutil.Process]:

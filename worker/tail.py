@@ -17,6 +17,22 @@ log = logging.getLogger(__name__)
 PROGRESS_KEYS = ("epoch", "epochs", "step", "steps_per_epoch", "eta_s")
 NOT_METRICS = {"event", "time", "epoch", "epochs", "step", "steps_per_epoch", "eta_s", "path", "best", "final",
                "kind", "architecture", "start_epoch", "message", "field", "exit_code"}
+# What the page says the run is doing, from the first event on (``phase`` events name their own).
+PHASE_OF_EVENT = {"start": "first epoch", "teacher": "teacher evaluated", "step": "training", "epoch": "training",
+                  "done": "training done"}
+ERROR_CHARS = 300
+
+
+def readable_error(message: str) -> str:
+    """One sentence for the job's ``error``: a 4,000-character state_dict dump says what it means, and
+    anything else is cut to its first line; the whole message stays in the run's log."""
+    if "loading state_dict" in message or "size mismatch for" in message:
+        return ("the checkpoint does not fit the model (other layer names or shapes: another architecture, "
+                "number of classes or image size); the full list is in the log")
+    first = message.strip().splitlines()[0] if message.strip() else "training failed"
+    if len(first) > ERROR_CHARS:
+        first = first[:ERROR_CHARS].rsplit(" ", 1)[0] + " ..."
+    return first + (" (details in the log)" if first != message.strip() else "")
 
 
 class MetricsTail:
@@ -59,11 +75,23 @@ class RunProgress:
     error: str | None = None
     done: bool = False
 
+    def _phase(self, kind: Any, ev: dict[str, Any]) -> None:
+        """What the run is doing (``progress.phase``), its class count, and the teacher's top-1 as
+        soon as it is known, so the page says more than "waiting" before the first step."""
+        if kind == "phase" or kind in PHASE_OF_EVENT:
+            self.progress["phase"] = ev.get("phase") if kind == "phase" else PHASE_OF_EVENT[kind]
+        if kind == "start" and isinstance(ev.get("classes"), list):
+            self.progress["num_classes"] = len(ev["classes"])
+        if kind in ("teacher", "phase"):
+            self.metrics.update({k: v for k, v in ev.items() if k not in NOT_METRICS and k != "phase"
+                                 and isinstance(v, (int, float)) and not isinstance(v, bool)})
+
     def apply(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Fold ``events`` in; return metric points ``{name, epoch, step, value, time}`` to store."""
         points: list[dict[str, Any]] = []
         for ev in events:
             kind = ev.get("event")
+            self._phase(kind, ev)
             if kind in ("step", "epoch"):
                 for k in PROGRESS_KEYS:
                     if ev.get(k) is not None:
@@ -83,7 +111,7 @@ class RunProgress:
                     points.append({"name": name, "epoch": epoch or 0, "step": global_step, "value": float(value),
                                    "time": ev.get("time")})
             elif kind == "error":
-                self.error = ev.get("message") or "training failed"
+                self.error = readable_error(ev.get("message") or "training failed")
             elif kind == "done":
                 self.done = True
                 for name, value in ev.items():

@@ -1,29 +1,47 @@
 """The REST API: every URL of ``/api/v1`` (and ``/metrics``) is bound here, in one place."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Flask, request
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.routing import IntegerConverter
 
-from . import artifacts, datasets, health, jobs, openapi
-from .base import ApiError
+from ..db import database_unavailable
+from ..errors import ApiError
+from ..lifecycle import JobConflict
+from ..submissions import SubmissionError
+from . import artifacts, datasets, health, jobs, openapi, tokens
 
+log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
+MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns; a larger one is a 404, never a database error
+
+
+class IdConverter(IntegerConverter):
+    """``<id:name>``: a row id, 1..MAX_ID (beyond it no route matches: 404)."""
+
+    def __init__(self, map, *args, **kwargs):
+        super().__init__(map, min=1, max=MAX_ID)
 
 ROUTES = [
     # (rule, view, methods)
     ("/jobs", jobs.create_job, ["POST"]),
     ("/jobs", jobs.list_jobs, ["GET"]),
-    ("/jobs/<int:job_id>", jobs.get_job, ["GET"]),
-    ("/jobs/<int:job_id>/metrics", jobs.get_job_metrics, ["GET"]),
-    ("/jobs/<int:job_id>/logs", jobs.get_job_logs, ["GET"]),
-    ("/jobs/<int:job_id>/cancel", jobs.cancel_job, ["POST"]),
-    ("/jobs/<int:job_id>/retry", jobs.retry_job, ["POST"]),
+    ("/jobs/<id:job_id>", jobs.get_job, ["GET"]),
+    ("/jobs/<id:job_id>/metrics", jobs.get_job_metrics, ["GET"]),
+    ("/jobs/<id:job_id>/logs", jobs.get_job_logs, ["GET"]),
+    ("/jobs/<id:job_id>/cancel", jobs.cancel_job, ["POST"]),
+    ("/jobs/<id:job_id>/retry", jobs.retry_job, ["POST"]),
     ("/artifacts", artifacts.list_artifacts, ["GET"]),
-    ("/artifacts/<int:artifact_id>", artifacts.get_artifact, ["GET"]),
-    ("/artifacts/<int:artifact_id>/download", artifacts.download_artifact, ["GET"]),
+    ("/artifacts/<id:artifact_id>", artifacts.get_artifact, ["GET"]),
+    ("/artifacts/<id:artifact_id>/download", artifacts.download_artifact, ["GET"]),
     ("/datasets", datasets.create_dataset, ["POST"]),
     ("/datasets", datasets.list_datasets, ["GET"]),
-    ("/datasets/<int:dataset_id>", datasets.get_dataset, ["GET"]),
+    ("/datasets/<id:dataset_id>", datasets.get_dataset, ["GET"]),
+    ("/tokens", tokens.list_tokens, ["GET"]),
+    ("/tokens/<id:token_id>", tokens.revoke_token, ["DELETE"]),
     ("/health", health.health, ["GET"]),
     ("/openapi.json", openapi.openapi_json, ["GET"]),
 ]
@@ -43,13 +61,40 @@ def _http_error(e: HTTPException):
         return e
     code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}.get(e.code, "error")
     field = "body" if e.code in (400, 413) else None
-    return ApiError(e.code or 500, code, e.description or str(e), field).response()
+    resp = ApiError(e.code or 500, code, e.description or str(e), field).response()
+    if e.code == 405 and getattr(e, "valid_methods", None):
+        resp.headers["Allow"] = ", ".join(sorted(e.valid_methods))
+    return resp
+
+
+def _unexpected(e: Exception):
+    """Anything unhandled: logged with its traceback, answered as the error body without details."""
+    if isinstance(e, HTTPException):
+        return _http_error(e)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    if not request.path.startswith(PREFIX):
+        return InternalServerError()
+    return ApiError(500, "internal_error", "internal error (logged on the server)").response()
+
+
+def _database_error(e: Exception):
+    """The database is down or restarting: 503 with a clear code (the pool reconnects by itself,
+    ``pool_pre_ping``); any other database error stays a 500."""
+    if not database_unavailable(e):
+        return _unexpected(e)
+    log.warning("database unavailable: %s", str(e).splitlines()[0][:200])
+    return ApiError(503, "database_unavailable", "the database is unavailable; try again shortly").response()
 
 
 def init_app(app: Flask) -> None:
+    app.url_map.converters["id"] = IdConverter
     app.register_blueprint(build_blueprint())
     ops = Blueprint("ops", __name__)
     ops.add_url_rule("/metrics", endpoint="metrics", view_func=health.metrics, methods=["GET"])
     app.register_blueprint(ops)
     app.register_error_handler(ApiError, lambda e: e.response())
+    app.register_error_handler(SubmissionError, lambda e: ApiError(e.status, e.code, e.message, e.field).response())
+    app.register_error_handler(JobConflict, lambda e: ApiError(409, "conflict", e.message, e.field).response())
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(DBAPIError, _database_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -7,9 +7,11 @@ from flask import g, jsonify, request, send_file
 from sqlalchemy import select
 
 from ..auth import login_required
-from ..models import ARTIFACT_FORMATS, Artifact, Job
+from ..errors import ApiError
+from ..models import Artifact, Job
 from ..serializers import serialize_artifact
-from .base import ApiError, arg_int, db, paginate
+from ..vocabulary import ARTIFACT_FORMATS
+from .base import MAX_CURSOR, arg_int, db, paginate
 
 
 def _visible():
@@ -30,12 +32,12 @@ def _get_or_404(artifact_id: int) -> Artifact:
 def list_artifacts():
     q = _visible()
     fmt = request.args.get("format")
-    if fmt:
+    if fmt is not None:
         if fmt not in ARTIFACT_FORMATS:
             raise ApiError(400, "invalid_parameter", f"one of {', '.join(ARTIFACT_FORMATS)}", "format")
         q = q.where(Artifact.format == fmt)
-    if request.args.get("job_id"):
-        q = q.where(Artifact.job_id == arg_int("job_id", 0, 1))
+    if "job_id" in request.args:
+        q = q.where(Artifact.job_id == arg_int("job_id", 0, 1, MAX_CURSOR))
     return jsonify(paginate(q, "artifacts", serialize_artifact, Artifact.id))
 
 

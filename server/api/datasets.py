@@ -1,6 +1,7 @@
 """Datasets: register a server ImageFolder (JSON) or upload an archive (multipart)."""
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import tempfile
@@ -9,12 +10,16 @@ from pathlib import Path
 from flask import g, jsonify, request
 from sqlalchemy import select
 
+from deit_core.files import storage_error
+
 from ..archives import ArchiveRefused, unpack_dataset
 from ..auth import login_required
+from ..errors import ApiError
 from ..models import Dataset
 from ..serializers import serialize_dataset
-from ..storage import PathRefused, resolve_server_dir, scan_dataset
-from .base import ApiError, db, get_object_or_404, json_body, paginate, settings
+from ..storage import PathRefused, check_links, scan_dataset
+from ..submissions import Scope
+from .base import db, get_object_or_404, json_body, paginate, settings
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -36,7 +41,8 @@ def create_dataset():
     if not isinstance(body["path"], str):
         raise ApiError(400, "invalid_field", "must be a string", "path")
     try:
-        root = resolve_server_dir(body["path"], settings().allowed_data_roots)
+        root = Scope(db(), settings(), g.user).folder(body["path"])
+        check_links(root, Scope(db(), settings(), g.user).may_read, depth=3)
         counts = scan_dataset(root)
     except PathRefused as e:
         raise ApiError(400, "invalid_dataset", str(e), "path") from None
@@ -62,15 +68,17 @@ def _upload():
         raise ApiError(400, "invalid_archive", "must be a .zip or .tar.gz file", "file")
     dest = st.datasets_path / name
     if dest.exists():
-        raise ApiError(409, "conflict", f"storage already holds {dest}", "name")
+        raise ApiError(409, "conflict", f"a dataset folder named {name!r} already exists", "name")
     st.datasets_path.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=st.datasets_path, prefix=".upload.") as tmp:
-        archive = Path(tmp) / "archive"
-        upload.save(archive)
-        try:
-            counts = unpack_dataset(archive, dest, st.max_archive_files, st.max_archive_bytes)
-        except ArchiveRefused as e:
-            raise ApiError(400, "invalid_archive", str(e), "file") from None
+    try:
+        with tempfile.TemporaryDirectory(dir=st.datasets_path, prefix=".upload.") as tmp:
+            archive = Path(tmp) / "archive"
+            upload.save(archive)
+            counts = unpack_dataset(archive, dest, st.max_archive_files, st.max_archive_bytes, st.max_archive_ratio)
+    except ArchiveRefused as e:
+        raise ApiError(400, "invalid_archive", str(e), "file") from None
+    except OSError as e:  # the temp folders are gone already (TemporaryDirectory, unpack_dataset)
+        raise _storage_failure(e, f"datasets/{name}") from None
     ds = Dataset(name=name, owner_id=g.user.id, source="upload", path=str(dest), **counts)
     s = db()
     s.add(ds)
@@ -81,6 +89,16 @@ def _upload():
         shutil.rmtree(dest, ignore_errors=True)
         raise
     return jsonify(serialize_dataset(ds)), 201
+
+
+def _storage_failure(e: OSError, what: str) -> ApiError:
+    """A full disk (or quota) is 507 Insufficient Storage; anything else on the server's side
+    (permissions, a read-only volume) is 500; both say plainly what failed."""
+    reason = storage_error(e, what)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ApiError(507, "insufficient_storage", f"{reason}; free space on the server or upload a smaller archive",
+                        "file")
+    return ApiError(500, "storage_error", str(reason), "file")
 
 
 @login_required

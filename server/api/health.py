@@ -1,17 +1,17 @@
 """Liveness (database and broker checks) and Prometheus metrics; no authentication."""
 from __future__ import annotations
 
-from flask import Response, current_app, jsonify
+from flask import Response, jsonify
 from sqlalchemy import func, select, text
 
-from ..models import JOB_STATES, Job
-from .base import db, settings
+from ..models import Job
+from ..vocabulary import JOB_KINDS, JOB_STATES
+from .base import celery, db, settings
 
 
 def _check_broker() -> str | None:
     try:
-        celery = current_app.extensions["distillery.celery"]
-        with celery.connection_for_write() as conn:
+        with celery().connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return None
     except Exception as e:  # report, don't raise: health must always answer
@@ -39,5 +39,5 @@ def metrics():
     lines += [f'distillery_jobs{{state="{s}"}} {counts.get(s, 0)}' for s in JOB_STATES]
     kinds = dict(db().execute(select(Job.kind, func.count()).group_by(Job.kind)).all())
     lines += ["# HELP distillery_jobs_total Jobs by kind.", "# TYPE distillery_jobs_total gauge"]
-    lines += [f'distillery_jobs_total{{kind="{k}"}} {kinds.get(k, 0)}' for k in ("teacher", "distill")]
+    lines += [f'distillery_jobs_total{{kind="{k}"}} {kinds.get(k, 0)}' for k in JOB_KINDS]
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")

@@ -1,47 +1,52 @@
-"""Jobs: submit, list, read, metrics, logs, cancel, retry."""
+"""Jobs: submit, list, read, metrics, logs, cancel, retry.
+
+Each handler is fetch-or-404 -> one call into :mod:`server.lifecycle` or :mod:`server.submissions`
+-> serialize. Their errors (``SubmissionError``, ``JobConflict``) become 4xx answers in
+``server.api.init_app``.
+"""
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from pathlib import Path
 
-from flask import current_app, g, jsonify, request
-from sqlalchemy import select, update
+from flask import g, jsonify, request
+from sqlalchemy import select
 
-from .. import jobs as service
+from .. import lifecycle, submissions
 from ..auth import login_required
-from ..models import JOB_STATES, Job, MetricPoint
+from ..errors import ApiError
+from ..models import Job, MetricPoint
 from ..serializers import serialize_job
-from .base import ApiError, arg_int, db, get_object_or_404, json_body, paginate, settings
-
-log = logging.getLogger(__name__)
-
-
-def _celery():
-    return current_app.extensions["distillery.celery"]
+from ..vocabulary import JOB_KINDS, JOB_STATES
+from .base import arg_int, celery, db, get_object_or_404, json_body, paginate, settings
 
 
 @login_required
 def create_job():
-    body = json_body(service.JOB_BODY_KEYS, required={"kind", "name", "config"})
+    body = json_body(submissions.JOB_BODY_KEYS, required={"kind", "name", "config"})
     s = db()
+    specs = submissions.validate_submission(s, settings(), g.user, body)
     try:
-        specs = service.validate_submission(s, settings(), g.user, body)
-    except service.SubmissionError as e:
-        raise ApiError(e.status, e.code, e.message, e.field) from None
-    jobs = service.create_jobs(s, g.user, specs)
-    for job in jobs:
-        if service.ready_to_run(job):
-            try:
-                service.enqueue(s, _celery(), settings(), job.id)
-            except Exception as e:  # broker down: the row exists, say so rather than hide it
-                log.exception("job %s: could not queue", job.id)
-                service.transition(s, job.id, "queued", "failed", error=f"could not queue: {e}")
-                raise ApiError(503, "broker_unavailable", f"job {job.id} recorded but not queued: {e}") from None
-    out = serialize_job(s.get(Job, jobs[-1].id))
-    if len(jobs) > 1:
-        out["pipeline"] = [j.id for j in jobs]
+        jobs = lifecycle.submit(s, celery(), settings(), g.user, specs)
+    except Exception as e:  # broker down: the row exists and says so; tell the caller
+        raise ApiError(503, "broker_unavailable", f"job recorded but not queued: {e}") from None
+    main = [j for j in jobs if j.baseline_of is None][-1]  # the job asked for, not its baseline twin
+    out = serialize_job(s.get(Job, main.id))
+    asked = [j.id for j in jobs if j.baseline_of is None]
+    if len(asked) > 1:
+        out["pipeline"] = asked  # a baseline twin is in out["baseline"]
     return jsonify(out), 201
+
+
+def _filter(q, param: str, column, allowed: tuple[str, ...]):
+    raw = request.args.get(param)
+    if raw is None:
+        return q
+    values = raw.split(",")
+    bad = [x for x in values if x not in allowed]
+    if bad:
+        raise ApiError(400, "invalid_parameter", f"unknown {param} {bad[0]!r}; one of {', '.join(allowed)}", param)
+    return q.where(column.in_(values))
 
 
 @login_required
@@ -49,18 +54,8 @@ def list_jobs():
     q = select(Job).order_by(Job.id.desc())
     if not g.user.is_admin:
         q = q.where(Job.owner_id == g.user.id)
-    state = request.args.get("state")
-    if state:
-        states = state.split(",")
-        bad = [x for x in states if x not in JOB_STATES]
-        if bad:
-            raise ApiError(400, "invalid_parameter", f"unknown state {bad[0]!r}; one of {', '.join(JOB_STATES)}", "state")
-        q = q.where(Job.state.in_(states))
-    kind = request.args.get("kind")
-    if kind:
-        if kind not in ("teacher", "distill"):
-            raise ApiError(400, "invalid_parameter", "must be teacher or distill", "kind")
-        q = q.where(Job.kind == kind)
+    q = _filter(q, "state", Job.state, JOB_STATES)
+    q = _filter(q, "kind", Job.kind, JOB_KINDS)
     return jsonify(paginate(q, "jobs", lambda j: serialize_job(j, with_config=False), Job.id))
 
 
@@ -99,41 +94,22 @@ def get_job_logs(job_id: int):
     return jsonify({"job_id": job.id, "attempt": job.attempt, "lines": lines})
 
 
+def _serialized(job_id: int):
+    s = db()
+    s.expire_all()
+    return jsonify(serialize_job(s.get(Job, job_id))), 202
+
+
 @login_required
 def cancel_job(job_id: int):
-    """Queued: cancelled at once (the message is revoked; a late delivery finds the state changed).
-    Running/exporting: flag the row; the worker supervising it stops the process group."""
     job = get_object_or_404(Job, job_id)
-    s = db()
-    if service.transition(s, job.id, "queued", "cancelled", error="cancelled by " + g.user.name):
-        if job.task_id:
-            try:
-                _celery().control.revoke(job.task_id)
-            except Exception:  # revoke is an optimisation; the CAS already made the job a no-op
-                log.warning("job %s: revoke of %s failed", job.id, job.task_id, exc_info=True)
-        service.fail_children(s, job, "was cancelled", state="cancelled")
-    elif s.execute(update(Job).where(Job.id == job.id, Job.state.in_(("running", "exporting")))
-                   .values(cancel_requested=True)).rowcount == 1:  # also a CAS: the worker may have just claimed it
-        s.commit()
-    else:
-        s.rollback()
-        s.refresh(job)
-        raise ApiError(409, "conflict", f"job {job.id} is {job.state}; only queued or running jobs can be cancelled", "state")
-    s.expire_all()
-    return jsonify(serialize_job(s.get(Job, job.id))), 202
+    lifecycle.cancel(db(), celery(), job, by=g.user.name)
+    return _serialized(job.id)
 
 
 @login_required
 def retry_job(job_id: int):
-    """Run a failed or cancelled job again as attempt N+1 (same id, new run directory that resumes from the last attempt's checkpoint)."""
     job = get_object_or_404(Job, job_id)
-    s = db()
-    if job.parent_id is not None and job.config.get("teacher", {}).get("checkpoint") is None:
-        raise ApiError(409, "conflict", "its teacher job never produced a checkpoint; retry the teacher job", "parent_id")
-    if not service.transition(s, job.id, ("failed", "cancelled"), "queued", attempt=job.attempt + 1, error=None,
-                              progress={}, metrics={}, started_at=None, finished_at=None, worker=None, pid=None,
-                              cancel_requested=False, run_dir=None):
-        raise ApiError(409, "conflict", f"job {job.id} is {job.state}; only failed or cancelled jobs can be retried", "state")
-    service.enqueue(s, _celery(), settings(), job.id)
-    s.expire_all()
-    return jsonify(serialize_job(s.get(Job, job.id))), 202
+    submissions.check_in_flight(db(), settings(), job.owner, 1)
+    lifecycle.retry(db(), celery(), settings(), job)
+    return _serialized(job.id)

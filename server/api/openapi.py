@@ -3,9 +3,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify
+from flask import current_app, jsonify
 
-from ..models import ARTIFACT_FORMATS, JOB_STATES
+from deit_core.config import DISTILLATION_TYPES, KL_REDUCTIONS, PRECISIONS
+
+from ..settings import Settings
+from ..vocabulary import ARTIFACT_FORMATS, JOB_KINDS, JOB_STATES
+
+MAX_ID = 2**31 - 1
+MAX_OFFSET = 1_000_000_000
+STATUS_TEXT = {400: "Bad request (the field is named)", 401: "Missing, invalid, expired or revoked token",
+               403: "Cookie-authenticated change without X-CSRF-Token", 404: "Not found (or another user's)",
+               405: "Method not allowed (see Allow)", 409: "Conflict with the current state", 410: "File gone from storage",
+               413: "Body too large", 415: "Wrong Content-Type", 416: "Range not satisfiable",
+               429: "Too many of your jobs queued or running", 503: "Broker unavailable"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -16,12 +27,74 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-ERR = {"4XX": {"$ref": "#/components/responses/Error"}}
-ID = lambda name: {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}  # noqa: E731
+def err(*codes: int) -> dict[str, Any]:
+    """Every error status an operation can answer, each with the error body (405 for any operation)."""
+    return {str(c): {"description": STATUS_TEXT[c], "content": {"application/json": {"schema": _ref("Error")}}}
+            for c in sorted({*codes, 405})}
+
+
+ID = lambda name: {"name": name, "in": "path", "required": True,  # noqa: E731
+                   "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
 PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
-        {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 1},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
+        {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
          "description": "keyset pagination: rows with id below this (the previous page's next_cursor)"}]
+
+
+def _int(lo: int, hi: int, nullable: bool = False) -> dict[str, Any]:
+    return {"type": ["integer", "null"] if nullable else "integer", "minimum": lo, "maximum": hi}
+
+
+def _num(lo: float, hi: float | None = None, open_lo: bool = False, nullable: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": ["number", "null"] if nullable else "number"}
+    out["exclusiveMinimum" if open_lo else "minimum"] = lo
+    if hi is not None:
+        out["maximum"] = hi
+    return out
+
+
+def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": props, **({"required": list(required)} if required else {})}
+
+
+def job_config_schema(st: Settings) -> dict[str, Any]:
+    """The engine's schema (deit_core.config) with its ranges, capped by this deployment's limits.
+    Not expressible here, and answered 400 naming the field: data paths and datasets that do not exist
+    for the caller, img_size not a multiple of the patch size, an odd batch with mixup/cutmix, a distill
+    job without a teacher checkpoint."""
+    students = [f"deit_{s}_distilled_patch16_{r}" for s in ("tiny", "small", "base") for r in (224, 384)]
+    path = {"type": "string", "minLength": 1, "maxLength": 4096,
+            "description": "'dataset:NAME/train' (your dataset), or a server path in a shared data root"}
+    checkpoint = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_ID, "description": "a checkpoint artifact id"},
+                            {"type": "string", "minLength": 1, "maxLength": 4096}, {"type": "null"}]}
+    train = {"epochs": _int(1, st.max_epochs), "batch_size": _int(1, st.max_batch_size), "lr": _num(0, 10, open_lo=True),
+             "weight_decay": _num(0, 10), "warmup_epochs": _int(0, 100000), "mixup": _num(0, 100), "cutmix": _num(0, 100),
+             "smoothing": _num(0, 0.99), "drop_path": _num(0, 0.99), "reprob": _num(0, 0.99),
+             "aa": {"type": ["string", "null"], "pattern": "^(0?|(rand|augmix|original|v0|3a).*)$", "maxLength": 200},
+             "scale_min": _num(0.01, 1), "hflip": _num(0, 1), "ema": {"type": "boolean"}, "ema_decay": _num(0, 1),
+             "clip_grad": _num(0, 1e6, open_lo=True, nullable=True), "mixed_precision": {"type": "string", "enum": list(PRECISIONS)},
+             "seed": _int(0, MAX_ID), "accum_steps": _int(1, 1024), "min_lr": _num(0, 10), "warmup_lr": _num(0, 10),
+             "repeated_aug": {"type": "boolean"}, "workers": _int(0, 64), "log_every": _int(1, 100000)}
+    return {"type": "object", "additionalProperties": False, "required": ["data"],
+            "description": "The engine's job schema (deit_core.config); unknown keys are errors. " + (job_config_schema.__doc__ or ""),
+            "properties": {
+                "kind": {"type": "string", "enum": list(JOB_KINDS)},
+                "data": _obj({"train": path, "val": path, "img_size": _int(8, st.max_img_size),
+                              "crop_pct": _num(0, 1, open_lo=True)}, ("train", "val")),
+                "student": {"anyOf": [_obj({"model": {"type": "string", "enum": students}, "patch_size": _int(1, 64, nullable=True),
+                                            "init": {"type": ["string", "null"], "minLength": 1, "maxLength": 4096}}),
+                                      {"type": "null"}], "description": "distill jobs only"},
+                "teacher": _obj({"model": {"type": "string", "pattern": "^regnety_[A-Za-z0-9_]+$", "maxLength": 100},
+                                 "checkpoint": checkpoint}),
+                "distillation": {"anyOf": [_obj({"type": {"type": "string", "enum": list(DISTILLATION_TYPES)}, "alpha": _num(0, 1),
+                                                 "tau": _num(0, 1e6, open_lo=True),
+                                                 "kl_reduction": {"type": "string", "enum": list(KL_REDUCTIONS)}}),
+                                           {"type": "null"}], "description": "distill jobs only"},
+                "train": _obj(train),
+                "resources": _obj({"processes": _int(1, st.max_processes), "max_attempts": _int(1, 20)})},
+            "example": {"kind": "teacher", "data": {"train": "dataset:digits/train", "val": "dataset:digits/val", "img_size": 32},
+                        "teacher": {"model": "regnety_002"},
+                        "train": {"epochs": 1, "batch_size": 16, "aa": None, "mixup": 0, "cutmix": 0, "workers": 0}}}
 
 
 def _page(key: str, item: str) -> dict[str, Any]:
@@ -31,41 +104,69 @@ def _page(key: str, item: str) -> dict[str, Any]:
         "next_offset": {"type": ["integer", "null"]}, "next_cursor": {"type": ["integer", "null"]}}}
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(st: Settings | None = None) -> dict[str, Any]:
+    st = st or Settings()
     nullable_int = {"type": ["integer", "null"]}
     schemas = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message", "field"], "properties": {
                 "code": {"type": "string"}, "message": {"type": "string"},
                 "field": {"type": ["string", "null"], "description": "dotted path of the offending key, e.g. config.train.batch_size"}}}}},
-        "JobConfig": {"type": "object", "description": "The engine's job schema (deit_core.config): kind, data, student, teacher, "
-                      "distillation, train, resources. Unknown keys are errors. data.train/data.val are server paths under an allowed "
-                      "root or a registered dataset, or 'dataset:NAME/train'. teacher.checkpoint: artifact id (int), server path, 'timm', "
-                      "or null (teacher jobs, or a distill job with teacher_job).", "additionalProperties": True},
+        "JobConfig": job_config_schema(st),
+        "StoredConfig": {"type": "object", "description": "The job's config as validated (paths resolved)"},
+        "Token": {"type": "object", "required": ["id", "user", "active"], "properties": {
+            "id": {"type": "integer"}, "user": {"type": "string"}, "name": {"type": ["string", "null"]},
+            "created_at": {"type": ["string", "null"]}, "last_used_at": {"type": ["string", "null"]},
+            "expires_at": {"type": ["string", "null"]}, "revoked_at": {"type": ["string", "null"]}, "active": {"type": "boolean"}}},
         "JobSubmit": {"type": "object", "required": ["kind", "name", "config"], "additionalProperties": False, "properties": {
-            "kind": {"type": "string", "enum": ["teacher", "distill"]}, "name": {"type": "string", "maxLength": 200},
+            "kind": {"type": "string", "enum": list(JOB_KINDS)},
+            "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
             "config": _ref("JobConfig"),
             "teacher_job": {"type": "object", "additionalProperties": False, "required": ["config"],
                             "description": "Pipeline: train this teacher first (kind teacher), then run this distill job from its "
                                            "checkpoint. The response is the distill job with parent_id = the teacher job's id and "
                                            "'pipeline': [teacher_id, distill_id].",
-                            "properties": {"name": {"type": "string"}, "config": _ref("JobConfig")}}}},
+                            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
+                                           "config": _ref("JobConfig")}},
+            "baseline": {"type": "boolean", "description": "distill only: also train the same student config, seed and "
+                                                           "budget with distillation.type none (job NAME-baseline, "
+                                                           "baseline_of = this job); the response's 'baseline' names it"}}},
         "Progress": {"type": "object", "properties": {k: nullable_int for k in ("epoch", "epochs", "step", "steps_per_epoch")}
-                     | {"fraction": {"type": "number"}, "eta_s": {"type": ["number", "null"]}}},
+                     | {"fraction": {"type": "number"}, "eta_s": {"type": ["number", "null"]},
+                        "phase": {"type": ["string", "null"], "description": "what the run is doing before/around its steps"},
+                        "num_classes": nullable_int}},
         "Artifact": {"type": "object", "properties": {
             "id": {"type": "integer"}, "job_id": {"type": "integer"}, "kind": {"type": "string", "enum": ["checkpoint", "mobile", "server", "metadata", "report"]},
             "format": {"type": "string", "enum": list(ARTIFACT_FORMATS)}, "size": {"type": "integer"}, "sha256": {"type": "string"},
             "filename": {"type": "string"}, "metadata": {"type": "object"}, "created_at": {"type": "string", "format": "date-time"},
             "download_url": {"type": "string"}}},
         "Job": {"type": "object", "required": ["id", "kind", "name", "state", "attempt", "progress", "metrics", "artifacts"], "properties": {
-            "id": {"type": "integer"}, "kind": {"type": "string", "enum": ["teacher", "distill"]}, "name": {"type": "string"},
+            "id": {"type": "integer"}, "kind": {"type": "string", "enum": list(JOB_KINDS)}, "name": {"type": "string"},
             "state": {"type": "string", "enum": list(JOB_STATES)}, "attempt": {"type": "integer"}, "parent_id": nullable_int,
             "owner": {"type": "string"}, "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
             "finished_at": {"type": ["string", "null"]}, "updated_at": {"type": "string"}, "error": {"type": ["string", "null"]},
             "cancel_requested": {"type": "boolean"}, "worker": {"type": ["string", "null"]},
-            "progress": _ref("Progress"), "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
-            "artifacts": {"type": "array", "items": _ref("Artifact")}, "config": _ref("JobConfig"),
+            "max_attempts": {"type": "integer", "description": "runs the service starts on its own (resources.max_attempts)"},
+            "attempt_history": {"type": "array", "items": _ref("AttemptRecord"), "description": "every ended attempt, oldest first"},
+            "lease": {"type": ["object", "null"], "description": "the running attempt's lease (null when none is held)",
+                      "properties": {"owner": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
+                                     "heartbeat_at": {"type": ["string", "null"], "format": "date-time"}}},
+            "progress": _ref("Progress"), "metrics": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+            "artifacts": {"type": "array", "items": _ref("Artifact")}, "config": _ref("StoredConfig"),
+            "top1": {"type": ["number", "null"], "description": "val top-1 of the exported checkpoint (top1_checkpoint)"},
+            "top1_checkpoint": {"type": "string", "enum": ["final"]}, "chance_top1": {"type": ["number", "null"]},
+            "at_chance": {"type": "boolean", "description": "succeeded with a top-1 within 1.5x of guessing"},
+            "baseline_of": nullable_int,
+            "baseline": {"type": ["object", "null"], "description": "a distill job's baseline twin; gain in points once both succeeded",
+                         "properties": {"job_id": {"type": "integer"}, "state": {"type": "string"},
+                                        "top1": {"type": ["number", "null"]}, "gain": {"type": ["number", "null"]}}},
             "pipeline": {"type": "array", "items": {"type": "integer"}, "description": "only in a pipeline's POST response"}}},
+        "AttemptRecord": {"type": "object", "properties": {
+            "attempt": {"type": "integer"}, "worker": {"type": ["string", "null"]},
+            "started_at": {"type": ["string", "null"]}, "ended_at": {"type": "string"},
+            "outcome": {"type": "string", "description": "succeeded, failed, cancelled, lease_expired or worker_stopped"},
+            "reason": {"type": ["string", "null"]},
+            "then": {"type": "string", "enum": ["restarted", "retried", "handed_back"], "description": "how the next attempt began"}}},
         "Dataset": {"type": "object", "properties": {
             "id": {"type": "integer"}, "name": {"type": "string"}, "source": {"type": "string", "enum": ["path", "upload"]},
             "path": {"type": "string"}, "train": {"type": "string"}, "val": {"type": "string"}, "num_classes": {"type": "integer"},
@@ -75,45 +176,62 @@ def build_openapi() -> dict[str, Any]:
     paths = {
         "/jobs": {
             "post": {"summary": "Submit a job (or a teacher->distill pipeline)", "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref("JobSubmit")}}}, "responses": {"201": _json(_ref("Job"), "Created"), **ERR}},
+                "application/json": {"schema": _ref("JobSubmit")}}},
+                "responses": {"201": _json(_ref("Job"), "Created"), **err(400, 401, 403, 413, 415, 429, 503)}},
             "get": {"summary": "List jobs (newest first)", "parameters": PAGE + [
-                {"name": "state", "in": "query", "schema": {"type": "string"}, "description": "one state or a comma list"},
-                {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["teacher", "distill"]}}],
-                "responses": {"200": _json(_page("jobs", "Job")), **ERR}}},
-        "/jobs/{job_id}": {"get": {"summary": "One job", "parameters": job_id, "responses": {"200": _json(_ref("Job")), **ERR}}},
+                {"name": "state", "in": "query", "description": "one state or a comma list",
+                 "schema": {"type": "string", "pattern": f"^({'|'.join(JOB_STATES)})(,({'|'.join(JOB_STATES)}))*$"}},
+                {"name": "kind", "in": "query", "schema": {"type": "string", "enum": list(JOB_KINDS)}}],
+                "responses": {"200": _json(_page("jobs", "Job")), **err(400, 401)}}},
+        "/jobs/{job_id}": {"get": {"summary": "One job", "parameters": job_id, "responses": {"200": _json(_ref("Job")), **err(401, 404)}}},
         "/jobs/{job_id}/metrics": {"get": {"summary": "Metric series of the current attempt", "parameters": job_id + [
             {"name": "name", "in": "query", "schema": {"type": "string"}}], "responses": {"200": _json({"type": "object", "properties": {
                 "job_id": {"type": "integer"}, "attempt": {"type": "integer"}, "series": {"type": "object", "additionalProperties": {
                     "type": "array", "items": {"type": "object", "properties": {"step": {"type": "integer"}, "epoch": {"type": "integer"},
-                                                                               "value": {"type": "number"}, "time": {"type": ["number", "null"]}}}}}}}), **ERR}}},
+                                                                               "value": {"type": ["number", "null"]},
+                                                                               "time": {"type": ["number", "null"]}}}}}}}),
+                **err(401, 404)}}},
         "/jobs/{job_id}/logs": {"get": {"summary": "Log tail", "parameters": job_id + [
-            {"name": "tail", "in": "query", "schema": {"type": "integer", "default": 200}}], "responses": {"200": _json({"type": "object", "properties": {
-                "job_id": {"type": "integer"}, "attempt": {"type": "integer"}, "lines": {"type": "array", "items": {"type": "string"}}}}), **ERR}}},
+            {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 200}}],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "job_id": {"type": "integer"}, "attempt": {"type": "integer"}, "lines": {"type": "array", "items": {"type": "string"}}}}),
+                **err(400, 401, 404)}}},
         "/jobs/{job_id}/cancel": {"post": {"summary": "Cancel queued or running work", "parameters": job_id,
-                                           "responses": {"202": _json(_ref("Job"), "Accepted"), **ERR}}},
+                                           "responses": {"202": _json(_ref("Job"), "Accepted"), **err(401, 403, 404, 409)}}},
         "/jobs/{job_id}/retry": {"post": {"summary": "Run a failed or cancelled job again (attempt + 1)", "parameters": job_id,
-                                          "responses": {"202": _json(_ref("Job"), "Accepted"), **ERR}}},
+                                          "responses": {"202": _json(_ref("Job"), "Accepted"), **err(401, 403, 404, 409, 429, 503)}}},
         "/artifacts": {"get": {"summary": "Artifact registry", "parameters": PAGE + [
             {"name": "format", "in": "query", "schema": {"type": "string", "enum": list(ARTIFACT_FORMATS)}},
-            {"name": "job_id", "in": "query", "schema": {"type": "integer"}}], "responses": {"200": _json(_page("artifacts", "Artifact")), **ERR}}},
-        "/artifacts/{artifact_id}": {"get": {"summary": "One artifact", "parameters": art_id, "responses": {"200": _json(_ref("Artifact")), **ERR}}},
+            {"name": "job_id", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}],
+            "responses": {"200": _json(_page("artifacts", "Artifact")), **err(400, 401)}}},
+        "/artifacts/{artifact_id}": {"get": {"summary": "One artifact", "parameters": art_id,
+                                             "responses": {"200": _json(_ref("Artifact")), **err(401, 404)}}},
         "/artifacts/{artifact_id}/download": {"get": {"summary": "Download (ETag = sha256; If-None-Match and Range honoured)", "parameters": art_id,
                                                       "responses": {"200": {"description": "the file", "headers": {
                                                           "ETag": {"schema": {"type": "string"}}, "Content-Length": {"schema": {"type": "integer"}}},
-                                                          "content": {"application/octet-stream": {}}}, "304": {"description": "Not modified"}, **ERR}}},
+                                                          "content": {"application/octet-stream": {}}},
+                                                      "206": {"description": "Part of the file (Range)", "content": {"application/octet-stream": {}}},
+                                                      "304": {"description": "Not modified"}, **err(401, 404, 410, 416)}}},
         "/datasets": {
             "post": {"summary": "Register a server ImageFolder (JSON) or upload a .zip/.tar.gz (multipart: name, file)", "requestBody": {
                 "required": True, "content": {
                     "application/json": {"schema": {"type": "object", "required": ["name", "path"], "additionalProperties": False,
-                                                    "properties": {"name": {"type": "string"}, "path": {"type": "string"}}}},
+                                                    "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
+                                                                   "path": {"type": "string", "minLength": 1, "maxLength": 4096}}}},
                     "multipart/form-data": {"schema": {"type": "object", "required": ["name", "file"], "properties": {
                         "name": {"type": "string"}, "file": {"type": "string", "format": "binary"}}}}}},
-                "responses": {"201": _json(_ref("Dataset"), "Created"), **ERR}},
-            "get": {"summary": "List datasets", "parameters": PAGE, "responses": {"200": _json(_page("datasets", "Dataset")), **ERR}}},
-        "/datasets/{dataset_id}": {"get": {"summary": "One dataset", "parameters": [ID("dataset_id")], "responses": {"200": _json(_ref("Dataset")), **ERR}}},
+                "responses": {"201": _json(_ref("Dataset"), "Created"), **err(400, 401, 403, 409, 413, 415)}},
+            "get": {"summary": "List datasets", "parameters": PAGE, "responses": {"200": _json(_page("datasets", "Dataset")), **err(400, 401)}}},
+        "/datasets/{dataset_id}": {"get": {"summary": "One dataset", "parameters": [ID("dataset_id")],
+                                           "responses": {"200": _json(_ref("Dataset")), **err(401, 404)}}},
+        "/tokens": {"get": {"summary": "API tokens (yours; an admin's: everyone's), never their secrets", "parameters": PAGE + [
+            {"name": "user", "in": "query", "schema": {"type": "string"}, "description": "admins: one user's tokens"}],
+            "responses": {"200": _json(_page("tokens", "Token")), **err(400, 401)}}},
+        "/tokens/{token_id}": {"delete": {"summary": "Revoke a token (yours; an admin: any)", "parameters": [ID("token_id")],
+                                          "responses": {"200": _json(_ref("Token"), "Revoked"), **err(401, 403, 404)}}},
         "/health": {"get": {"summary": "Liveness with database and broker checks", "security": [], "responses": {
-            "200": _json({"type": "object"}), "503": _json({"type": "object"}, "Degraded")}}},
-        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"})}}},
+            "200": _json({"type": "object"}), "503": _json({"type": "object"}, "Degraded"), **err()}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"}), **err()}}},
     }
     return {
         "openapi": "3.1.0",
@@ -124,9 +242,9 @@ def build_openapi() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "distillery token create --user NAME"}},
-                       "responses": {"Error": _json(_ref("Error"), "Bad request, unauthorized (401), not found (404), conflict (409), too large (413)")}},
+                       "responses": {}},
     }
 
 
 def openapi_json():
-    return jsonify(build_openapi())
+    return jsonify(build_openapi(current_app.extensions["distillery.settings"]))

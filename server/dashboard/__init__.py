@@ -6,7 +6,17 @@ exactly what API clients see. ``create_app`` registers ``bp`` at ``/``.
 """
 from flask import Blueprint
 
+from server.auth import csrf_token
+from server.vocabulary import FINAL_STATES, JOB_STATES
+
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                static_url_path="/dashboard/static")
+
+
+@bp.app_context_processor
+def _vocabulary() -> dict:
+    """The job states for the templates (and, through ``<body data-final-states>``, the scripts), and the
+    session's CSRF value (``<meta name="csrf-token">``, sent back by common.js as ``X-CSRF-Token``)."""
+    return {"job_states": JOB_STATES, "final_states": FINAL_STATES, "csrf_token": csrf_token}
 
 from server.dashboard import views  # noqa: E402,F401  (binds the routes to bp)

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from flask import redirect, render_template, request, session, url_for
 
@@ -31,14 +32,14 @@ def log_in(token: str) -> bool:
     ``server.auth`` owns what the session holds (``login_user`` sets the ``user_id`` the API reads),
     so the dashboard and the API agree on who is logged in; the dashboard only adds a display name.
     """
-    from server.auth import login_user, user_for_token
+    from server.auth import login_user, token_row
 
-    user = user_for_token(token) if token else None
-    if user is None:
+    row = token_row(token) if token else None
+    if row is None:
         return False
     session.clear()
-    login_user(user)
-    session[SESSION_USER_NAME] = _display_name(user)
+    login_user(row)
+    session[SESSION_USER_NAME] = _display_name(row.user)
     session.permanent = True
     return True
 
@@ -54,16 +55,34 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only same-site relative paths, so the login form cannot become an open redirect."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
+    """Only same-site relative paths, so the login form cannot become an open redirect.
+
+    Browsers drop tabs and newlines from URLs (``/\t/evil.example`` becomes ``//evil.example``) and read
+    ``\\`` as ``/``, so any control character, whitespace or backslash refuses the target outright.
+    """
+    if (target and target.startswith("/") and not target.startswith("//")
+            and not any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c == "\\" for c in target)):
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return url_for("dashboard.jobs")
+
+
+def _same_origin() -> bool:
+    """A form post from another site (login CSRF, forced logout) carries its Origin; refuse it.
+    Browsers send Origin on every cross-origin POST; a missing one (old browsers, scripts) is allowed."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+    return origin == request.host_url.rstrip("/")
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     error = None
     if request.method == "POST":
+        if not _same_origin():
+            return "cross-site login refused", 403
         if log_in((request.form.get("token") or "").strip()):
             return redirect(_safe_next(request.form.get("next")))
         error = "That token is not valid. Create one with: distillery token create --user NAME"
@@ -74,6 +93,8 @@ def login() -> Any:
 def logout() -> Any:
     from server.auth import logout_user
 
+    if not _same_origin():
+        return "cross-site logout refused", 403
     logout_user()
     session.clear()
     return redirect(url_for("dashboard.login"))
@@ -85,10 +106,21 @@ def jobs() -> str:
     return render_template("jobs.html", page="jobs")
 
 
+def _recipe_json() -> str:
+    return json.dumps(recipe_defaults()).replace("<", "\\u003c")
+
+
 @bp.route("/jobs/<int:job_id>")
 @login_required
 def job(job_id: int) -> str:
-    return render_template("job.html", page="job", job_id=job_id)
+    return render_template("job.html", page="job", job_id=job_id, recipe_json=_recipe_json())
+
+
+@bp.route("/compare")
+@login_required
+def compare() -> str:
+    """2-6 jobs side by side (``?ids=1,2,3``): params that differ, val top-1 curves, the exported models."""
+    return render_template("compare.html", page="compare", recipe_json=_recipe_json())
 
 
 def recipe_defaults() -> dict[str, Any]:
@@ -115,4 +147,4 @@ def recipe_defaults() -> dict[str, Any]:
 @bp.route("/submit")
 @login_required
 def submit() -> str:
-    return render_template("submit.html", page="submit", recipe_json=json.dumps(recipe_defaults()).replace("<", "\\u003c"))
+    return render_template("submit.html", page="submit", recipe_json=_recipe_json())

@@ -1,4 +1,4 @@
-"""The `distillery` client commands against a live service (submit, jobs, watch, cancel, download)
+"""The `distillery` client commands against a live service (submit, jobs, watch, cancel, diff, download)
 and the failures a user meets: a wrong token, an unknown job, a server that is down."""
 from __future__ import annotations
 
@@ -67,6 +67,26 @@ def test_cancel_then_watch_exits_3(live):
     proc = live.cli("watch", str(job_id), "--interval", "0.5", timeout=180)
     assert proc.returncode == client.EXIT_JOB_CANCELLED, proc.stdout + proc.stderr
     assert live.cli("cancel", str(job_id)).returncode == client.EXIT_API_ERROR  # 409: already over
+
+
+def test_diff_shows_params_curves_and_the_exported_model(live, finished_teacher):
+    """`distillery diff A B`: the finished teacher against a cancelled copy with another lr."""
+    body = {"kind": "teacher", "name": "other-lr", "config": teacher_config(live.dataset, epochs=50, lr=2.0e-3)}
+    other = int(live.cli("submit", str(live.write_job_file("other.json", body))).stdout.splitlines()[-1])
+    assert live.cli("cancel", str(other)).returncode == 0
+    live.wait(other, ("cancelled",))
+    proc = live.cli("diff", str(finished_teacher["id"]), str(other))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    lr_row = next(line for line in out.splitlines() if line.startswith("train.lr"))
+    assert "0.001" in lr_row and "0.002" in lr_row
+    assert "train.epochs" in out and "teacher.model" not in out  # only what differs
+    top1 = finished_teacher["metrics"]["val_top1"]
+    epoch_row = next(line for line in out.splitlines() if line.split()[:1] == ["1"])
+    assert f"{top1:.2f}" in epoch_row
+    ptl_row = next(line for line in out.splitlines() if line.startswith("top-1 %"))
+    assert ptl_row.split()[2] != "-" and ptl_row.split()[3] == "-"  # exported vs cancelled
+    assert live.cli("diff", str(other)).returncode == client.EXIT_API_ERROR
 
 
 def test_wrong_token_is_a_clear_message(live):

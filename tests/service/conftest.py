@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,9 @@ import pytest
 import requests
 
 from server.cli import free_port  # noqa: F401  (also imported by the tests of this folder)
+from server.vocabulary import FINAL_STATES
 from tests.conftest import small_imagefolder
+from tests.helpers import wait_for_job, wait_healthy
 
 PG_ADMIN = os.environ.get("DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("DISTILLERY_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -45,19 +46,6 @@ def distillery(*args: str, env: dict, cwd: Path | None = None, check: bool = Tru
 def new_token(user: str, env: dict, cwd: Path | None = None, admin: bool = False) -> str:
     out = distillery("token", "create", "--user", user, *(["--admin"] if admin else []), env=env, cwd=cwd)
     return out.stdout.strip().splitlines()[-1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"process exited with {proc.returncode}"
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -135,17 +123,8 @@ class Service:
         headers = {**(self.h(user) if user else {}), **kw.pop("headers", {})}
         return requests.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=60, **kw)
 
-    def wait(self, job_id: int, states=("succeeded", "failed", "cancelled"), timeout: float = 420,
-             user: str = "alice", on_poll=None) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.api("GET", f"/jobs/{job_id}", user=user).json()
-            if on_poll:
-                on_poll(job)
-            if job["state"] in states:
-                return job
-            time.sleep(0.3)
-        raise TimeoutError(f"job {job_id} still {job['state']} after {timeout}s")
+    def wait(self, job_id: int, states=FINAL_STATES, timeout: float = 420, user: str = "alice", on_poll=None) -> dict:
+        return wait_for_job(lambda i: self.api("GET", f"/jobs/{i}", user=user).json(), job_id, states, timeout, on_poll)
 
     def db(self):
         import sqlalchemy
@@ -175,7 +154,7 @@ def service(pg_database, redis_broker, tmp_path_factory):
     svc = Service(url=f"http://127.0.0.1:{port}", env=env, root=root, data=data, database_url=pg_database,
                   worker_log=worker_log)
     try:
-        wait_http(f"{svc.url}/api/v1/health", api)
+        wait_healthy(f"{svc.url}/api/v1/health", api, timeout=90)
         svc.tokens = {"alice": new_token("alice", env), "bob": new_token("bob", env),
                       "root": new_token("root", env, admin=True)}
         yield svc

@@ -6,15 +6,17 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 import requests
 
-from .conftest import distillery, free_port, new_token, stop, teacher_config, wait_http, write_digits, EXPORT_ARGS
+from tests.helpers import wait_for_job, wait_healthy, wait_until
+
+from .conftest import EXPORT_ARGS, distillery, free_port, new_token, stop, teacher_config, write_digits
 
 pytestmark = [pytest.mark.slow]
 
@@ -25,7 +27,7 @@ def clean_env(**extra) -> dict:
 
 
 def test_unmigrated_database_is_refused(tmp_path):
-    env = clean_env(DISTILLERY_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
+    env = clean_env(DISTILLERY_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db", DISTILLERY_SECRET_KEY=secrets.token_hex(32))
     for cmd in (["worker"], ["serve", "--port", str(free_port())], ["token", "create", "--user", "x"]):
         r = distillery(*cmd, env=env, cwd=tmp_path, check=False)
         assert r.returncode == 2, (cmd, r.stdout, r.stderr)
@@ -56,7 +58,7 @@ def embedded_service(tmp_path, export_args: str = EXPORT_ARGS, per_class: tuple[
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api/v1"
     try:
-        wait_http(f"{url}/health", up)
+        wait_healthy(f"{url}/health", up, describe=lambda: (tmp_path / "up.log").read_text()[-2000:])
         h = {"Authorization": f"Bearer {new_token('me', env, cwd=tmp_path)}"}
         if first:
             r = requests.post(f"{url}/datasets", json={"name": "digits", "path": "var/data/digits"}, headers=h)
@@ -71,14 +73,8 @@ def run_teacher_job(url: str, h: dict, tmp_path) -> dict:
     cfg["resources"]["processes"] = 1
     r = requests.post(f"{url}/jobs", json={"kind": "teacher", "name": "embedded", "config": cfg}, headers=h)
     assert r.status_code == 201, r.text
-    job_id = r.json()["id"]
-    deadline = time.monotonic() + 360
-    while True:
-        job = requests.get(f"{url}/jobs/{job_id}", headers=h).json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        assert time.monotonic() < deadline, job
-        time.sleep(1)
+    return wait_for_job(lambda i: requests.get(f"{url}/jobs/{i}", headers=h).json(), r.json()["id"], timeout=360,
+                        interval=1)
 
 
 def test_distillery_up_end_to_end(tmp_path):
@@ -107,10 +103,7 @@ def test_stopping_up_mid_run_requeues_the_job_and_the_next_start_resumes(tmp_pat
         cfg["resources"]["processes"] = 1
         job_id = requests.post(f"{url}/jobs", json={"kind": "teacher", "name": "long", "config": cfg}, headers=h).json()["id"]
         runs = tmp_path / "var" / "storage" / "runs" / str(job_id)
-        deadline = time.monotonic() + 240
-        while not (runs / "attempt-1" / "checkpoints" / "last.pt").exists():
-            assert time.monotonic() < deadline, "attempt 1 never wrote a checkpoint"
-            time.sleep(0.5)
+        wait_until((runs / "attempt-1" / "checkpoints" / "last.pt").exists, 240, "attempt 1's first checkpoint")
         tree = psutil.Process(up.pid).children(recursive=True)
         assert any("deit_core.train" in " ".join(p.cmdline()) for p in tree)
     _, alive = psutil.wait_procs(tree, timeout=10)
@@ -124,13 +117,10 @@ def test_stopping_up_mid_run_requeues_the_job_and_the_next_start_resumes(tmp_pat
 
     with embedded_service(tmp_path, **service_env) as (url, h, up):
         metrics = runs / "attempt-2" / "metrics.jsonl"
-        deadline = time.monotonic() + 240
-        while not (metrics.exists() and '"start"' in metrics.read_text()):
-            assert time.monotonic() < deadline, "attempt 2 never started"
-            time.sleep(0.5)
-        start = json.loads(metrics.read_text().splitlines()[0])
+        wait_until(lambda: metrics.exists() and '"start"' in metrics.read_text(), 240, "attempt 2 to start")
+        start = next(e for e in map(json.loads, metrics.read_text().splitlines()) if e["event"] == "start")
         assert start["event"] == "start" and start["resumed"] and start["start_epoch"] >= 1, start
-        requests.post(f"{url}/jobs/{job_id}/cancel", headers=h)
+        assert requests.post(f"{url}/jobs/{job_id}/cancel", headers=h).status_code == 202
 
 
 def test_parity_gate_failure_fails_the_job_and_keeps_checkpoint_and_report(tmp_path):

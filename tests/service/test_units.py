@@ -4,13 +4,13 @@ from __future__ import annotations
 import io
 import json
 import sys
-import time
 import zipfile
 
 import psutil
 import pytest
 
 from server.archives import ArchiveRefused, unpack_dataset
+from tests.helpers import wait_until
 from worker import launch
 from worker.tail import MetricsTail, RunProgress
 
@@ -50,10 +50,7 @@ def test_stop_kills_the_whole_tree_even_if_sigterm_is_ignored(tmp_path):
     script = tmp_path / "stubborn.py"
     script.write_text(STUBBORN)
     proc = launch.start([sys.executable, str(script)], tmp_path / "out.log", env={}, cwd=tmp_path)
-    deadline = time.monotonic() + 30
-    while len(psutil.Process(proc.pid).children(recursive=True)) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: len(psutil.Process(proc.pid).children(recursive=True)) >= 2, 30, "the two children", 0.1)
     tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     launch.stop(proc, grace_s=1)
     _, alive = psutil.wait_procs(tree, timeout=5)

@@ -58,27 +58,32 @@ def make_tgz(members: dict[str, bytes], symlink: str | None = None) -> bytes:
 GOOD = {f"{s}/{c}/{i}.png": png() for s in ("train", "val") for c in ("a", "b") for i in range(2)}
 
 
-def job_cases(service):
-    data = str(service.data)
+def job_cases(data: str) -> list:
+    """(label, body, status, field) for a submission that must be refused; ``data`` is the service's dataset."""
     good = teacher_config(data)
+
+    def teacher(**config) -> dict:
+        return {"kind": "teacher", "name": "x", "config": {**good, **config}}
+
+    def train(**values) -> dict:
+        return teacher(train={**good["train"], **values})
+
+    def data_paths(**values) -> dict:
+        return teacher(data={**good["data"], **values})
+
     return [
-        ("unknown config key", {"kind": "teacher", "name": "x", "config": {**good, "bogus": 1}}, 400, "config.bogus"),
-        ("unknown nested key", {"kind": "teacher", "name": "x",
-                                "config": {**good, "train": {**good["train"], "epochz": 1}}}, 400, "config.train.epochz"),
-        ("wrong type", {"kind": "teacher", "name": "x",
-                        "config": {**good, "train": {**good["train"], "batch_size": "32"}}}, 400, "config.train.batch_size"),
+        ("unknown config key", teacher(bogus=1), 400, "config.bogus"),
+        ("unknown nested key", train(epochz=1), 400, "config.train.epochz"),
+        ("wrong type", train(batch_size="32"), 400, "config.train.batch_size"),
         ("unknown body key", {"kind": "teacher", "name": "x", "config": good, "priority": 1}, 400, "priority"),
         ("missing name", {"kind": "teacher", "config": good}, 400, "name"),
         ("bad kind", {"kind": "student", "name": "x", "config": good}, 400, "kind"),
-        ("missing dataset path", {"kind": "teacher", "name": "x",
-                                  "config": {**good, "data": {**good["data"], "train": f"{data}/nope"}}}, 400, "config.data.train"),
-        ("missing registered dataset", {"kind": "teacher", "name": "x",
-                                        "config": {**good, "data": {**good["data"], "val": "dataset:nope/val"}}}, 400, "config.data.val"),
-        ("path traversal", {"kind": "teacher", "name": "x",
-                            "config": {**good, "data": {**good["data"], "train": f"{data}/../../../etc"}}}, 400, "config.data.train"),
-        ("outside data roots", {"kind": "teacher", "name": "x",
-                                "config": {**good, "data": {**good["data"], "train": "/etc"}}}, 400, "config.data.train"),
-        ("distill without teacher", {"kind": "distill", "name": "x", "config": distill_config(data)}, 400, "config.teacher.checkpoint"),
+        ("missing dataset path", data_paths(train=f"{data}/nope"), 400, "config.data.train"),
+        ("missing registered dataset", data_paths(val="dataset:nope/val"), 400, "config.data.val"),
+        ("path traversal", data_paths(train=f"{data}/../../../etc"), 400, "config.data.train"),
+        ("outside data roots", data_paths(train="/etc"), 400, "config.data.train"),
+        ("distill without teacher", {"kind": "distill", "name": "x", "config": distill_config(data)}, 400,
+         "config.teacher.checkpoint"),
         ("unknown artifact", {"kind": "distill", "name": "x", "config": distill_config(data, checkpoint=999999)}, 400,
          "config.teacher.checkpoint"),
         ("bad pipeline teacher", {"kind": "distill", "name": "x", "config": distill_config(data),
@@ -87,14 +92,18 @@ def job_cases(service):
     ]
 
 
-def test_bad_job_submissions(service):
+JOB_CASE_LABELS = [case[0] for case in job_cases("/data")]
+
+
+@pytest.mark.parametrize("label", JOB_CASE_LABELS)
+def test_bad_job_submission(service, label):
+    _, body, status, fieldname = next(c for c in job_cases(str(service.data)) if c[0] == label)
     before = counts(service)
-    for label, body, status, fieldname in job_cases(service):
-        r = service.api("POST", "/jobs", json=body)
-        assert r.status_code == status, (label, r.text)
-        err = r.json()["error"]
-        assert err["field"] == fieldname, (label, err)
-        assert err["code"] and err["message"], label
+    r = service.api("POST", "/jobs", json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["field"] == fieldname, err
+    assert err["code"] and err["message"]
     assert counts(service) == before
 
 
@@ -139,13 +148,26 @@ def test_other_users_job_is_404(service):
 
 
 def test_list_filters_and_pagination(service):
-    r = service.api("GET", "/jobs?limit=1&offset=0&kind=teacher")
-    body = r.json()
-    assert r.status_code == 200 and set(body) >= {"jobs", "total", "limit", "offset", "next_offset"}
-    assert "next_cursor" in body and len(body["jobs"]) <= 1 and all(j["kind"] == "teacher" for j in body["jobs"])
-    if body["total"] > 1:
-        nxt = service.api("GET", f"/jobs?limit=1&offset={body['next_offset']}&kind=teacher").json()
+    """Two jobs of this test's own (queued then cancelled) make sure there is a second page."""
+    ids = []
+    for i in range(2):
+        r = service.api("POST", "/jobs", user="bob", json={"kind": "teacher", "name": f"page-{i}",
+                                                          "config": teacher_config(str(service.data), epochs=200)})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    try:
+        r = service.api("GET", "/jobs?limit=1&offset=0&kind=teacher", user="bob")
+        body = r.json()
+        assert r.status_code == 200 and set(body) >= {"jobs", "total", "limit", "offset", "next_offset", "next_cursor"}
+        assert body["total"] >= 2 and len(body["jobs"]) == 1 and body["jobs"][0]["kind"] == "teacher"
+        nxt = service.api("GET", f"/jobs?limit=1&offset={body['next_offset']}&kind=teacher", user="bob").json()
         assert nxt["jobs"][0]["id"] < body["jobs"][0]["id"]
+        assert service.api("GET", "/jobs?kind=distill", user="bob").json()["jobs"] == []
+    finally:
+        for job_id in ids:
+            service.api("POST", f"/jobs/{job_id}/cancel", user="bob")
+        for job_id in ids:
+            assert service.wait(job_id, user="bob", timeout=120)["state"] == "cancelled"
 
 
 ARCHIVE_CASES = [
@@ -160,30 +182,38 @@ ARCHIVE_CASES = [
 ]
 
 
-def test_bad_dataset_archives(service):
+@pytest.mark.parametrize("label, filename, build, reason", ARCHIVE_CASES, ids=[c[0] for c in ARCHIVE_CASES])
+def test_bad_dataset_archive(service, label, filename, build, reason):
     before = counts(service)
     storage = service.root / "storage" / "datasets"
-    for label, filename, build, reason in ARCHIVE_CASES:
-        r = service.api("POST", "/datasets", files={"file": (filename, build())}, data={"name": f"bad-{len(label)}"})
-        assert r.status_code == 400, (label, r.text)
-        err = r.json()["error"]
-        assert err["field"] == "file" and reason in err["message"], (label, err)
+    name = "bad-" + label.replace(" ", "-")
+    r = service.api("POST", "/datasets", files={"file": (filename, build())}, data={"name": name})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["field"] == "file" and reason in err["message"], err
     assert counts(service) == before
-    assert not [p for p in storage.iterdir() if not p.name.startswith(".")] if storage.exists() else True
+    assert storage.is_dir(), "the service creates its storage folders at start"
+    assert not (storage / name).exists()
+    assert not list(storage.glob(".upload.*")), "the upload's temp folder was left behind"
     assert not (service.root / "evil.png").exists() and not (service.root / "storage" / "evil.png").exists()
 
 
-def test_bad_dataset_paths(service):
+DATASET_PATH_CASES = [  # (label, body with {data} for the service's dataset, field)
+    ("traversal", {"name": "x", "path": "{data}/../../.."}, "path"),
+    ("outside the roots", {"name": "x", "path": "/etc"}, "path"),
+    ("no train/ inside", {"name": "x", "path": "{data}/train"}, "path"),
+    ("bad name", {"name": "../x", "path": "{data}"}, "name"),
+    ("unknown key", {"name": "x", "path": "{data}", "extra": 1}, "extra"),
+]
+
+
+@pytest.mark.parametrize("label, body, fieldname", DATASET_PATH_CASES, ids=[c[0] for c in DATASET_PATH_CASES])
+def test_bad_dataset_path(service, label, body, fieldname):
     before = counts(service)
-    cases = [({"name": "x", "path": f"{service.data}/../../.."}, "path"),
-             ({"name": "x", "path": "/etc"}, "path"),
-             ({"name": "x", "path": str(service.data / "train")}, "path"),  # no train/ inside
-             ({"name": "../x", "path": str(service.data)}, "name"),
-             ({"name": "x", "path": str(service.data), "extra": 1}, "extra")]
-    for body, fieldname in cases:
-        r = service.api("POST", "/datasets", json=body)
-        assert r.status_code == 400, (body, r.text)
-        assert r.json()["error"]["field"] == fieldname, (body, r.json())
+    body = {k: v.format(data=service.data) if isinstance(v, str) else v for k, v in body.items()}
+    r = service.api("POST", "/datasets", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["field"] == fieldname, r.json()
     assert counts(service) == before
 
 

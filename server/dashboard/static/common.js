@@ -6,7 +6,7 @@
 const Distillery = (() => {
   const TOKEN_KEY = "distillery.token";
   const API = document.body.dataset.api || "/api/v1";
-  const TERMINAL = ["succeeded", "failed", "cancelled"];
+  const TERMINAL = (document.body.dataset.finalStates || "").split(",");  // server.vocabulary.FINAL_STATES
 
   class ApiError extends Error {
     constructor(status, body) {
@@ -22,6 +22,9 @@ const Distillery = (() => {
     const h = Object.assign({ Accept: "application/json" }, extra || {});
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) h.Authorization = "Bearer " + token;
+    // Without a token in this tab the session cookie authenticates; the API then wants the page's CSRF value.
+    const csrf = document.querySelector('meta[name="csrf-token"]');
+    if (csrf && csrf.content) h["X-CSRF-Token"] = csrf.content;
     return h;
   }
 
@@ -143,19 +146,62 @@ const Distillery = (() => {
     return el("span", { class: "badge state-" + state, text: state });
   }
 
+  /** "at chance" when a finished job's top-1 is no better than guessing (the API's job.at_chance). */
+  function chanceNote(job) {
+    if (!job.at_chance) return null;
+    return `top-1 ${num(job.top1, 1)}% is chance level (${num(job.chance_top1, 1)}% = guessing among ` +
+      `${Math.round(100 / job.chance_top1)} classes): the model learned nothing; see the data presets on the submit page`;
+  }
+
   function owner(job) {
     let o = job.owner ?? job.user ?? job.owner_name ?? "–";
     if (o && typeof o === "object") o = o.name || o.username || o.id;
     return String(o);
   }
 
+  /** The one accuracy shown everywhere: val top-1 of the checkpoint that is exported (the API's
+   * job.top1, the final epoch; see job.top1_checkpoint). */
   function bestTop1(job) {
+    if (typeof job.top1 === "number") return job.top1;
     const m = job.metrics || {};
-    for (const k of ["best_val_top1", "val_top1_best", "best_top1", "val_top1"]) {
-      if (typeof job[k] === "number") return job[k];
-      if (typeof m[k] === "number") return m[k];
+    return typeof m.val_top1 === "number" ? m.val_top1 : null;
+  }
+
+  /** Config keys in words, the key itself kept as a hint (train.aa -> "RandAugment"). */
+  const LABELS = {
+    "data.train": "Training images", "data.val": "Validation images", "data.img_size": "Image size (px)",
+    "data.crop_pct": "Eval center-crop share",
+    "student.model": "Student model", "student.patch_size": "Patch size (px)", "student.init": "Initial weights",
+    "teacher.model": "Teacher model", "teacher.checkpoint": "Teacher weights",
+    "distillation.type": "Distillation", "distillation.alpha": "Teacher loss weight (alpha)",
+    "distillation.tau": "Soft-label temperature (tau)", "distillation.kl_reduction": "KL reduction",
+    "train.epochs": "Epochs", "train.batch_size": "Batch size per process", "train.lr": "Base learning rate (per 512 images)",
+    "train.weight_decay": "Weight decay", "train.warmup_epochs": "Warm-up epochs", "train.mixup": "Mixup alpha",
+    "train.cutmix": "CutMix alpha", "train.smoothing": "Label smoothing", "train.drop_path": "Stochastic depth (drop path)",
+    "train.aa": "RandAugment", "train.scale_min": "Smallest random-crop area", "train.hflip": "Horizontal flip probability",
+    "train.reprob": "Random erasing probability", "train.ema": "Weight EMA", "train.ema_decay": "EMA decay",
+    "train.clip_grad": "Gradient clipping", "train.mixed_precision": "Mixed precision", "train.seed": "Random seed",
+    "train.accum_steps": "Gradient accumulation steps", "train.min_lr": "Final learning rate",
+    "train.warmup_lr": "Warm-up start learning rate", "train.repeated_aug": "Repeated augmentation",
+    "train.workers": "Data-loader workers", "train.log_every": "Log every N steps",
+    "resources.processes": "Processes (ranks)", "resources.max_attempts": "Automatic attempts",
+  };
+  const label = (dotted) => LABELS[dotted] || dotted;
+
+  /** {"a.b": v} of a nested config (two levels: section.key). */
+  function flatConfig(cfg) {
+    const out = {};
+    for (const [sec, part] of Object.entries(cfg || {})) {
+      if (part && typeof part === "object" && !Array.isArray(part)) for (const [k, v] of Object.entries(part)) out[sec + "." + k] = v;
+      else out[sec] = part;
     }
-    return null;
+    return out;
+  }
+
+  function valueText(v) {
+    if (v === null || v === undefined) return "–";
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
   }
 
   function flash(message, isError) {
@@ -186,5 +232,6 @@ const Distillery = (() => {
   });
 
   return { TOKEN_KEY, API, TERMINAL, ApiError, api, apiBlob, items, el, duration, age, parseTime, bytes, num,
-           fraction, progressText, setBar, badge, owner, bestTop1, flash, poll };
+           fraction, progressText, setBar, badge, owner, bestTop1, flash, poll, LABELS, label, flatConfig, valueText,
+           chanceNote };
 })();

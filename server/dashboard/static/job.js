@@ -1,5 +1,7 @@
 /* Job page: polls GET /jobs/{id}, /metrics and /logs every 2 s while the job is live and redraws
- * the progress bar, the four SVG charts, the log tail, the export report and the artifacts. */
+ * what the run is doing (its phase from the first second), the progress bar, the four SVG charts,
+ * the distillation gain, the log tail, the export report (report.js), the artifacts and the
+ * resolved parameters next to their defaults. */
 "use strict";
 (() => {
   const D = Distillery;
@@ -80,10 +82,32 @@
   }
 
   // ------------------------------------------------------------------ job header and stats
+  const recipe = JSON.parse(document.getElementById("recipe").textContent);
+  const PHASES = {
+    "loading data": "Loading the data…", "building model": "Building the model…", "loading teacher": "Loading the teacher…",
+    "evaluating teacher": "Evaluating the teacher on the validation images…",
+    "teacher evaluated": "Teacher evaluated · starting the first epoch…", "first epoch": "First epoch running…",
+  };
+
+  /** What the job is doing right now, in words, from the first second on (fed by the run's events). */
+  function statusText(j) {
+    const p = j.progress || {};
+    const m = j.metrics || {};
+    const teacher = isNum(m.teacher_top1) ? ` · teacher top-1 ${m.teacher_top1.toFixed(1)}%` : "";
+    if (j.state === "queued") return j.parent_id && !(j.config && j.config.teacher && j.config.teacher.checkpoint !== null)
+      ? `Queued: waiting for teacher job #${j.parent_id} to finish…` : "Queued: waiting for a worker…";
+    if (j.state === "running" && !p.step) return (PHASES[p.phase] || "Starting the training processes…") + teacher;
+    if (j.state === "exporting") return "Training done · exporting and checking the int8 .ptl/.pte…";
+    if (j.state === "cancelled") return "Cancelled" + (p.epoch ? ` at epoch ${p.epoch}/${p.epochs}` : " before training started");
+    if (j.state === "failed") return "Failed" + (p.epoch ? ` in epoch ${p.epoch}/${p.epochs}` : " before the first epoch");
+    return D.progressText(j) + teacher;
+  }
+
   function renderJob(j) {
     document.title = `${j.name} · job ${j.id} · distillery`;
     $("job-name").textContent = j.name || `Job ${j.id}`;
-    const meta = [j.kind, `owner ${D.owner(j)}`, `created ${D.age(j.created_at)} ago`];
+    const meta = [j.kind + (j.baseline_of ? ` (baseline: no teacher, for job #${j.baseline_of})` : ""), `owner ${D.owner(j)}`,
+      `created ${D.age(j.created_at)} ago`];
     if (j.attempt > 1) meta.push(`attempt ${j.attempt}`);
     if (j.worker) meta.push(`worker ${j.worker}`);
     $("job-meta").textContent = meta.join(" · ");
@@ -91,23 +115,86 @@
     st.textContent = j.state;
     st.className = "badge state-" + j.state;
     D.setBar($("job-progress"), j);
-    $("progress-text").textContent = j.state === "queued" ? "Queued: waiting for a worker…"
-      : j.state === "exporting" ? "Training done · exporting int8 .ptl/.pte…"
-      : D.progressText(j);
+    const text = $("progress-text");
+    text.textContent = statusText(j);
+    text.classList.toggle("phase", j.state === "running" && !(j.progress || {}).step);
     const m = j.metrics || {};
-    const stats = [["loss", D.num(m.loss, 4)], ["val top-1", D.num(m.val_top1)], ["best top-1", D.num(D.bestTop1(j))],
-      ["teacher top-1", D.num(m.teacher_top1)], ["agreement", D.num(m.val_agreement, 1)],
+    const stats = [[`top-1 (${j.top1_checkpoint || "final"}, exported)`, D.num(j.top1, 1)], ["best epoch top-1", D.num(m.best_top1, 1)],
+      ["teacher top-1", D.num(m.teacher_top1, 1)], ["agreement", D.num(m.val_agreement, 1)], ["loss", D.num(m.loss, 4)],
       ["images/s", D.num(m.img_per_s, 0)], ["ETA", D.TERMINAL.includes(j.state) ? "–" : D.duration((j.progress || {}).eta_s)]];
     $("job-stats").replaceChildren(...stats.map(([k, v]) =>
       D.el("div", { class: "stat" }, D.el("dt", { text: k }), D.el("dd", { text: v }))));
-    const err = $("job-error");
-    err.hidden = !j.error;
-    err.textContent = j.error ? "Error: " + (typeof j.error === "string" ? j.error : JSON.stringify(j.error)) : "";
-    $("cancel-btn").hidden = !["queued", "running", "exporting"].includes(j.state) || j.cancel_requested;
+    renderGain(j);
+    const chance = D.chanceNote(j);
+    $("chance").hidden = !chance;
+    $("chance").textContent = chance ? "At chance: " + chance : "";
+    renderEnd(j);
+    const live = ["queued", "running", "exporting"].includes(j.state);
+    $("cancel-btn").hidden = !live || j.cancel_requested;
     $("retry-btn").hidden = !["failed", "cancelled"].includes(j.state);
+    if (!live && cancelFlash) { D.flash(""); cancelFlash = false; }  // "Cancel requested." goes once the job has ended
+    $("compare-link").href = `../compare?ids=${[j.id, j.baseline && j.baseline.job_id, j.baseline_of].filter(Boolean).join(",")}`;
     renderArtifacts(j.artifacts || []);
     if (lineageFor !== j.parent_id) { lineageFor = j.parent_id; renderLineage(j); }
+    if (configFor !== j.id && j.config) { configFor = j.id; renderConfig(j.config); }
   }
+  let configFor = null, cancelFlash = false;
+
+  function renderGain(j) {
+    const box = $("gain");
+    const b = j.baseline;
+    if (!b) { box.hidden = true; return; }
+    box.hidden = false;
+    box.replaceChildren();
+    const link = D.el("a", { href: String(b.job_id), text: `job #${b.job_id}` });
+    if (isNum(b.gain)) {
+      box.classList.toggle("negative", b.gain < 0);
+      box.append(`distillation gain: ${b.gain >= 0 ? "+" : "−"}${Math.abs(b.gain).toFixed(1)} pt over the same student without a teacher ` +
+        `(${isNum(b.top1) ? b.top1.toFixed(1) + "% in " : ""}`, link, ")");
+    } else {
+      box.classList.remove("negative");
+      box.append(`distillation gain: waiting for both runs (baseline without a teacher: `, link, ` ${b.state})`);
+    }
+  }
+
+  /** A failed job: its reason and what survived; a cancelled one: a grey note, not a red error. */
+  function renderEnd(j) {
+    const box = $("job-error");
+    if (!["failed", "cancelled"].includes(j.state)) { box.hidden = true; return; }
+    box.hidden = false;
+    box.className = j.state === "cancelled" ? "notice-box" : "error-box";
+    const reason = !j.error ? (j.state === "cancelled" ? "the run was stopped on request" : "no reason was recorded")
+      : typeof j.error === "string" ? j.error : JSON.stringify(j.error);
+    const kept = (j.artifacts || []).map((a) => a.format === "report" && (a.metadata || {}).rejected ? "the rejected export report (below)"
+      : a.format === "checkpoint" ? `the trained checkpoint (artifact ${a.id}, ${D.bytes(a.size)}): usable as a teacher or to resume` : a.format);
+    box.replaceChildren(
+      D.el("strong", { text: j.state === "cancelled" ? "Cancelled: " : "Failed: " }), reason,
+      D.el("p", { class: "muted", style: "margin:6px 0 0", text: kept.length ? "What survived:" : (j.state === "failed"
+        ? "Nothing survived: the run ended before its first checkpoint; the log below has the details." : "") }),
+      kept.length ? D.el("ul", { class: "survived", "data-testid": "survived" }, ...kept.map((k) => D.el("li", { text: k }))) : "");
+  }
+
+  /** The full resolved config, each value next to the recipe default; changed rows marked. */
+  function renderConfig(cfg) {
+    const flat = D.flatConfig(cfg);
+    const rows = Object.entries(flat).map(([k, v]) => {
+      const [sec, key] = k.split(".");
+      const spec = ((recipe[sec] || {})[key]) || null;
+      const def = spec ? spec.default : undefined;
+      const changed = spec && JSON.stringify(def ?? null) !== JSON.stringify(v ?? null);
+      return D.el("tr", { class: changed ? "changed" : null, "data-param": k },
+        D.el("th", {}, D.label(k), " ", D.label(k) === k ? "" : D.el("small", { text: k })),
+        D.el("td", { class: "value", text: D.valueText(v) }),
+        D.el("td", { class: "default", text: spec ? D.valueText(def) : "" }));
+    });
+    $("config-body").replaceChildren(...rows);
+    applyOnlyChanged();
+  }
+  function applyOnlyChanged() {
+    const only = $("only-changed").checked;
+    for (const tr of $("config-body").children) tr.hidden = only && !tr.classList.contains("changed");
+  }
+  $("only-changed").addEventListener("change", applyOnlyChanged);
 
   /** teacher -> student: the parent job (pipelines set parent_id) and, for a teacher, the distill
    * jobs among the latest 200 that name it as parent (the API has no parent filter). */
@@ -137,24 +224,30 @@
   // ------------------------------------------------------------------ artifacts and report
   function renderArtifacts(arts) {
     const body = $("artifacts-body");
-    const key = arts.map((a) => a.id + ":" + a.sha256).join(",");
+    const key = arts.map((a) => a.id + ":" + a.sha256).join(",") + "|" + (job && job.state);
     if (body.dataset.key === key) return;
     body.dataset.key = key;
     if (!arts.length) {
       body.replaceChildren(D.el("tr", {}, D.el("td", { colspan: 5, class: "muted", text: "None yet." })));
-      return;
+    } else {
+      body.replaceChildren(...arts.map((a) => D.el("tr", { "data-format": a.format },
+        D.el("td", {}, D.el("strong", { text: a.format })),
+        D.el("td", { "data-label": "kind", text: a.kind || "–" }),
+        D.el("td", { class: "num", "data-label": "size", text: D.bytes(a.size) }),
+        D.el("td", { class: "sha", "data-label": "sha256" }, D.el("code", { title: a.sha256 || "", text: a.sha256 || "–" })),
+        D.el("td", { class: "action" }, D.el("a", { class: "button", href: a.download_url || `${D.API}/artifacts/${a.id}/download`,
+          download: a.filename || "", "data-testid": "download-" + a.format, text: "Download" })))));
     }
-    body.replaceChildren(...arts.map((a) => D.el("tr", { "data-format": a.format },
-      D.el("td", {}, D.el("strong", { text: a.format })),
-      D.el("td", { text: a.kind || "–" }),
-      D.el("td", { class: "num", text: D.bytes(a.size) }),
-      D.el("td", { class: "sha" }, D.el("code", { title: a.sha256 || "", text: a.sha256 || "–" })),
-      D.el("td", {}, D.el("a", { class: "button", href: a.download_url || `${D.API}/artifacts/${a.id}/download`,
-        download: a.filename || "", "data-testid": "download-" + a.format, text: "Download" })))));
     const report = arts.filter((a) => a.format === "report").pop();
     if (report && report.id !== reportArtifactId) {
       reportArtifactId = report.id;
       loadReport(report);
+    } else if (!report && job) {
+      const why = job.state === "failed" ? "No report: the job failed before its export finished (see the reason above)."
+        : job.state === "cancelled" ? "No report: the job was cancelled before its export."
+        : job.state === "succeeded" ? "No report was registered for this job."
+        : "No report yet: it appears when the export step has run.";
+      $("report").replaceChildren(D.el("p", { class: "muted report-lead", style: "padding-bottom:10px", text: why }));
     }
   }
 
@@ -162,76 +255,11 @@
     const box = $("report");
     try {
       const report = await D.api(`/artifacts/${art.id}/download`);
-      box.replaceChildren(...Report.render(report));
+      box.replaceChildren(...Report.render(report, job, { rejected: (art.metadata || {}).rejected }));
     } catch (e) {
       box.replaceChildren(D.el("p", { class: "field-error", text: "Could not load the report: " + e.message }));
     }
   }
-
-  /** Defensive rendering of report.json: every table-like part (a dict of dicts or a list of dicts,
-   * `variants` first) becomes a table, every other value a row of a details table. */
-  const Report = {
-    PREFERRED: ["top1", "top5", "agreement_top1", "latency_ms.p50", "latency_ms.p90", "size_bytes", "bytes", "sha256", "file"],
-    flat(obj, prefix, out, depth) {
-      for (const [k, v] of Object.entries(obj || {})) {
-        const key = prefix ? prefix + "." + k : k;
-        if (v && typeof v === "object" && !Array.isArray(v) && depth < 1 && Object.keys(v).length <= 12) this.flat(v, key, out, depth + 1);
-        else out[key] = v;
-      }
-      return out;
-    },
-    cell(v, key) {
-      if (v === null || v === undefined) return "–";
-      if (typeof v === "number") {
-        if (/bytes|size/.test(key || "")) return D.bytes(v);
-        const t = Number.isInteger(v) ? String(v) : (+v.toPrecision(4)).toString();
-        return /(latency.*\.p\d+|_ms)$/.test(key || "") ? t + " ms" : t;
-      }
-      if (typeof v === "boolean") return v ? "yes" : "no";
-      if (Array.isArray(v)) return v.length > 6 ? `${v.length} items` : v.map((x) => typeof x === "object" ? JSON.stringify(x) : x).join(", ");
-      if (typeof v === "object") return JSON.stringify(v);
-      return String(v);
-    },
-    isRowMap(v) {
-      if (Array.isArray(v)) return v.length > 0 && v.every((r) => r && typeof r === "object" && !Array.isArray(r));
-      if (v && typeof v === "object") {
-        const vals = Object.values(v);
-        return vals.length > 0 && vals.every((r) => r && typeof r === "object" && !Array.isArray(r));
-      }
-      return false;
-    },
-    rowsOf(v) {
-      return Array.isArray(v) ? v.map((r, i) => [String(r.name || r.format || r.variant || r.model || i + 1), r]) : Object.entries(v);
-    },
-    table(headers, rows, attrs) {
-      return D.el("table", Object.assign({ class: "report" }, attrs),
-        D.el("thead", {}, D.el("tr", {}, ...headers.map((h) => D.el("th", { text: h })))),
-        D.el("tbody", {}, ...rows.map((r) => D.el("tr", {}, ...r.map((c, i) => D.el(i ? "td" : "th", { text: c, title: c.length > 24 ? c : null }))))));
-    },
-    render(report) {
-      if (!report || typeof report !== "object") return [D.el("pre", { text: String(report) })];
-      const keys = Object.keys(report);
-      const tableKeys = keys.filter((k) => this.isRowMap(report[k])).sort((a, b) => (b === "variants") - (a === "variants"));
-      const out = [];
-      for (const k of tableKeys) {
-        const rows = this.rowsOf(report[k]).map(([name, r]) => [name, this.flat(r, "", {}, 0)]);
-        const cols = [];
-        for (const [, r] of rows) for (const c of Object.keys(r)) if (!cols.includes(c)) cols.push(c);
-        const rank = (c) => { const i = this.PREFERRED.indexOf(c); return i < 0 ? 99 : i; };
-        cols.sort((a, b) => rank(a) - rank(b));
-        out.push(D.el("h3", { class: "report-caption", text: k }));
-        out.push(this.table(["", ...cols], rows.map(([name, r]) => [name, ...cols.map((c) => this.cell(r[c], c))]),
-          { "data-testid": k === tableKeys[0] ? "report-table" : "report-" + k }));
-      }
-      const rest = this.flat(Object.fromEntries(keys.filter((k) => !tableKeys.includes(k)).map((k) => [k, report[k]])), "", {}, 0);
-      const restRows = Object.entries(rest).map(([k, v]) => [k, this.cell(v, k)]);
-      if (restRows.length) {
-        out.push(D.el("details", { class: "report-details" }, D.el("summary", { text: `All report fields (${restRows.length})` }),
-          this.table(["", "value"], restRows, { "data-testid": "report-details" })));
-      }
-      return out;
-    },
-  };
 
   // ------------------------------------------------------------------ polling
   async function refreshJob() {
@@ -285,6 +313,7 @@
       const res = await D.api(`/jobs/${id}/${name}`, { method: "POST" });
       if (name === "retry" && res && res.id && String(res.id) !== String(id)) { location.href = String(res.id); return; }
       D.flash(name === "cancel" ? "Cancel requested." : "Job queued again.");
+      cancelFlash = name === "cancel";
       finalRounds = 0;
       await refreshJob();
       if (name === "retry") location.reload();

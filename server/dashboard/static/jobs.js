@@ -35,7 +35,8 @@
       D.el("td", { text: job.kind }),
       D.el("td", {}, D.badge(job.state)),
       D.el("td", { class: "progress-col" }, bar, D.el("small", { class: "muted", text: D.progressText(job) })),
-      D.el("td", { class: "num", text: top1 === null ? "–" : D.num(top1) }),
+      D.el("td", { class: "num", title: job.at_chance ? "chance level: the model learned nothing" : null,
+        text: top1 === null ? "–" : D.num(top1, 1) + (job.at_chance ? " (chance)" : "") }),
       D.el("td", { text: D.owner(job) }),
       D.el("td", { title: job.created_at || "", text: D.age(job.created_at) }));
   }

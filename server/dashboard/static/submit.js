@@ -15,7 +15,8 @@
     "data.train": "ImageFolder root on the server, or pick a dataset above",
     "teacher.checkpoint": "distill: a teacher artifact id, a server path, or 'timm'",
     "student.patch_size": "empty: the model's own (16)",
-    "train.aa": "empty: no RandAugment",
+    "train.aa": "a timm RandAugment policy; empty: none",
+    "train.hflip": "0 for data a mirror changes (digits, text)",
     "train.batch_size": "per process",
   };
 
@@ -25,7 +26,7 @@
   function input(path, spec) {
     const type = spec.type;
     const wrap = D.el("div", { class: "field", "data-wrap": path });
-    const label = D.el("label", { for: "f-" + path, text: path.split(".")[1] });
+    const label = D.el("label", { for: "f-" + path }, D.label(path), " ", D.el("small", { text: path.split(".")[1] }));
     let inp;
     if (choices[path]) {
       inp = D.el("select", { id: "f-" + path }, ...choices[path].map((c) => D.el("option", { value: c, text: c })));
@@ -131,6 +132,7 @@
     const sel = document.getElementById("dataset");
     try {
       const list = D.items(await D.api("/datasets?limit=200"));
+      datasets = list;
       for (const ds of list) {
         sel.append(D.el("option", { value: ds.id, text: `${ds.name} (${ds.num_classes ?? "?"} classes, ${ds.num_train ?? "?"} train images)` }));
       }
@@ -139,12 +141,33 @@
         if (!ds) return;
         form.querySelector('[data-field="data.train"]').value = `dataset:${ds.name}/train`;
         form.querySelector('[data-field="data.val"]').value = `dataset:${ds.name}/val`;
-        document.getElementById("dataset-hint").textContent = `data.train and data.val set from dataset ${ds.name}`;
+        const n = ds.num_train;
+        const preset = typeof n === "number" ? (n < 10000 ? "small" : n < 200000 ? "medium" : "imagenet") : null;
+        if (preset && !cloning) applyPreset(preset);
+        document.getElementById("dataset-hint").textContent = `data.train and data.val set from dataset ${ds.name}` +
+          (preset && !cloning ? `; ${PRESETS[preset].label.toLowerCase()} preset applied` : "");
+        update();
       });
       if (!list.length) document.getElementById("dataset-hint").textContent = "No datasets registered yet (POST /api/v1/datasets).";
     } catch (e) {
       document.getElementById("dataset-hint").textContent = "Could not list datasets: " + e.message;
     }
+  }
+
+  let datasets = [];
+  const fieldEl = (path) => form.querySelector(`[data-field="${CSS.escape(path)}"]`);
+  function setField(path, v) {
+    const inp = fieldEl(path);
+    if (!inp) return;
+    if (inp.type === "checkbox") inp.checked = !!v;
+    else inp.value = v === null || v === undefined ? "" : String(v);
+  }
+  /** A server path back to the dataset:NAME/... form when it is one of the user's datasets. */
+  function dataRef(path) {
+    for (const ds of datasets) {
+      for (const part of ["train", "val"]) if (ds[part] === path || ds.path + "/" + part === path) return `dataset:${ds.name}/${part}`;
+    }
+    return path;
   }
 
   async function loadTeachers() {
@@ -156,16 +179,85 @@
         const ck = (j.artifacts || []).filter((a) => a.format === "checkpoint").pop();
         if (!ck) continue;
         const top1 = D.bestTop1(j);
-        sel.append(D.el("option", { value: ck.id, "data-model": (j.config && j.config.teacher && j.config.teacher.model) || "",
-          text: `#${j.id} ${j.name}` + (top1 !== null ? ` (top-1 ${D.num(top1)})` : "") }));
+        sel.append(D.el("option", { value: ck.id, "data-job": j.id,
+          text: `#${j.id} ${j.name}` + (top1 !== null ? ` (top-1 ${D.num(top1, 1)}%)` : "") }));
       }
-      sel.addEventListener("change", () => {
+      sel.addEventListener("change", async () => {
         if (!sel.value) return;
-        form.querySelector('[data-field="teacher.checkpoint"]').value = sel.value;
-        const model = sel.selectedOptions[0].dataset.model;
-        if (model) form.querySelector('[data-field="teacher.model"]').value = model;
+        setField("teacher.checkpoint", sel.value);
+        // The teacher's own model, image size and data are the starting point (the API checks them too).
+        try {
+          const t = await D.api(`/jobs/${sel.selectedOptions[0].dataset.job}`);
+          const c = t.config || {};
+          setField("teacher.model", (c.teacher || {}).model);
+          for (const k of ["img_size", "crop_pct"]) if ((c.data || {})[k] !== undefined) setField("data." + k, c.data[k]);
+          if ((c.data || {}).train) { setField("data.train", dataRef(c.data.train)); setField("data.val", dataRef(c.data.val)); }
+          document.getElementById("teacher-hint").textContent = `teacher.model, image size and data set from job #${t.id} ` +
+            `(${(c.teacher || {}).model}, ${(c.data || {}).img_size} px)`;
+          update();
+        } catch (e) { /* the API fills what is left out and refuses what conflicts */ }
       });
     } catch (e) { /* the text field still works */ }
+  }
+
+  // ------------------------------------------------------------------ presets, warnings, effective lr
+  const SMALL_TRAIN = { "train.aa": "", "train.mixup": 0, "train.cutmix": 0, "train.reprob": 0, "train.smoothing": 0.1,
+    "train.drop_path": 0, "train.repeated_aug": false, "train.warmup_epochs": 2 };
+  const PRESETS = {
+    small: { label: "Small data (under 10k images, e.g. digits)", values: { "data.img_size": 32, "data.crop_pct": 1.0,
+      "student.patch_size": 8, "train.epochs": 30, "train.batch_size": 32, "train.lr": 2e-3, "train.scale_min": 0.5,
+      "train.hflip": 0, ...SMALL_TRAIN } },
+    medium: { label: "Medium (10k-200k images, e.g. CIFAR)", values: { "data.img_size": 64, "data.crop_pct": 1.0,
+      "student.patch_size": 8, "train.epochs": 100, "train.batch_size": 64, "train.lr": 1e-3, "train.aa": "rand-m9-mstd0.5-inc1",
+      "train.mixup": 0.2, "train.cutmix": 0, "train.reprob": 0.1, "train.smoothing": 0.1, "train.drop_path": 0.05,
+      "train.hflip": 0.5, "train.scale_min": 0.35, "train.repeated_aug": false, "train.warmup_epochs": 5 } },
+    imagenet: { label: "ImageNet-scale (the DeiT recipe)", values: {} },
+  };
+  for (const [k, v] of Object.entries(recipe.data || {})) if (PRESETS.imagenet.values["data." + k] === undefined) PRESETS.imagenet.values["data." + k] = v.default;
+  for (const sec of ["student", "train"]) for (const [k, v] of Object.entries(recipe[sec] || {})) PRESETS.imagenet.values[sec + "." + k] = v.default;
+  delete PRESETS.imagenet.values["data.train"]; delete PRESETS.imagenet.values["data.val"];
+
+  function applyPreset(name) {
+    for (const [path, v] of Object.entries(PRESETS[name].values)) setField(path, v);
+    for (const b of document.querySelectorAll("#presets button")) b.classList.toggle("active", b.dataset.preset === name);
+    update();
+  }
+
+  function currentDataset() {
+    const m = /^dataset:([^/]+)\//.exec((fieldEl("data.train") || {}).value || "");
+    return m ? datasets.find((d) => d.name === m[1]) : null;
+  }
+
+  const num = (path) => { const inp = fieldEl(path); const v = inp ? Number(inp.value) : NaN; return isNaN(v) ? null : v; };
+
+  /** Choices known to break small or non-flippable data, in words. */
+  function warnings() {
+    const ds = currentDataset();
+    const out = [];
+    const n = ds && ds.num_train;
+    const small = typeof n === "number" && n < 10000;
+    const img = num("data.img_size"), epochs = num("train.epochs");
+    if (small && img >= 160) out.push(`${img} px on ${n} training images: small images upscaled this far train slowly and overfit; the small-data preset uses 32 px.`);
+    if (small && (num("train.mixup") > 0 || num("train.cutmix") > 0)) out.push("Mixup/CutMix on a small dataset: with few images they blur every label and the model often stays at chance.");
+    if (small && (fieldEl("train.aa") || {}).value) out.push("RandAugment on a small dataset: strong augmentation needs many epochs to pay off; turn it off.");
+    if (ds && /digit|mnist|text|char|letter|sign|ocr/i.test(ds.name) && num("train.hflip") > 0) out.push(`Horizontal flips on ${ds.name}: a mirrored 2 is not a 2; set the flip probability to 0.`);
+    if (small && epochs >= 200) out.push(`${epochs} epochs on ${n} images: the DeiT budget is for 1.28M images; 20-50 epochs is plenty here.`);
+    const global = (num("train.batch_size") || 0) * (num("resources.processes") || 1) * (num("train.accum_steps") || 1);
+    if (typeof n === "number" && global > n / 4) out.push(`A global batch of ${global} leaves only ${Math.max(1, Math.floor(n / global))} step(s) per epoch on ${n} images.`);
+    return out;
+  }
+
+  function update() {
+    const box = document.getElementById("warnings");
+    const list = warnings();
+    box.replaceChildren(...list.map((w) => D.el("li", { text: w })));
+    box.hidden = !list.length;
+    const lrNote = document.getElementById("effective-lr");
+    const lr = num("train.lr"), bs = num("train.batch_size"), procs = num("resources.processes") || 1, acc = num("train.accum_steps") || 1;
+    if (lrNote && lr && bs) {
+      const global = bs * procs * acc;
+      lrNote.textContent = `effective peak lr ${(lr * global / 512).toExponential(2)} = ${lr} × global batch ${global} / 512`;
+    }
   }
 
   form.addEventListener("submit", async (ev) => {
@@ -181,6 +273,7 @@
         teacher: { model: c.teacher.model }, train: c.train, resources: c.resources } };
       c.teacher = { model: c.teacher.model, checkpoint: null };
     }
+    if (body.kind === "distill" && document.getElementById("baseline").checked) body.baseline = true;
     try {
       const job = await D.api("/jobs", { method: "POST", json: body });
       location.href = "jobs/" + job.id;
@@ -192,8 +285,38 @@
   for (const r of form.querySelectorAll("input[name=kind]")) r.addEventListener("change", applyKind);
   document.getElementById("pipeline").addEventListener("change", applyKind);
 
+  /** ?from=ID: "clone and edit" starts from that job's resolved parameters. */
+  const cloneFrom = new URL(location.href).searchParams.get("from");
+  let cloning = !!cloneFrom;
+  async function loadClone() {
+    if (!cloneFrom) return;
+    try {
+      const j = await D.api(`/jobs/${encodeURIComponent(cloneFrom)}`);
+      form.querySelector(`input[name=kind][value="${j.kind}"]`).checked = true;
+      applyKind();
+      document.getElementById("job-name").value = `${j.name}-copy`;
+      for (const [path, v] of Object.entries(D.flatConfig(j.config || {}))) {
+        if (path === "data.train" || path === "data.val") setField(path, dataRef(v));
+        else if (path !== "kind") setField(path, v);
+      }
+      document.getElementById("clone-note").textContent = `Starting from job #${j.id} ${j.name}: change what you want and submit.`;
+      document.getElementById("clone-note").hidden = false;
+      update();
+    } catch (e) {
+      D.flash(`Could not load job ${cloneFrom} to clone: ${e.message}`, true);
+    }
+  }
+
   build();
   applyKind();
-  loadDatasets();
-  loadTeachers();
+  const presets = document.getElementById("presets");
+  for (const [name, p] of Object.entries(PRESETS)) {
+    presets.append(D.el("button", { type: "button", "data-preset": name, text: p.label, onclick: () => { cloning = false; applyPreset(name); } }));
+  }
+  const lrWrap = form.querySelector('[data-wrap="train.lr"]');
+  if (lrWrap) lrWrap.append(D.el("small", { class: "effective-lr", id: "effective-lr", "data-testid": "effective-lr" }));
+  form.addEventListener("input", update);
+  form.addEventListener("change", update);
+  Promise.all([loadDatasets(), loadTeachers()]).then(loadClone);
+  update();
 })();

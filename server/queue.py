@@ -1,5 +1,9 @@
-"""The Celery app, configured from :class:`server.settings.Settings` (no module-level app: nothing
-connects at import time; ``distillery worker`` and the API each build one).
+"""The Celery configuration shared by the API (which only sends) and the worker (which also runs).
+
+As in superset's ``tasks/celery_app.py``, the API never imports the worker: it builds a plain Celery
+app from this config and sends the run message by task name (:data:`server.vocabulary.RUN_TASK`);
+``worker.app`` builds the same app and registers the task under that name. No module-level app:
+nothing connects at import time.
 
 Long jobs: a training run can take hours or days, so
 
@@ -12,11 +16,16 @@ Long jobs: a training run can take hours or days, so
 * Exactly-once *execution* comes from the database: the task's first act is the compare-and-set
   ``queued -> running``; a duplicate delivery (or a retried publish) finds the job no longer
   queued and returns without doing anything.
-* The price of early ack: if a worker machine dies mid-run, its job stays ``running``. A
-  restarted worker marks jobs it owned as failed (``worker.tasks.recover_orphans``) and the user
-  can ``POST /jobs/{id}/retry``; each attempt has its own run dir and
-  continues from the previous attempt's last checkpoint (``JobRunner._carry_over_checkpoint``).
+* The price of early ack: a taken message is gone, so the database decides who runs a job. A
+  running attempt holds a lease its worker renews (``worker.lease``); the reconciler in every
+  worker (``worker.reconciler``) restarts a job whose lease expired (its worker or host died) as a
+  new attempt, up to ``max_attempts``, and re-sends the message of a queued job that was lost (a
+  Redis restart). Each attempt has its own run dir and continues from the previous attempt's last
+  checkpoint (``worker.runner.JobRunner``).
 * ``visibility_timeout`` is still set to a week for Redis, for messages prefetched but not started.
+
+The embedded default (``filesystem://``) uses ``server.fs_broker`` (atomic message writes) and no
+broadcasts: no revoke on cancel and no remote control, so no per-worker control files pile up.
 """
 from __future__ import annotations
 
@@ -26,8 +35,11 @@ from server.settings import Settings
 
 
 def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured for ``settings``, with no tasks registered (sending needs none)."""
     app = Celery("distillery", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
+        broker_transport=settings.broker_transport,
+        worker_enable_remote_control=settings.broker_broadcasts,
         broker_transport_options=settings.broker_transport_options(),
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue,
@@ -45,7 +57,4 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
     app.distillery_settings = settings  # read by the tasks; plain attribute, no global state
-    from worker import tasks
-
-    tasks.register(app)
     return app

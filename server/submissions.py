@@ -1,0 +1,278 @@
+"""Validation of a ``POST /jobs`` body: the engine's schema, server paths and artifact references.
+
+Nothing here writes: :func:`validate_submission` returns the specs that
+:func:`server.lifecycle.create_jobs` inserts, so a refused submission leaves nothing behind.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from deit_core.config import ConfigError, parse_config
+
+from .checkpoint_match import CheckpointMismatch, check_classes, fill_from_checkpoints
+from .models import Artifact, Dataset, Job, User
+from .settings import Settings
+from .storage import PathRefused, check_links, check_safe_path, is_private, is_under, resolve_server_dir
+from .vocabulary import ACTIVE_STATES, DISTILL, JOB_KINDS, TEACHER
+
+log = logging.getLogger(__name__)
+
+JOB_BODY_KEYS = {"kind", "name", "config", "teacher_job", "baseline"}
+TEACHER_JOB_KEYS = {"name", "config"}
+
+
+class SubmissionError(ValueError):
+    """A job submission is invalid; ``field`` is the dotted path in the request body."""
+
+    def __init__(self, field: str, message: str, status: int = 400, code: str = "invalid_config"):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status, self.code = field, message, status, code
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of a submission
+# ---------------------------------------------------------------------------------------------
+def _datasets_of(db: Session, user: User) -> list[Dataset]:
+    q = select(Dataset)
+    if not user.is_admin:
+        q = q.where(Dataset.owner_id == user.id)
+    return list(db.scalars(q))
+
+
+class Scope:
+    """What one user may name by server path.
+
+    The configured data roots are shared with every user (the deployment offers them). Storage holds
+    every user's uploads, runs and artifacts, so inside it a path must fall in one of the caller's
+    datasets (or, for a checkpoint, be one of the caller's checkpoint artifacts); admins may name
+    anything under the roots. The service's own state (secret key, broker, SQLite file) never.
+    """
+
+    def __init__(self, db: Session, settings: Settings, user: User):
+        self.settings, self.user = settings, user
+        self.datasets = tuple(Path(d.path).resolve() for d in _datasets_of(db, user))
+        self.roots = settings.allowed_data_roots + self.datasets
+        self._db = db
+
+    def may_read(self, p: Path) -> bool:
+        if not is_under(p, self.roots) or is_private(p, self.settings.private_paths):
+            return False
+        if self.user.is_admin or not is_under(p, (self.settings.storage_path,)):
+            return True
+        return is_under(p, self.datasets)
+
+    def may_load_checkpoint(self, p: Path) -> bool:
+        if self.may_read(p):
+            return True
+        if not is_under(p, (self.settings.storage_path,)) or is_private(p, self.settings.private_paths):
+            return False
+        q = (select(Artifact.id).join(Job, Artifact.job_id == Job.id)
+             .where(Artifact.path == str(p), Artifact.format == "checkpoint"))
+        if not self.user.is_admin:
+            q = q.where(Job.owner_id == self.user.id)
+        return self._db.scalar(q.limit(1)) is not None
+
+    def folder(self, raw: str, roots: tuple[Path, ...] | None = None) -> Path:
+        """An existing folder the caller may read, with no symlink below it escaping that."""
+        p = resolve_server_dir(raw, roots or self.roots)
+        if not self.may_read(p):
+            raise PathRefused(f"{raw} is not a dataset you can use; use one of your datasets (dataset:NAME/train)")
+        check_links(p, self.may_read)
+        return p
+
+
+def resolve_data_path(db: Session, settings: Settings, user: User, raw: str, field: str, scope: Scope | None = None) -> str:
+    """A data folder: ``dataset:NAME/train`` or a server path inside one of the caller's datasets or
+    a shared data root (see :class:`Scope`). Returns the resolved absolute path. Errors name what the
+    caller sent, never the server's own folders."""
+    scope = scope or Scope(db, settings, user)
+    try:
+        if raw.startswith("dataset:"):
+            name, _, sub = raw[len("dataset:"):].partition("/")
+            ds = next((d for d in _datasets_of(db, user) if d.name == name), None)
+            if ds is None:
+                raise SubmissionError(field, f"no dataset named {name!r}; register it with POST /api/v1/datasets")
+            check_safe_path(sub or ".")
+            try:
+                return str(scope.folder(str(Path(ds.path) / sub), (Path(ds.path).resolve(),)))
+            except PathRefused:
+                raise PathRefused(f"{raw}: no such folder in dataset {name!r} (need train/ and val/)") from None
+        return str(scope.folder(raw))
+    except PathRefused as e:
+        raise SubmissionError(field, str(e)) from None
+
+
+def resolve_checkpoint_ref(db: Session, settings: Settings, user: User, value: Any, field: str,
+                           scope: Scope | None = None) -> Any:
+    """Check a ``teacher.checkpoint`` / ``student.init``: artifact id, 'timm', null or a server path."""
+    if value is None or value == "timm":
+        return value
+    if isinstance(value, int):
+        art = db.get(Artifact, value) if 0 < value < 2**31 else None
+        if art is None or art.format != "checkpoint" or not (user.is_admin or art.job.owner_id == user.id):
+            raise SubmissionError(field, f"no checkpoint artifact with id {value}")
+        return value
+    scope = scope or Scope(db, settings, user)
+    try:
+        check_safe_path(value)
+        p = Path(value).resolve()
+        if not scope.may_load_checkpoint(p):
+            raise PathRefused(f"{value} is not a checkpoint you can use; name one of your checkpoint artifacts by id")
+        if not p.exists():
+            raise PathRefused(f"path does not exist: {value}")
+    except PathRefused as e:
+        raise SubmissionError(field, str(e)) from None
+    return str(p)
+
+
+def check_limits(settings: Settings, cfg: dict[str, Any], prefix: str) -> None:
+    """Caps by what the deployment offers (DISTILLERY_MAX_*), beyond the engine's own ranges."""
+    for section, key, cap, setting in (("resources", "processes", settings.max_processes, "MAX_PROCESSES"),
+                                       ("data", "img_size", settings.max_img_size, "MAX_IMG_SIZE"),
+                                       ("train", "epochs", settings.max_epochs, "MAX_EPOCHS"),
+                                       ("train", "batch_size", settings.max_batch_size, "MAX_BATCH_SIZE")):
+        value = (cfg.get(section) or {}).get(key)
+        if isinstance(value, int) and value > cap:
+            raise SubmissionError(f"{prefix}{section}.{key}", f"must be <= {cap} on this server "
+                                  f"(DISTILLERY_{setting}), got {value}")
+
+
+def check_in_flight(db: Session, settings: Settings, user: User, adding: int) -> None:
+    """429 when ``adding`` more jobs would pass the user's cap on queued/running jobs."""
+    active = db.scalar(select(func.count()).select_from(Job).where(Job.owner_id == user.id, Job.state.in_(ACTIVE_STATES)))
+    if active + adding > settings.max_jobs_in_flight:
+        raise SubmissionError("kind", f"{active} of your jobs are queued or running; this server runs at most "
+                              f"{settings.max_jobs_in_flight} per user (DISTILLERY_MAX_JOBS_IN_FLIGHT): wait or cancel some",
+                              status=429, code="too_many_jobs")
+
+
+def _parse(raw: Any, prefix: str, kind: str | None, placeholder_teacher: bool,
+           db: Session | None = None, user: User | None = None) -> dict[str, Any]:
+    """parse_config (the engine's schema) with field names prefixed by their place in the body; what
+    the caller left out that a checkpoint artifact's own config says (model, image size, data) is
+    filled from it first, and what contradicts it is refused (see :mod:`server.checkpoint_match`)."""
+    if not isinstance(raw, Mapping):
+        raise SubmissionError(prefix.rstrip("."), "must be a JSON object")
+    raw = copy.deepcopy(dict(raw))
+    if db is not None and user is not None:
+        try:
+            raw = fill_from_checkpoints(db, user, raw, kind or raw.get("kind"))
+        except CheckpointMismatch as e:
+            raise SubmissionError(f"{prefix}{e.field}", e.message) from None
+    if kind is not None:
+        if "kind" in raw and raw["kind"] != kind:
+            raise SubmissionError(f"{prefix}kind", f"must match the job kind {kind!r}, got {raw['kind']!r}")
+        raw["kind"] = kind
+    check = raw
+    if placeholder_teacher:  # pipeline: the teacher checkpoint is filled in when the teacher finishes
+        check = copy.deepcopy(raw)
+        check.setdefault("teacher", {})
+        if isinstance(check["teacher"], Mapping):
+            check["teacher"] = {**check["teacher"], "checkpoint": "timm"}
+    try:
+        cfg = parse_config(check, check_paths=False).to_dict()
+    except ConfigError as e:
+        raise SubmissionError(f"{prefix}{e.field}", e.message) from None
+    if placeholder_teacher:
+        cfg["teacher"]["checkpoint"] = None
+    return cfg
+
+
+def _resolve_paths(db: Session, settings: Settings, user: User, cfg: dict[str, Any], prefix: str) -> dict[str, Any]:
+    check_limits(settings, cfg, prefix)
+    scope = Scope(db, settings, user)
+    cfg["data"]["train"] = resolve_data_path(db, settings, user, cfg["data"]["train"], f"{prefix}data.train", scope)
+    cfg["data"]["val"] = resolve_data_path(db, settings, user, cfg["data"]["val"], f"{prefix}data.val", scope)
+    cfg["teacher"]["checkpoint"] = resolve_checkpoint_ref(
+        db, settings, user, cfg["teacher"]["checkpoint"], f"{prefix}teacher.checkpoint", scope)
+    if cfg.get("student"):
+        init = cfg["student"].get("init")
+        if init not in (None, "timm"):
+            cfg["student"]["init"] = resolve_checkpoint_ref(db, settings, user, init, f"{prefix}student.init", scope)
+    try:
+        check_classes(db, cfg)
+    except CheckpointMismatch as e:
+        raise SubmissionError(f"{prefix}{e.field}", e.message) from None
+    return cfg
+
+
+def _name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise SubmissionError(field, "must be a non-empty string of at most 200 characters")
+    return value.strip()
+
+
+def validate_submission(db: Session, settings: Settings, user: User, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Check a ``POST /jobs`` body; return the jobs to create, teacher first for a pipeline.
+
+    Each returned item is ``{"kind", "name", "config", "after_previous"}``. Nothing is written.
+    """
+    kind = body.get("kind")
+    if kind not in JOB_KINDS:
+        raise SubmissionError("kind", f"must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
+    name = _name(body.get("name"), "name")
+    if "config" not in body:
+        raise SubmissionError("config", "is required")
+    teacher_spec = body.get("teacher_job")
+    check_in_flight(db, settings, user, (1 if teacher_spec is None else 2) + (body.get("baseline") is True))
+    if teacher_spec is None:
+        cfg = _resolve_paths(db, settings, user, _parse(body["config"], "config.", kind, placeholder_teacher=False,
+                                                        db=db, user=user), "config.")
+        spec = {"kind": kind, "name": name, "after_previous": False, "config": cfg}
+        teacher_ref = cfg["teacher"]["checkpoint"] if kind == DISTILL else None
+        if isinstance(teacher_ref, int):  # lineage: the job whose checkpoint teaches this one
+            spec["parent_id"] = db.get(Artifact, teacher_ref).job_id
+        return [spec, *baseline_spec(body, kind, name, cfg, 0)]
+
+    # A pipeline: train the teacher, then distill from its checkpoint.
+    if kind != DISTILL:
+        raise SubmissionError("teacher_job", "only a distill job can name a teacher_job")
+    if not isinstance(teacher_spec, Mapping):
+        raise SubmissionError("teacher_job", "must be a JSON object {name, config}")
+    for key in teacher_spec:
+        if key not in TEACHER_JOB_KEYS:
+            raise SubmissionError(f"teacher_job.{key}", "unknown key; allowed keys: config, name")
+    t_name = _name(teacher_spec.get("name", f"{name}-teacher"), "teacher_job.name")
+    if "config" not in teacher_spec:
+        raise SubmissionError("teacher_job.config", "is required")
+    t_cfg = _parse(teacher_spec["config"], "teacher_job.config.", TEACHER, placeholder_teacher=False, db=db, user=user)
+    d_raw = body["config"]
+    if isinstance(d_raw, Mapping):
+        teacher_raw = d_raw.get("teacher") or {}
+        if isinstance(teacher_raw, Mapping):
+            if teacher_raw.get("checkpoint") is not None:
+                raise SubmissionError("config.teacher.checkpoint",
+                                      "must be null or absent when teacher_job is given (it is the teacher's checkpoint)")
+            d_raw = {**d_raw, "teacher": {**teacher_raw, "model": teacher_raw.get("model", t_cfg["teacher"]["model"])}}
+    d_cfg = _parse(d_raw, "config.", DISTILL, placeholder_teacher=True, db=db, user=user)
+    if d_cfg["teacher"]["model"] != t_cfg["teacher"]["model"]:
+        raise SubmissionError("config.teacher.model",
+                              f"must be the teacher job's model {t_cfg['teacher']['model']!r}, got {d_cfg['teacher']['model']!r}")
+    t_cfg = _resolve_paths(db, settings, user, t_cfg, "teacher_job.config.")
+    d_cfg = _resolve_paths(db, settings, user, d_cfg, "config.")
+    return [{"kind": TEACHER, "name": t_name, "config": t_cfg, "after_previous": False},
+            {"kind": DISTILL, "name": name, "config": d_cfg, "after_previous": True},
+            *baseline_spec(body, kind, name, d_cfg, 1)]
+
+
+def baseline_spec(body: Mapping[str, Any], kind: str, name: str, cfg: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """``baseline: true``: the same student, seed and budget trained without a teacher, so the distill
+    job's page can say what the teacher was worth. Returned as a spec linked to the job at ``index``."""
+    wanted = body.get("baseline", False)
+    if not isinstance(wanted, bool):
+        raise SubmissionError("baseline", f"must be true or false, got {wanted!r}")
+    if not wanted:
+        return []
+    if kind != DISTILL or cfg["distillation"]["type"] == "none":
+        raise SubmissionError("baseline", "only a distill job with a teacher (distillation.type hard or soft) has a baseline")
+    b_cfg = copy.deepcopy(cfg)
+    b_cfg["distillation"]["type"] = "none"
+    b_cfg["teacher"]["checkpoint"] = None
+    return [{"kind": DISTILL, "name": f"{name[:190]}-baseline", "config": b_cfg, "after_previous": False,
+             "baseline_of": index}]

@@ -1,0 +1,68 @@
+"""Waiting, once: for a condition, for a service to answer its health check, for a job to end.
+
+Every live-service test (service, embedded, browser, client) polls through these, so a timeout
+always fails with the same kind of message: what was awaited, for how long, and the last state.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any, Callable
+
+import requests
+
+from server.vocabulary import FINAL_STATES
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3,
+               describe: Callable[[], str] | None = None) -> Any:
+    """Call ``check`` until it returns something truthy; return that. Fail after ``timeout`` s,
+    naming ``what`` (and ``describe()``, e.g. a log tail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = f"\n{describe()}" if describe else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120,
+                 describe: Callable[[], str] | None = None) -> None:
+    """Until ``url`` answers 200; fails at once if ``proc`` (the service) exits."""
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            extra = f"\n{describe()}" if describe else ""
+            raise AssertionError(f"the service exited with {proc.returncode} before {url} was healthy{extra}")
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(healthy, timeout, f"{url} to answer 200", describe=describe)
+
+
+def wait_for_job(fetch: Callable[[int], dict], job_id: int, states=FINAL_STATES, timeout: float = 420,
+                 on_poll: Callable[[dict], Any] | None = None, interval: float = 0.3,
+                 describe: Callable[[], str] | None = None) -> dict:
+    """Poll ``fetch(job_id)`` until the job is in one of ``states``. A job that ends in another
+    final state fails at once with its error (no point waiting for the timeout)."""
+    last: dict = {}
+
+    def reached():
+        nonlocal last
+        last = fetch(job_id)
+        if on_poll:
+            on_poll(last)
+        if last["state"] in states:
+            return last
+        if last["state"] in FINAL_STATES:
+            extra = f"\n{describe()}" if describe else ""
+            raise AssertionError(f"job {job_id} ended {last['state']} (wanted {states}): {last.get('error')}{extra}")
+        return None
+
+    return wait_until(reached, timeout, f"job {job_id} to be {'/'.join(states)}", interval,
+                      describe=lambda: f"last seen: {last.get('state')}" + (f"\n{describe()}" if describe else ""))

@@ -1,0 +1,90 @@
+"""Worker subcommands of `distillery`: ``worker`` (a Celery worker) and ``up`` (API + a worker on
+the embedded default). They live with the worker because they start it; the API package never
+imports this one."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from server.cli import embedded_settings, free_port, require_schema, service_settings
+
+log = logging.getLogger(__name__)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .app import make_worker_app
+
+    settings = service_settings("worker")
+    if (code := require_schema(settings)) is not None:
+        return code
+    settings.ensure_dirs()
+    # Jobs a dead worker left running (on any host) are found by the reconciler (worker.reconciler).
+    celery = make_worker_app(settings)
+    pool = args.pool or ("solo" if args.concurrency == 1 else "threads")
+    argv = ["worker", f"--loglevel={args.loglevel}", f"--pool={pool}", f"--concurrency={args.concurrency}",
+            "-Q", settings.queue, "-n", f"distillery-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
+    celery.worker_main(argv)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    """API + one supervised worker child on the embedded default (SQLite, filesystem broker), for
+    one machine. A worker that dies is restarted (``worker.supervisor``); `up` itself only stops on
+    Ctrl-C or SIGTERM."""
+    from werkzeug.serving import make_server
+
+    from server.app import create_app
+    from server.fs_broker import sweep
+    from server.migrate import upgrade
+
+    from .supervisor import WorkerSupervisor
+
+    settings = embedded_settings()
+    settings.ensure_dirs()
+    upgrade(settings.database_url)
+    if settings.broker_url.startswith("filesystem"):
+        opts = settings.broker_transport_options()
+        removed = sweep(Path(opts["data_folder_in"]), Path(opts["control_folder"]), settings.queue)
+        if removed:
+            log.warning("removed %d stale broker files (other queues, control tables, unfinished writes)", removed)
+    worker = WorkerSupervisor([sys.executable, "-m", "distillery", "worker", "--concurrency", "1", "--pool", "solo"],
+                              report=lambda msg: print(f"distillery up: {msg}", file=sys.stderr, flush=True))
+    worker.start()
+    port = args.port or free_port(args.host)
+    server = make_server(args.host, port, create_app(settings), threaded=True)
+
+    def _stop(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"distillery up: http://{args.host}:{port}/ (API /api/v1, worker pid {worker.pid}, "
+          f"database {settings.database_url}, storage {settings.storage_path}); Ctrl-C or SIGTERM stops both",
+          flush=True)
+    try:
+        while True:
+            server.timeout = 0.5
+            server.handle_request()
+            worker.check()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.server_close()
+        worker.stop(settings.cancel_grace_s + 30)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``worker`` and ``up`` to the `distillery` parser."""
+    p = sub.add_parser("worker", help="a Celery worker running jobs")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU group)")
+    p.add_argument("--pool", choices=["solo", "threads"], default=None)
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("up", help="API + one worker on SQLite and the filesystem broker under ./var")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.set_defaults(func=_up)
