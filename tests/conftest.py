@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_RECIPE, job_config
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -49,20 +51,17 @@ def odd_val_digits(small_digits, tmp_path_factory) -> Path:
     return root
 
 
-QUICK_TRAIN = {"batch_size": 16, "lr": 1.0e-3, "warmup_epochs": 0, "aa": None, "mixup": 0, "cutmix": 0,
-               "reprob": 0, "smoothing": 0.1, "workers": 0, "scale_min": 0.5, "hflip": 0, "log_every": 2}
+QUICK_TRAIN = {**TINY_RECIPE, "batch_size": 16, "lr": 1.0e-3, "smoothing": 0.1, "scale_min": 0.5, "hflip": 0, "log_every": 2}
 
 
 def teacher_config(data: Path, epochs: int = 1, **train) -> dict:
-    return {"kind": "teacher", "data": {"train": str(data / "train"), "val": str(data / "val"), "img_size": 32},
-            "teacher": {"model": "regnety_002"}, "train": {**QUICK_TRAIN, "epochs": epochs, **train}}
+    return job_config("teacher", str(data), {**QUICK_TRAIN, "epochs": epochs, **train})
 
 
 def distill_config(data: Path, teacher_ckpt: str | None, dtype: str = "hard", epochs: int = 1, **train) -> dict:
-    return {"kind": "distill", "data": {"train": str(data / "train"), "val": str(data / "val"), "img_size": 32},
-            "student": {"model": "deit_tiny_distilled_patch16_224", "patch_size": 8},
-            "teacher": {"model": "regnety_002", "checkpoint": teacher_ckpt},
-            "distillation": {"type": dtype}, "train": {**QUICK_TRAIN, "epochs": epochs, **train}}
+    cfg = job_config("distill", str(data), {**QUICK_TRAIN, "epochs": epochs, **train}, distillation=dtype)
+    cfg["teacher"]["checkpoint"] = teacher_ckpt  # None too: the engine's own error is tested
+    return cfg
 
 
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:

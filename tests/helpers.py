@@ -66,3 +66,28 @@ def wait_for_job(fetch: Callable[[int], dict], job_id: int, states=FINAL_STATES,
 
     return wait_until(reached, timeout, f"job {job_id} to be {'/'.join(states)}", interval,
                       describe=lambda: f"last seen: {last.get('state')}" + (f"\n{describe()}" if describe else ""))
+
+
+# ------------------------------------------------------------------------------------ job configs
+# The DeiT recipe switched off for runs of seconds on 2 cores: no RandAugment, mixup, cutmix or
+# random erasing, no warmup, data loaded in the training process. Each suite adds its batch size,
+# lr and logging on top.
+TINY_RECIPE = {"aa": None, "mixup": 0, "cutmix": 0, "reprob": 0, "workers": 0, "warmup_epochs": 0}
+STUDENT = {"model": "deit_tiny_distilled_patch16_224", "patch_size": 8}  # DeiT-Ti with 8 px patches at 32 px
+TEACHER = "regnety_002"
+
+
+def job_config(kind: str, data: str, train: dict, processes: int | None = None, distillation: str = "hard",
+               checkpoint=None) -> dict:
+    """A teacher or distill config on the digits ImageFolder at ``data`` (a folder, or ``dataset:NAME``),
+    at 32 px; ``checkpoint`` (a teacher's ``final/``, an artifact id or None) only for distill."""
+    cfg = {"kind": kind, "data": {"train": f"{data}/train", "val": f"{data}/val", "img_size": 32},
+           "teacher": {"model": TEACHER}, "train": dict(train)}
+    if kind == "distill":
+        cfg["student"] = dict(STUDENT)
+        cfg["distillation"] = {"type": distillation}
+        if checkpoint is not None:
+            cfg["teacher"]["checkpoint"] = checkpoint
+    if processes is not None:
+        cfg["resources"] = {"processes": processes}
+    return cfg

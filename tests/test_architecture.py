@@ -46,3 +46,20 @@ def test_job_states_are_defined_once():
     spelled = [str(p.relative_to(ROOT)) for pkg in ("server", "worker", "distillery") for p in sorted((ROOT / pkg).rglob("*"))
                if p.suffix in (".py", ".js", ".html") and any(x in p.read_text() for x in spellings)]
     assert spelled == ["server/vocabulary.py"], spelled
+
+
+def test_readme_module_tables_cover_every_module():
+    """Each module of deit_core, server and worker has its line in the README's module tables."""
+    readme = (ROOT / "README.md").read_text()
+    missing = []
+    for package in ("deit_core", "server", "worker"):
+        for path in sorted((ROOT / package).glob("*.py")):
+            if path.name == "__init__.py":
+                continue
+            named = f"`{path.name}`" if package == "deit_core" else f"{package}/{path.name}"
+            if named not in readme:
+                missing.append(str(path.relative_to(ROOT)))
+        for sub in sorted(p for p in (ROOT / package).iterdir() if (p / "__init__.py").exists()):
+            if f"`{package}/{sub.name}/`" not in readme:
+                missing.append(f"{package}/{sub.name}/")
+    assert missing == [], missing

@@ -24,7 +24,7 @@ import requests
 from server.cli import free_port
 from server.vocabulary import FINAL_STATES
 from tests.conftest import small_imagefolder
-from tests.helpers import wait_for_job, wait_healthy
+from tests.helpers import TINY_RECIPE, job_config, wait_for_job, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,8 +34,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 # The smallest real run: 12 train / 5 val images per class at 32 px, one epoch of batch 16.
-QUICK_TRAIN = {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, "warmup_epochs": 0, "aa": None, "mixup": 0,
-               "cutmix": 0, "reprob": 0, "smoothing": 0, "workers": 0, "log_every": 1}
+QUICK_TRAIN = {**TINY_RECIPE, "epochs": 1, "batch_size": 16, "lr": 1.0e-3, "smoothing": 0, "log_every": 1}
 
 
 @dataclass
@@ -81,9 +80,7 @@ class Live:
 
 
 def teacher_config(dataset: str, **train: Any) -> dict[str, Any]:
-    return {"kind": "teacher",
-            "data": {"train": f"dataset:{dataset}/train", "val": f"dataset:{dataset}/val", "img_size": 32},
-            "teacher": {"model": "regnety_002"}, "train": {**QUICK_TRAIN, **train}}
+    return job_config("teacher", f"dataset:{dataset}", {**QUICK_TRAIN, **train})
 
 
 @pytest.fixture(scope="session")

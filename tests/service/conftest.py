@@ -22,13 +22,12 @@ import requests
 from server.cli import free_port  # noqa: F401  (also imported by the tests of this folder)
 from server.vocabulary import FINAL_STATES
 from tests.conftest import small_imagefolder
-from tests.helpers import wait_for_job, wait_healthy
+from tests.helpers import TINY_RECIPE, job_config, wait_for_job, wait_healthy
 
 PG_ADMIN = os.environ.get("DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("DISTILLERY_TEST_REDIS", "redis://127.0.0.1:6379")
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-TRAIN = {"batch_size": 32, "aa": None, "mixup": 0, "cutmix": 0, "reprob": 0, "smoothing": 0, "workers": 0,
-         "warmup_epochs": 0, "log_every": 2, "drop_path": 0.0}
+TRAIN = {**TINY_RECIPE, "batch_size": 32, "smoothing": 0, "log_every": 2, "drop_path": 0.0}
 EXPORT_ARGS = "--no-pte --latency-runs 3"
 
 
@@ -167,16 +166,8 @@ def service(pg_database, redis_broker, tmp_path_factory):
 
 
 def teacher_config(data: str, epochs: int = 1, **train) -> dict:
-    return {"kind": "teacher", "data": {"train": f"{data}/train", "val": f"{data}/val", "img_size": 32},
-            "teacher": {"model": "regnety_002"}, "train": {**TRAIN, "epochs": epochs, **train},
-            "resources": {"processes": 2}}
+    return job_config("teacher", data, {**TRAIN, "epochs": epochs, **train}, processes=2)
 
 
 def distill_config(data: str, epochs: int = 2, checkpoint=None, **train) -> dict:
-    cfg = {"kind": "distill", "data": {"train": f"{data}/train", "val": f"{data}/val", "img_size": 32},
-           "student": {"model": "deit_tiny_distilled_patch16_224", "patch_size": 8},
-           "teacher": {"model": "regnety_002"}, "distillation": {"type": "hard"},
-           "train": {**TRAIN, "epochs": epochs, **train}, "resources": {"processes": 2}}
-    if checkpoint is not None:
-        cfg["teacher"]["checkpoint"] = checkpoint
-    return cfg
+    return job_config("distill", data, {**TRAIN, "epochs": epochs, **train}, processes=2, checkpoint=checkpoint)
