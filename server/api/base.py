@@ -115,6 +115,22 @@ def get_object_or_404(model: type[T], ident: int, owner_attr: str = "owner_id") 
     return obj
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_.:@-]{1,120}$"  # metric and user names as query parameters (documented in openapi)
+
+
+def arg_name(name: str) -> str | None:
+    """An optional name-like query parameter (``?name=val_top1``, ``?user=alice``): letters, digits
+    and ``_.:@-``, at most 120; anything else (a NUL byte the database would refuse, say) is a 400."""
+    import re
+
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not re.fullmatch(NAME_PATTERN, raw):
+        raise ApiError(400, "invalid_parameter", "must be 1-120 letters, digits or _.:@-", name)
+    return raw
+
+
 def arg_int(name: str, default: int, lo: int = 0, hi: int | None = None) -> int:
     raw = request.args.get(name)
     if raw is None:  # absent; present but empty is a 400 like any other non-integer

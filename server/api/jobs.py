@@ -18,7 +18,7 @@ from ..errors import ApiError
 from ..models import Job, MetricPoint
 from ..serializers import serialize_job
 from ..vocabulary import JOB_KINDS, JOB_STATES
-from .base import arg_int, celery, db, get_object_or_404, json_body, paginate, settings
+from .base import arg_int, arg_name, celery, db, get_object_or_404, json_body, paginate, settings
 
 
 @login_required
@@ -69,7 +69,7 @@ def get_job_metrics(job_id: int):
     """Every series of the current attempt: ``{"series": {"loss": [{step, epoch, value, time}]}}``."""
     job = get_object_or_404(Job, job_id)
     q = select(MetricPoint).where(MetricPoint.job_id == job.id, MetricPoint.attempt == job.attempt)
-    name = request.args.get("name")
+    name = arg_name("name")
     if name:
         q = q.where(MetricPoint.name == name)
     series: dict[str, list] = defaultdict(list)

@@ -9,6 +9,7 @@ from deit_core.config import DISTILLATION_TYPES, KL_REDUCTIONS, PRECISIONS
 
 from ..settings import Settings
 from ..vocabulary import ARTIFACT_FORMATS, JOB_KINDS, JOB_STATES
+from .base import NAME_PATTERN
 
 MAX_ID = 2**31 - 1
 MAX_OFFSET = 1_000_000_000
@@ -185,12 +186,13 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
                 "responses": {"200": _json(_page("jobs", "Job")), **err(400, 401)}}},
         "/jobs/{job_id}": {"get": {"summary": "One job", "parameters": job_id, "responses": {"200": _json(_ref("Job")), **err(401, 404)}}},
         "/jobs/{job_id}/metrics": {"get": {"summary": "Metric series of the current attempt", "parameters": job_id + [
-            {"name": "name", "in": "query", "schema": {"type": "string"}}], "responses": {"200": _json({"type": "object", "properties": {
+            {"name": "name", "in": "query", "schema": {"type": "string", "pattern": NAME_PATTERN}}],
+            "responses": {"200": _json({"type": "object", "properties": {
                 "job_id": {"type": "integer"}, "attempt": {"type": "integer"}, "series": {"type": "object", "additionalProperties": {
                     "type": "array", "items": {"type": "object", "properties": {"step": {"type": "integer"}, "epoch": {"type": "integer"},
                                                                                "value": {"type": ["number", "null"]},
                                                                                "time": {"type": ["number", "null"]}}}}}}}),
-                **err(401, 404)}}},
+                **err(400, 401, 404)}}},
         "/jobs/{job_id}/logs": {"get": {"summary": "Log tail", "parameters": job_id + [
             {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 200}}],
             "responses": {"200": _json({"type": "object", "properties": {
@@ -225,7 +227,8 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
         "/datasets/{dataset_id}": {"get": {"summary": "One dataset", "parameters": [ID("dataset_id")],
                                            "responses": {"200": _json(_ref("Dataset")), **err(401, 404)}}},
         "/tokens": {"get": {"summary": "API tokens (yours; an admin's: everyone's), never their secrets", "parameters": PAGE + [
-            {"name": "user", "in": "query", "schema": {"type": "string"}, "description": "admins: one user's tokens"}],
+            {"name": "user", "in": "query", "schema": {"type": "string", "pattern": NAME_PATTERN},
+             "description": "admins: one user's tokens"}],
             "responses": {"200": _json(_page("tokens", "Token")), **err(400, 401)}}},
         "/tokens/{token_id}": {"delete": {"summary": "Revoke a token (yours; an admin: any)", "parameters": [ID("token_id")],
                                           "responses": {"200": _json(_ref("Token"), "Revoked"), **err(401, 403, 404)}}},

@@ -5,14 +5,14 @@ any. Tokens are created on the server with ``distillery token create`` (the secr
 """
 from __future__ import annotations
 
-from flask import g, jsonify, request
+from flask import g, jsonify
 from sqlalchemy import select
 
 from ..auth import is_live, login_required, revoke
 from ..errors import ApiError
 from ..models import ApiToken, User
 from ..serializers import iso
-from .base import db, get_object_or_404, paginate
+from .base import arg_name, db, get_object_or_404, paginate
 
 
 def serialize_token(t: ApiToken) -> dict:
@@ -26,7 +26,7 @@ def list_tokens():
     q = select(ApiToken).order_by(ApiToken.id.desc())
     if not g.user.is_admin:
         q = q.where(ApiToken.user_id == g.user.id)
-    name = request.args.get("user")
+    name = arg_name("user")
     if name:
         q = q.join(User, ApiToken.user_id == User.id).where(User.name == name)
     return jsonify(paginate(q, "tokens", serialize_token, ApiToken.id))

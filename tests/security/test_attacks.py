@@ -285,6 +285,12 @@ def test_hostile_inputs_are_4xx_with_the_error_body(api):
                   "/datasets?offset=1000000001"):
         r = api.call("GET", query)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_parameter", (query, r.text)
+    api.token("hostile")
+    job_id = queued_job(api, "hostile")
+    for query in (f"/jobs/{job_id}/metrics?name=%27%00%C3%A2", "/tokens?user=a%00b"):  # NUL: the database refuses it
+        r = api.call("GET", query, user="hostile")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_parameter", (query, r.text)
+    assert api.call("POST", f"/jobs/{job_id}/cancel", user="hostile").status_code == 202
     r = api.call("DELETE", "/jobs")
     assert r.status_code == 405 and set(r.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}, r.headers
 

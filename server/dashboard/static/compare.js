@@ -71,7 +71,7 @@
   async function pickList() {
     const sel = $("add-job");
     try {
-      const jobs = D.items(await D.api("/jobs?limit=50"));
+      const jobs = D.items(await D.api("/jobs?limit=50&state=succeeded"));  // finished jobs have curves and an export
       for (const j of jobs) sel.append(D.el("option", { value: j.id, text: `#${j.id} ${j.name} (${j.kind}, ${j.state})` }));
     } catch (e) { /* the URL still works */ }
     sel.addEventListener("change", () => { if (sel.value) setIds([...ids, parseInt(sel.value, 10)]); sel.value = ""; });
