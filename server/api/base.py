@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Mapping, TypeVar
 
 from flask import current_app, g, request
@@ -116,17 +117,16 @@ def get_object_or_404(model: type[T], ident: int, owner_attr: str = "owner_id") 
 
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:@-]{1,120}$"  # metric and user names as query parameters (documented in openapi)
+_NAME_RE = re.compile(NAME_PATTERN)
 
 
 def arg_name(name: str) -> str | None:
     """An optional name-like query parameter (``?name=val_top1``, ``?user=alice``): letters, digits
     and ``_.:@-``, at most 120; anything else (a NUL byte the database would refuse, say) is a 400."""
-    import re
-
     raw = request.args.get(name)
     if raw is None:
         return None
-    if not re.fullmatch(NAME_PATTERN, raw):
+    if not _NAME_RE.fullmatch(raw):
         raise ApiError(400, "invalid_parameter", "must be 1-120 letters, digits or _.:@-", name)
     return raw
 
