@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/python -m server.demo
 
 test: install
-	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs --durations=30 $(PYTEST_ARGS)
 
 # ruff: pyflakes, pycodestyle, import order, bugbear and a complexity limit (pyproject.toml).
 lint: install

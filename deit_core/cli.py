@@ -13,9 +13,10 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import run_from_args
+    from .train import cache_options, run_from_args
 
-    return run_from_args(args.config, args.output, resume=args.resume, allow_reshard=args.allow_reshard)
+    return run_from_args(args.config, args.output, resume=args.resume, allow_reshard=args.allow_reshard,
+                         cache=cache_options(args))
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -35,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="one training run (teacher or distill) in this process")
     p.add_argument("--config", required=True, help="job config, YAML or JSON")
     p.add_argument("--output", required=True, help="run directory")
-    from .train_cli import add_resume_arguments
+    from .train_cli import add_cache_arguments, add_resume_arguments
 
     add_resume_arguments(p)
+    add_cache_arguments(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("export", help="int8 quantization, .ptl/.pte export, verification and report")

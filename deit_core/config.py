@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-KINDS = ("teacher", "distill")
+# teacher: train the teacher; distill: a student from a teacher; teacher_outputs: only the teacher's
+# outputs on the students' augmented batches, into the teacher-output cache (no student).
+KINDS = ("teacher", "distill", "teacher_outputs")
 DISTILLATION_TYPES = ("none", "soft", "hard")
 KL_REDUCTIONS = ("batchmean", "deit")
+TEACHER_CACHE_STORES = ("auto", "argmax", "fp16", "fp32", "topk")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 STUDENT_RE = re.compile(r"^deit_(tiny|small|base)_distilled_patch(\d+)_(224|384)$")
 TEACHER_RE = re.compile(r"^regnety_\w+$")
@@ -72,6 +75,17 @@ class DistillationConfig:
     # soft only: "batchmean" is the per-sample KL of the paper's formula; "deit" reproduces the reference
     # DeiT code (sum / numel), which is batchmean / num_classes (see deit_core/losses.py).
     kl_reduction: str = "batchmean"
+    # The teacher-output cache (deit_core/teacher_cache.py). "auto": read a cache whose key matches
+    # from the store the run is given (the service's <storage>/teacher_cache), else run the teacher
+    # live and write one (under the size cap); "off": never; anything else names a cache to read
+    # (the service resolves an artifact name; the CLI takes the cache folder's path). A key
+    # mismatch is a miss: logged, the teacher runs live.
+    teacher_cache: str = "auto"
+    # What a written cache holds: "auto" (argmax for hard, fp16 logits for soft), "argmax", "fp16",
+    # "fp32" (exact logits) or "topk" (the teacher_cache_topk largest logits, FKD-style). Every
+    # form keeps the exact argmax too. When reading, a value other than "auto" accepts only that form.
+    teacher_cache_store: str = "auto"
+    teacher_cache_topk: int = 10
 
 
 @dataclass(frozen=True)
@@ -104,8 +118,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
+    """Where a run goes. ``processes`` (the one-node spelling) and ``processes_per_node`` are the same
+    number, processes on each node; parsing fills both. ``nodes`` > 1 needs a launcher that places
+    multi-node runs (the service's Slurm launcher); the world size is ``nodes * processes_per_node``."""
+
     processes: int = 1
     max_attempts: int = 3  # runs of one job the service starts on its own (worker lost, run crashed)
+    nodes: int = 1
+    processes_per_node: int | None = None
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.processes
 
 
 @dataclass(frozen=True)
@@ -120,8 +144,9 @@ class JobConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if self.kind == "teacher":
+        if self.kind != "distill":
             d.pop("student")
+        if self.kind == "teacher":
             d.pop("distillation")
         return d
 
@@ -222,6 +247,16 @@ def _check_distillation(distillation: DistillationConfig, teacher: TeacherConfig
     if distillation.type != "none" and teacher.checkpoint is None:
         raise ConfigError("teacher.checkpoint", "a distill run needs a trained teacher: a weights file, "
                           "a final/ directory, an artifact id or 'timm'")
+    _check_teacher_cache(distillation)
+
+
+def _check_teacher_cache(distillation: DistillationConfig) -> None:
+    _check_one_of("distillation.teacher_cache_store", distillation.teacher_cache_store, TEACHER_CACHE_STORES)
+    _check_range("distillation.teacher_cache_topk", distillation.teacher_cache_topk, 1, 100000)
+    if not distillation.teacher_cache.strip() or len(distillation.teacher_cache) > 1000:
+        raise ConfigError("distillation.teacher_cache", "must be 'auto', 'off' or a cache's name (1 to 1000 characters)")
+    if distillation.type == "soft" and distillation.teacher_cache_store == "argmax":
+        raise ConfigError("distillation.teacher_cache_store", "soft distillation needs logits: fp16, fp32, topk or auto")
 
 
 def _check_train(t: TrainConfig) -> None:
@@ -251,9 +286,28 @@ def _check_train(t: TrainConfig) -> None:
         raise ConfigError("train.aa", f"not a timm auto-augment spec, e.g. rand-m9-mstd0.5-inc1 or null: {t.aa!r}")
 
 
-def _check_paths(data: DataConfig, teacher: TeacherConfig, student: StudentConfig | None) -> None:
+def _check_resources(resources: ResourcesConfig, raw: Mapping[str, Any]) -> ResourcesConfig:
+    """Ranges, and one value for the processes on each node, spelt ``processes`` or ``processes_per_node``."""
+    _check_range("resources.processes", resources.processes, 1, 64)
+    _check_range("resources.processes_per_node", resources.processes_per_node, 1, 64)
+    _check_range("resources.nodes", resources.nodes, 1, 1024)
+    _check_range("resources.max_attempts", resources.max_attempts, 1, 20)
+    per_node = resources.processes_per_node
+    if per_node is not None and "processes" in raw and raw["processes"] != per_node:
+        raise ConfigError("resources.processes_per_node", f"{per_node} contradicts resources.processes={raw['processes']} "
+                          "(two spellings of the processes on each node): give one of them")
+    per_node = per_node if per_node is not None else resources.processes
+    return dataclasses.replace(resources, processes=per_node, processes_per_node=per_node)
+
+
+def _check_paths(data: DataConfig, teacher: TeacherConfig, student: StudentConfig | None,
+                 distillation: DistillationConfig | None = None) -> None:
     _check_path("data.train", data.train, True)
     _check_path("data.val", data.val, True)
+    cache = distillation.teacher_cache if distillation else "off"
+    if cache not in ("auto", "off") and not Path(cache).is_dir():
+        raise ConfigError("distillation.teacher_cache", f"{cache!r} is not a cache folder; the service resolves cache "
+                          "names, here give the folder's path (or 'auto' / 'off')")
     for path, value in (("teacher.checkpoint", teacher.checkpoint),
                         ("student.init", student.init if student else None)):
         if isinstance(value, int):
@@ -275,10 +329,10 @@ def _check_top_level(raw: Any) -> str:
         raise ConfigError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
     if "data" not in raw:
         raise ConfigError("data", "is required")
-    if kind != "distill":
-        for key in ("student", "distillation"):
-            if raw.get(key) is not None:
-                raise ConfigError(key, "only allowed for kind 'distill'")
+    if kind != "distill" and raw.get("student") is not None:
+        raise ConfigError("student", "only allowed for kind 'distill'")
+    if kind == "teacher" and raw.get("distillation") is not None:
+        raise ConfigError("distillation", "only allowed for kinds 'distill' and 'teacher_outputs'")
     return kind
 
 
@@ -302,15 +356,19 @@ def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
     if kind == "distill":
         student = _build_section("student", raw.get("student"))
         distillation = _build_section("distillation", raw.get("distillation"))
+    elif kind == "teacher_outputs":  # a distill config without the student: type decides what is stored
+        distillation = _build_section("distillation", raw.get("distillation"))
+        if distillation.type == "none":
+            raise ConfigError("distillation.type", "a teacher_outputs job stores the teacher's outputs for hard or soft "
+                              "distillation; 'none' has nothing to store")
 
     _check_models(data, teacher, student)
     if distillation is not None:
         _check_distillation(distillation, teacher)
     _check_train(train)
-    _check_range("resources.processes", resources.processes, 1, 64)
-    _check_range("resources.max_attempts", resources.max_attempts, 1, 20)
+    resources = _check_resources(resources, raw.get("resources") or {})
     if check_paths:
-        _check_paths(data, teacher, student)
+        _check_paths(data, teacher, student, distillation)
     return JobConfig(kind=kind, data=data, teacher=teacher, train=train, resources=resources,
                      student=student, distillation=distillation)
 

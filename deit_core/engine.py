@@ -50,11 +50,14 @@ def accumulation_window(step: int, steps: int, accum_steps: int) -> int:
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, scheduler, accelerator,
                     epoch: int, num_updates: int, mixup_fn=None, ema=None, clip_grad: float | None = None, accum_steps: int = 1,
-                    log_every: int = 10, on_step: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, float], int]:
+                    log_every: int = 10, on_step: Callable[[dict[str, Any]], None] | None = None,
+                    teacher_feed=None) -> tuple[dict[str, float], int]:
     """One pass over ``loader``. Returns (averaged metrics, number of optimizer updates so far).
 
     ``on_step`` receives a dict (step, loss, lr, img_per_s, s_per_step) every ``log_every`` steps
-    and after the last step, for progress events.
+    and after the last step, for progress events. ``teacher_feed`` (deit_core.teacher_cache.TeacherFeed)
+    gives each batch's teacher outputs, from the cache when it holds them; without it the loss
+    runs the teacher itself.
     """
     model.train()
     device = accelerator.device
@@ -65,6 +68,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, s
     for step, (images, labels) in enumerate(loader, start=1):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
+        sample_labels = labels  # before mixup: what the cache checks its rows against
         if mixup_fn is not None:
             images, labels = mixup_fn(images, labels)
         # Accumulation is counted within the epoch (the last step always updates), so no gradient
@@ -73,7 +77,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, s
         with contextlib.nullcontext() if update else accelerator.no_sync(model):
             with accelerator.autocast():
                 outputs = model(images)
-                loss = criterion(images, outputs, labels)
+                teacher = teacher_feed.targets(step, images, sample_labels) if teacher_feed is not None else None
+                loss = criterion(images, outputs, labels, teacher)
             accelerator.backward(loss / accumulation_window(step, steps, accum_steps))
         if update:
             if clip_grad is not None:

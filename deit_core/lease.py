@@ -4,7 +4,10 @@ The service's worker holds a lease on each attempt it runs and mirrors it into
 ``<run dir>/lease.json`` (``{"owner", "expires_at"}``, seconds since the epoch), rewritten atomically
 at every heartbeat. The training loop calls :func:`check_lease` once per log step: when the file
 says the lease has run out (its worker was killed, or lost the job to a new attempt), the run
-stops at once, so two attempts of one job never train side by side. A run started by hand has no
+stops at once, so two attempts of one job never train side by side. A run placed by Slurm outlives
+its worker on purpose (the next worker re-attaches to it), so for those the worker writes an expiry
+well past its database lease (the service's ``worker.slurm.lease_file_grace_s``): the run keeps
+training through a worker restart and stops only if no worker comes back. A run started by hand has no
 lease file and is never stopped by this. The engine reads the file only; it knows nothing about
 the service.
 """

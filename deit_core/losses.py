@@ -18,11 +18,23 @@ baseline is a model without the distillation token, trained on the class head al
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import DISTILLATION_TYPES, KL_REDUCTIONS
+
+
+@dataclass
+class TeacherTargets:
+    """The teacher's outputs for one batch: logits (soft; None in an argmax-only cache) and argmax
+    (hard). Given to the loss by the teacher-output cache (deit_core/teacher_cache.py) instead of
+    a teacher forward."""
+
+    logits: torch.Tensor | None
+    argmax: torch.Tensor
 
 
 class DistillationLoss(nn.Module):
@@ -50,7 +62,9 @@ class DistillationLoss(nn.Module):
             logits = self.teacher(inputs)
         return logits.clone()
 
-    def forward(self, inputs: torch.Tensor, outputs, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, outputs, labels: torch.Tensor,
+                teacher: TeacherTargets | None = None) -> torch.Tensor:
+        """``teacher``: the batch's teacher outputs when they are known (cached); else the teacher runs."""
         if isinstance(outputs, (tuple, list)):
             cls_out, dist_out = outputs
         else:
@@ -64,11 +78,15 @@ class DistillationLoss(nn.Module):
                 "distillation needs the student's (class, distillation) outputs: build a timm "
                 "deit_*_distilled_* model, call set_distilled_training(True) and keep it in train mode")
         base = self.base_criterion(cls_out, labels)
-        teacher_out = self.teacher_logits(inputs)
+        if teacher is None:
+            logits = self.teacher_logits(inputs)
+            teacher = TeacherTargets(logits=logits, argmax=logits.argmax(dim=1))
         if self.type == "soft":
-            distill = soft_distillation(dist_out, teacher_out, self.tau, self.kl_reduction)
+            if teacher.logits is None:
+                raise ValueError("soft distillation needs the teacher's logits, not only its argmax")
+            distill = soft_distillation(dist_out, teacher.logits, self.tau, self.kl_reduction)
         else:
-            distill = F.cross_entropy(dist_out, teacher_out.argmax(dim=1))
+            distill = F.cross_entropy(dist_out, teacher.argmax)
         return base * (1 - self.alpha) + distill * self.alpha
 
 

@@ -11,6 +11,7 @@ import argparse
 import logging
 import math
 import os
+import socket
 import sys
 import time
 import traceback
@@ -29,7 +30,8 @@ from .lease import check_lease
 from .losses import DistillationLoss, base_criterion
 from .models import build_student, build_teacher, save_final
 from .preprocess import resize_size
-from .train_cli import add_resume_arguments
+from .teacher_cache import CacheOptions, Layout, TeacherFeed, open_feed
+from .train_cli import add_cache_arguments, add_resume_arguments
 
 log = logging.getLogger("deit_core.train")
 
@@ -107,13 +109,15 @@ class Run:
     ``train_one_epoch``/``evaluate`` do), then ``write_final``."""
 
     def __init__(self, cfg: JobConfig, out: Path, resume: bool, events: MetricsLog, accelerator,
-                 allow_reshard: bool = False):
+                 allow_reshard: bool = False, cache: CacheOptions | None = None):
         from accelerate.utils import set_seed
         from timm.data import Mixup
 
         t = cfg.train
         self.cfg, self.out, self.events, self.acc = cfg, out, events, accelerator
         self.resume, self.allow_reshard = resume, allow_reshard
+        self.cache_options = cache or CacheOptions()
+        self.teacher_feed: TeacherFeed | None = None  # set in execute() when a teacher runs
         self.ckpt_dir = out / "checkpoints"
         self.distilled = cfg.kind == "distill"
         set_seed(t.seed)
@@ -254,19 +258,33 @@ class Run:
 
     def run_epoch(self, epoch: int, teacher_preds: torch.Tensor | None, on_step) -> dict[str, float]:
         """Train one epoch and evaluate; returns the epoch's metrics (train loss/lr, val top-1/top-5...)."""
-        from accelerate.utils import set_seed
-
-        t, acc = self.cfg.train, self.acc
-        # Every source of randomness in the epoch is a function of (seed, epoch): see data.py.
-        set_seed(t.seed + 1000 * epoch + acc.process_index)
+        t, acc, feed = self.cfg.train, self.acc, self.teacher_feed
+        seed_epoch(t, epoch, acc.process_index)
         self.train_loader.sampler.set_epoch(epoch)
+        if feed is not None:
+            feed.begin_epoch(epoch, self.train_loader.sampler, len(self.train_loader), t.batch_size)
         train_stats, self.progress.num_updates = train_one_epoch(
             self.model, self.criterion, self.train_loader, self.optimizer, self.scheduler, acc, epoch,
-            self.progress.num_updates, self.mixup_fn, self.ema, t.clip_grad, t.accum_steps, t.log_every, on_step)
+            self.progress.num_updates, self.mixup_fn, self.ema, t.clip_grad, t.accum_steps, t.log_every, on_step,
+            teacher_feed=feed)
+        if feed is not None:
+            feed.end_epoch(epoch)
         val = evaluate(self.model, self.val_loader, acc, self.distilled, teacher_preds)
         if self.ema is not None:
             val["val_top1_ema"] = evaluate(self.ema.module, self.val_loader, acc, self.distilled)["val_top1"]
         return {**train_stats, **val}
+
+    def _open_teacher_feed(self, start_epoch: int, steps: int) -> TeacherFeed | None:
+        """The teacher-output cache for this run (deit_core/teacher_cache.py): None when it neither
+        reads nor writes one, so the loss runs the teacher as it always did."""
+        acc, t = self.acc, self.cfg.train
+        layout = Layout(epochs=t.epochs, start_epoch=start_epoch, world=acc.num_processes, rank=acc.process_index,
+                        steps=steps, batch_size=t.batch_size, num_classes=len(self.classes),
+                        val_rows=self.val_images(), device_type=acc.device.type, precision=str(acc.mixed_precision))
+        feed = open_feed(self.cfg, self.cache_options, layout, self.criterion.teacher_logits, self.events.emit,
+                         self.out, acc.device)
+        acc.wait_for_everyone()  # rank 0 made the partial folder that every rank writes into
+        return feed if feed.reader is not None or feed.writer is not None else None
 
     def write_final(self, metrics: dict[str, float]) -> Path:
         """``final/``: weights plus everything export and serving need to rebuild and feed the model."""
@@ -296,8 +314,15 @@ class Run:
                  self.global_batch, self.lr)
         teacher_preds, teacher_metrics = None, {}
         if self.teacher is not None:
-            ev.emit("phase", phase="evaluating teacher")
-            teacher_preds, teacher_metrics = predict_teacher(self.teacher, self.val_loader, acc)
+            self.teacher_feed = self._open_teacher_feed(start_epoch, steps)
+            cached = self.teacher_feed.val() if self.teacher_feed is not None else None
+            if cached is not None:
+                teacher_preds, teacher_metrics = cached[0], {"teacher_top1": cached[1]}
+            else:
+                ev.emit("phase", phase="evaluating teacher")
+                teacher_preds, teacher_metrics = predict_teacher(self.teacher, self.val_loader, acc)
+                if self.teacher_feed is not None:
+                    self.teacher_feed.record_val(teacher_preds, teacher_metrics["teacher_top1"])
             log.info("teacher val top-1: %.2f", teacher_metrics["teacher_top1"])
             ev.emit("teacher", **teacher_metrics)
         metrics: dict[str, float] = {}
@@ -330,6 +355,8 @@ class Run:
                 path = save_checkpoint(self.ckpt_dir, self.state(), is_best)
                 ev.emit("checkpoint", epoch=epoch + 1, path=str(path), best=is_best)
             acc.wait_for_everyone()
+        if self.teacher_feed is not None:
+            self.teacher_feed.finish(acc)
         checksums = self.weight_checksums()
         if acc.is_main_process:
             final = self.write_final(metrics)
@@ -337,6 +364,15 @@ class Run:
             log.info("done: final model in %s", final)
         acc.wait_for_everyone()
         return metrics
+
+
+def seed_epoch(t: TrainConfig, epoch: int, rank: int) -> None:
+    """Every source of randomness in the epoch is a function of (seed, epoch, rank): see data.py.
+    Mixup and cutmix draw from numpy's RNG seeded here, so the teacher_outputs job, which calls
+    this too, mixes exactly the batches the students will."""
+    from accelerate.utils import set_seed
+
+    set_seed(t.seed + 1000 * epoch + rank)
 
 
 def build_optimization(model: torch.nn.Module, t: TrainConfig, global_batch: int, updates_per_epoch: int):
@@ -356,12 +392,27 @@ def build_optimization(model: torch.nn.Module, t: TrainConfig, global_batch: int
     return optimizer, scheduler, lr
 
 
-def run(cfg: JobConfig, out: Path, resume: bool = False, allow_reshard: bool = False) -> dict[str, float]:
-    """Run training in this process (one rank of many under torchrun)."""
+def log_placement(rank: int, world: int) -> None:
+    """Every rank says where it runs (to stderr, which torchrun and srun collect into the run's log),
+    so a multi-node run's log shows each node's ranks; under Slurm the node name is Slurm's."""
+    slurm_node = os.environ.get("SLURMD_NODENAME")
+    log.info("rank %d of %d on host %s (node rank %s%s)", rank, world, socket.gethostname(),
+             os.environ.get("GROUP_RANK", "0"), f", Slurm node {slurm_node}" if slurm_node else "")
+
+
+def run(cfg: JobConfig, out: Path, resume: bool = False, allow_reshard: bool = False,
+        cache: CacheOptions | None = None) -> dict[str, float]:
+    """Run training in this process (one rank of many under torchrun); a teacher_outputs job
+    fills the teacher-output cache instead (deit_core/teacher_outputs.py)."""
     acc = make_accelerator(cfg)
+    log_placement(acc.process_index, acc.num_processes)
     events = MetricsLog(out / "metrics.jsonl" if acc.is_main_process else None)
     try:
-        return Run(cfg, out, resume, events, acc, allow_reshard).execute()
+        if cfg.kind == "teacher_outputs":
+            from .teacher_outputs import fill_cache
+
+            return fill_cache(cfg, out, events, acc, cache or CacheOptions())
+        return Run(cfg, out, resume, events, acc, allow_reshard, cache).execute()
     finally:
         events.close()
 
@@ -379,7 +430,8 @@ def _record_for_torchrun(e: BaseException) -> None:
             log.warning("could not write torchrun's error file", exc_info=True)
 
 
-def run_from_args(config: str, output: str, resume: bool = False, allow_reshard: bool = False) -> int:
+def run_from_args(config: str, output: str, resume: bool = False, allow_reshard: bool = False,
+                  cache: CacheOptions | None = None) -> int:
     """Entry point shared by ``distillery train`` and ``python -m deit_core.train``; returns the exit code."""
     out = Path(output)
     main = _rank() == 0
@@ -388,7 +440,7 @@ def run_from_args(config: str, output: str, resume: bool = False, allow_reshard:
     code, message = 0, None
     try:
         cfg = load_config_file(config)
-        run(cfg, out, resume, allow_reshard)
+        run(cfg, out, resume, allow_reshard, cache)
     except ConfigError as e:
         code, message = 2, str(e)
         field = e.field
@@ -409,8 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="job config, YAML or JSON")
     p.add_argument("--output", required=True, help="run directory")
     add_resume_arguments(p)
+    add_cache_arguments(p)
     args = p.parse_args(argv)
-    return run_from_args(args.config, args.output, args.resume, args.allow_reshard)
+    return run_from_args(args.config, args.output, args.resume, args.allow_reshard, cache_options(args))
+
+
+def cache_options(args: argparse.Namespace) -> CacheOptions:
+    return CacheOptions(Path(args.teacher_cache_dir) if args.teacher_cache_dir else None, args.teacher_cache_max_bytes)
 
 
 if __name__ == "__main__":

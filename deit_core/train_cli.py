@@ -11,3 +11,12 @@ def add_resume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-reshard", action="store_true",
                    help="with --resume: accept a different number of processes or train.accum_steps than the "
                         "checkpoint's (the global batch, lr and schedule then change)")
+
+
+def add_cache_arguments(p: argparse.ArgumentParser) -> None:
+    """Where ``distillation.teacher_cache: auto`` finds and writes teacher-output caches, and the cap."""
+    p.add_argument("--teacher-cache-dir", default=None,
+                   help="the teacher-output cache store (the service passes <storage>/teacher_cache); without it, "
+                        "'auto' neither reads nor writes a cache")
+    p.add_argument("--teacher-cache-max-bytes", type=int, default=8 << 30,
+                   help="the largest cache this run may write (estimated before writing; default 8 GiB)")

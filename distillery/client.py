@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
-from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS  # plain tuples: no Flask, Celery or torch
+from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS, PRIORITIES  # plain tuples: no Flask, Celery or torch
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # `distillery up` default
 PAGE_SIZE = 200  # the API's largest page
@@ -204,7 +204,9 @@ def progress_line(job: dict[str, Any], width: int = 24) -> str:
     line = (f"job {job.get('id')} {job.get('state', '?'):<9} [{format_bar(frac, width)}] "
             f"{frac * 100:5.1f}%  epoch {epoch}  loss {_num(m.get('loss'), '.4f')}  "
             f"top-1 {_num(_best_top1(job), '.2f')}  ETA {eta}")
-    if job.get("state") == "queued" and job.get("parent_id"):
+    if job.get("state") == "queued" and job.get("waiting_reason"):  # why it has not started (server.workers)
+        line += f"  ({job['waiting_reason']})"
+    elif job.get("state") == "queued" and job.get("parent_id"):
         line += f"  (after teacher job {job['parent_id']})"
     if job.get("state") == "running" and not p.get("step"):  # before the first step: what it is doing
         line += f"  ({p.get('phase') or 'starting processes'}"
@@ -292,12 +294,15 @@ def _client(args: argparse.Namespace) -> ApiClient:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     body = load_job_file(args.file, args.name)
+    if args.priority:
+        body["priority"] = args.priority
     job = _client(args).post("/jobs", json=body, what="jobs endpoint")
     pipeline = job.get("pipeline") or []
     if len(pipeline) > 1:
         print(f"submitted a pipeline: teacher job {pipeline[0]} -> {job.get('kind')} job {job['id']} {job.get('name')!r}")
     else:
-        print(f"submitted {job.get('kind')} job {job['id']} {job.get('name')!r} ({job.get('state', 'queued')})")
+        prio = f", {job['priority']} priority" if job.get("priority") not in (None, "normal") else ""
+        print(f"submitted {job.get('kind')} job {job['id']} {job.get('name')!r} ({job.get('state', 'queued')}{prio})")
     if (job.get("baseline") or {}).get("job_id"):
         print(f"and baseline job {job['baseline']['job_id']}: the same student without a teacher")
     print(job["id"])
@@ -572,6 +577,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", parents=[common], help="submit a job file (YAML or JSON); prints the job id last")
     p.add_argument("file", help="a job body {kind, name, config} or just a config")
     p.add_argument("--name", help="job name (default: the body's name, else the file name)")
+    p.add_argument("--priority", choices=list(PRIORITIES),
+                   help="the broker starts higher first (default: the body's, else normal); high: admins only")
     p.set_defaults(func=_guard(cmd_submit))
 
     p = sub.add_parser("jobs", parents=[common], help="list jobs as a table")
@@ -600,3 +607,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=list(ARTIFACT_FORMATS))
     p.add_argument("--output", help="file or directory (default: the server's file name, here)")
     p.set_defaults(func=_guard(cmd_download))
+
+    from . import sweep_client  # sweep submit | watch | download
+
+    sweep_client.register(sub, common, _guard)

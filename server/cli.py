@@ -1,4 +1,4 @@
-"""API subcommands of `distillery`: db upgrade, token create, serve (the worker package owns worker and up).
+"""API subcommands of `distillery`: db upgrade, token create, user limit, serve (the worker package owns worker and up).
 
 All of them read :class:`server.settings.Settings` from ``DISTILLERY_*`` once and pass it down.
 """
@@ -144,6 +144,37 @@ def _token_revoke(args: argparse.Namespace) -> int:
     return _token_rows(args, revoke_one)
 
 
+def _user_limit(args: argparse.Namespace) -> int:
+    """Show a user's limits, or set them (``--max-jobs-in-flight N``; ``--default`` clears the cap)."""
+    from sqlalchemy import select
+
+    from .models import User
+    from .quotas import LimitError, limits_of, set_limits
+
+    settings = settings_from_env()
+
+    def apply(s) -> int:
+        user = s.scalar(select(User).where(User.name == args.name))
+        if user is None:
+            print(f"error: no user named {args.name!r} (users are created by `distillery token create --user NAME`)",
+                  file=sys.stderr)
+            return 1
+        if args.default or args.max_jobs_in_flight is not None:
+            try:
+                set_limits(s, user, {"max_jobs_in_flight": None if args.default else args.max_jobs_in_flight})
+            except LimitError as e:
+                print(f"error: --{e.field.replace('_', '-')}: {e.message}", file=sys.stderr)
+                return 2
+        limits = limits_of(s, settings, user)
+        own = limits["max_jobs_in_flight"]
+        print(f"{user.name}: at most {limits['effective_max_jobs_in_flight']} jobs in flight "
+              f"({'set for this user' if own is not None else 'the server default, DISTILLERY_MAX_JOBS_IN_FLIGHT'}); "
+              f"{limits['jobs_in_flight']} queued or running now")
+        return 0
+
+    return _token_rows(args, apply)
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = service_settings("serve")
     if (code := require_schema(settings)) is not None:
@@ -190,6 +221,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = tsub.add_parser("revoke", help="revoke a token at once (API calls and dashboard sessions opened with it)")
     q.add_argument("id", type=int)
     q.set_defaults(func=_token_revoke)
+
+    p = sub.add_parser("user", help="users' limits")
+    usub = p.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    q = usub.add_parser("limit", help="show or set how many jobs one user may have queued or running at once")
+    q.add_argument("name", help="the user (as in `token create --user NAME`)")
+    group = q.add_mutually_exclusive_group()
+    group.add_argument("--max-jobs-in-flight", type=int, default=None, metavar="N",
+                       help="this user's cap (0 stops their submissions); over it a submission is a 429")
+    group.add_argument("--default", action="store_true", help="drop the user's own cap: DISTILLERY_MAX_JOBS_IN_FLIGHT applies")
+    q.set_defaults(func=_user_limit)
 
     p = sub.add_parser("serve", help="the API (gunicorn; --dev for Flask's server)")
     p.add_argument("--host", default=os.environ.get("DISTILLERY_HOST", "127.0.0.1"))

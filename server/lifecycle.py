@@ -15,19 +15,23 @@ from typing import Any, Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from . import routing
 from .models import Job, User, utcnow
 from .settings import Settings
 from .vocabulary import (
     ACTIVE_STATES,
     CANCELLED,
+    DEFAULT_PRIORITY,
     FAILED,
     FINAL_STATES,
     IN_PROGRESS_STATES,
+    PRUNED,
     QUEUED,
     RETRYABLE_STATES,
     RUN_TASK,
     RUNNING,
     SUCCEEDED,
+    SWEEP,
 )
 
 log = logging.getLogger(__name__)
@@ -35,7 +39,8 @@ log = logging.getLogger(__name__)
 # What a new attempt starts without: the previous attempt's progress, owner, lease and outcome.
 FRESH_ATTEMPT = {"progress": {}, "metrics": {}, "started_at": None, "finished_at": None, "worker": None,
                  "pid": None, "cancel_requested": False, "run_dir": None, "error": None,
-                 "lease_owner": None, "lease_expires_at": None, "heartbeat_at": None}
+                 "lease_owner": None, "lease_expires_at": None, "heartbeat_at": None,
+                 "launcher": None, "launcher_job_id": None}  # a re-attach must never find the last attempt's Slurm job
 # How an attempt was followed (``then`` in its history entry): the service started the next one on
 # its own (counts against ``max_attempts``), a user retried, or a stopping worker handed it back.
 RESTARTED, RETRIED, HANDED_BACK = "restarted", "retried", "handed_back"
@@ -80,11 +85,16 @@ def create_jobs(db: Session, user: User, specs: list[dict[str, Any]]) -> list[Jo
     for spec in specs:
         job = Job(kind=spec["kind"], name=spec["name"], config=spec["config"], owner_id=user.id,
                   state=QUEUED, attempt=1, progress={}, metrics={}, attempt_history=[],
-                  max_attempts=int((spec["config"].get("resources") or {}).get("max_attempts", 3)))
+                  max_attempts=int((spec["config"].get("resources") or {}).get("max_attempts", 3)),
+                  priority=spec.get("priority") or DEFAULT_PRIORITY)
         if spec["after_previous"]:
             job.parent_id = jobs[-1].id
+        elif spec.get("parent_index") is not None:  # a pipeline's student after its teacher_outputs job
+            job.parent_id = jobs[spec["parent_index"]].id
         elif spec.get("parent_id") is not None:
             job.parent_id = spec["parent_id"]
+        if spec.get("trial_number") is not None:  # a sweep's trial (worker.sweep)
+            job.trial_number = spec["trial_number"]
         if spec.get("baseline_of") is not None:  # the same student without a teacher (submissions.baseline_spec)
             job.baseline_of = jobs[spec["baseline_of"]].id
         db.add(job)
@@ -100,11 +110,15 @@ def waits_for_teacher(job: Job) -> bool:
 
 
 def enqueue(db: Session, celery, settings: Settings, job_id: int) -> str:
-    """Send the run message for ``job_id`` by task name and remember its id (for revoke on cancel)."""
-    result = celery.send_task(RUN_TASK, args=[job_id], queue=settings.queue)
+    """Send the run message for ``job_id`` by task name and remember its id (for revoke on cancel),
+    to the queue of workers big enough for it at its priority (``server.routing``)."""
+    job = db.get(Job, job_id)
+    queue = routing.queue_for(settings, job.config if job else {})
+    result = celery.send_task(RUN_TASK, args=[job_id], queue=queue,
+                              priority=routing.broker_priority(job.priority if job else None))
     db.execute(update(Job).where(Job.id == job_id).values(task_id=result.id, enqueued_at=utcnow()))
     db.commit()
-    log.info("job %s queued as task %s on %s", job_id, result.id, settings.queue)
+    log.info("job %s queued as task %s on %s", job_id, result.id, queue)
     return result.id
 
 
@@ -151,6 +165,30 @@ def cancel(db: Session, celery, job: Job, by: str) -> None:
         raise JobConflict(f"job {job.id} is {job.state}; only queued or running jobs can be cancelled")
 
 
+# A sweep's pruner stops a running trial through the cancel path; the reason it leaves in ``error``
+# (starting with this) tells the worker to end the attempt ``pruned`` rather than ``cancelled``.
+PRUNE_REASON = "pruned by sweep"
+
+
+def prune(db: Session, job: Job, reason: str) -> bool:
+    """Stop a sweep's trial (``reason`` starts with :data:`PRUNE_REASON`): queued -> pruned at once;
+    running -> flagged like a cancel, and the worker ends it ``pruned`` (:func:`stop_outcome`)."""
+    if transition(db, job.id, QUEUED, PRUNED, error=reason):
+        return True
+    res = db.execute(update(Job).where(Job.id == job.id, Job.state == RUNNING, Job.trial_number.is_not(None))
+                     .values(cancel_requested=True, error=reason[:4000]))
+    db.commit()
+    return res.rowcount == 1
+
+
+def stop_outcome(job: Job) -> tuple[str, str]:
+    """How a run stopped on request ends: (state, reason) -- ``pruned`` with the pruner's reason
+    for a trial the sweep pruned, else ``cancelled``."""
+    if job.trial_number is not None and (job.error or "").startswith(PRUNE_REASON):
+        return PRUNED, job.error
+    return CANCELLED, "cancelled by user"
+
+
 def retry(db: Session, celery, settings: Settings, job: Job) -> None:
     """Run a failed or cancelled job again as attempt N+1 (same id; it resumes from the last
     attempt's checkpoint when the config is unchanged, see ``worker.runner``).
@@ -160,6 +198,8 @@ def retry(db: Session, celery, settings: Settings, job: Job) -> None:
     """
     if waits_for_teacher(job):
         raise JobConflict("its teacher job never produced a checkpoint; retry the teacher job", "parent_id")
+    if job.kind == SWEEP:  # its study and children stay as they ended: a retry would end the same way
+        raise JobConflict("a sweep is not retried; submit it again (a failed trial can be retried on its own)", "kind")
     retries = sum(1 for e in job.attempt_history or [] if e.get("then") == RETRIED)
     if retries >= settings.max_retries:
         raise JobConflict(f"job {job.id} was already retried {retries} times (DISTILLERY_MAX_RETRIES="
@@ -253,6 +293,36 @@ def fence(db: Session, job_id: int, attempt: int, owner: str) -> bool:
     return res.rowcount == 1
 
 
+def record_launch(db: Session, job_id: int, lease: tuple[int, str], **values: Any) -> None:
+    """Where the attempt runs (``pid``; for Slurm ``launcher`` and ``launcher_job_id``), written
+    only under the attempt's lease; raises :class:`LeaseLostError` when it is no longer held."""
+    res = db.execute(update(Job).where(Job.id == job_id, *lease_held(*lease)).values(**values)
+                     .execution_options(synchronize_session=False))
+    db.commit()
+    if res.rowcount != 1:
+        raise LeaseLostError(f"job {job_id}: lease {lease[1]} of attempt {lease[0]} is no longer held")
+
+
+class LeaseLostError(RuntimeError):
+    """A fenced write found the lease gone (the attempt ended, was cancelled or taken over)."""
+
+
+def take_over_lease(db: Session, job_id: int, attempt: int, owner: str | None, expires: datetime | None,
+                    new_owner: str, worker: str, lease_s: float) -> bool:
+    """Re-attach: give the expired lease of a running attempt to ``new_owner`` for the SAME attempt
+    (compare-and-set on the old owner and expiry, like :func:`lease_expired_where`), so a restarted
+    worker supervises a Slurm job that outlived its worker instead of starting another. True: this
+    caller won; the old owner's writes are fenced off from now on."""
+    now = utcnow()
+    res = db.execute(update(Job).where(Job.id == job_id, Job.attempt == attempt, Job.state == RUNNING,
+                                       *lease_expired_where(owner, expires))
+                     .values(lease_owner=new_owner, worker=worker, heartbeat_at=now, updated_at=now,
+                             lease_expires_at=now + timedelta(seconds=lease_s))
+                     .execution_options(synchronize_session=False))
+    db.commit()
+    return res.rowcount == 1
+
+
 def expired_leases(db: Session, now: datetime | None = None) -> list[tuple[int, int, str | None, datetime | None]]:
     """(job id, attempt, lease owner, expiry) of running/exporting jobs whose lease has run out."""
     now = now or utcnow()
@@ -317,9 +387,10 @@ def _entry(job: Job, outcome: str, reason: str | None) -> dict[str, Any]:
 
 
 def release_children(db: Session, celery, settings: Settings, parent: Job, checkpoint_artifact_id: int,
-                     lease: tuple[int, str] | None = None) -> list[int]:
+                     lease: tuple[int, str] | None = None, teacher_cache: str | None = None) -> list[int]:
     """Give waiting distill jobs their teacher's checkpoint artifact and queue them (``lease`` =
-    (attempt, owner): only while the teacher's attempt still holds its lease)."""
+    (attempt, owner): only while the teacher's attempt still holds its lease). ``teacher_cache``:
+    the name of the teacher-output cache a teacher_outputs parent wrote, which the students read."""
     released = []
     for child in list(db.scalars(select(Job).where(Job.parent_id == parent.id, Job.state == QUEUED))):
         if not waits_for_teacher(child):
@@ -329,6 +400,8 @@ def release_children(db: Session, celery, settings: Settings, parent: Job, check
             break
         cfg = copy.deepcopy(child.config)
         cfg["teacher"]["checkpoint"] = checkpoint_artifact_id
+        if teacher_cache is not None and cfg.get("distillation"):
+            cfg["distillation"]["teacher_cache"] = teacher_cache
         child.config = cfg
         db.commit()
         enqueue(db, celery, settings, child.id)
@@ -343,4 +416,5 @@ def fail_children(db: Session, parent: Job, reason: str, state: str = FAILED) ->
     for child in list(db.scalars(select(Job).where(Job.parent_id == parent.id, Job.state.in_(ACTIVE_STATES)))):
         if waits_for_teacher(child) and transition(db, child.id, QUEUED, state, error=f"teacher job {parent.id} {reason}"):
             failed.append(child.id)
+            failed += fail_children(db, child, reason, state)  # a teacher_outputs job's students wait on it
     return failed

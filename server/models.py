@@ -39,6 +39,9 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(120), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An admin's cap on this user's queued + running jobs; null: the deployment's
+    # DISTILLERY_MAX_JOBS_IN_FLIGHT (see migration 0005).
+    max_jobs_in_flight: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -115,6 +118,14 @@ class Job(Base):
     attempt_history: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     # When the run message was last sent; the reconciler re-sends one that may have been lost.
     enqueued_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # low | normal | high (server.vocabulary.PRIORITIES); the broker delivers higher first.
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
+    # How the running attempt was started (server.vocabulary.LAUNCHERS) and, for Slurm, its job id:
+    # a restarted worker re-attaches to a Slurm job that is still running instead of starting another.
+    launcher: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    launcher_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # A sweep's trial: its number in the sweep's Optuna study (the sweep is the parent job).
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     owner: Mapped[User] = relationship()
     artifacts: Mapped[list["Artifact"]] = relationship(back_populates="job", order_by="Artifact.id")
@@ -150,5 +161,25 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A name a later job can refer to it by (a teacher-output cache's key), unique per format.
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
 
     job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class Worker(Base):
+    """A worker process as it last announced itself: its name (``DISTILLERY_WORKER_NAME``), how
+    many GPUs (or CPU slots) it gives one run, its launcher and the queues it consumes. Written by
+    the worker's heartbeat; read by the API to say why a queued job waits."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    host: Mapped[str] = mapped_column(String(200))
+    slots: Mapped[int] = mapped_column(Integer, default=1)
+    gpus: Mapped[bool] = mapped_column(Boolean, default=False)
+    launcher: Mapped[str] = mapped_column(String(16), default="local")
+    queues: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

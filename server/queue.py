@@ -24,6 +24,15 @@ Long jobs: a training run can take hours or days, so
   checkpoint (``worker.runner.JobRunner``).
 * ``visibility_timeout`` is still set to a week for Redis, for messages prefetched but not started.
 
+Queues and priorities (``server.routing``): each run size has its queue, a worker consumes the
+sizes it can give one run, and messages carry the job's priority; on Redis one list per priority
+step, popped highest first (``priority_steps``, ``queue_order_strategy``). Prefetch: with early
+ack and ``--pool solo`` (``distillery worker``'s default) a worker holds no message beyond the one
+it runs (the task runs inside the consumer loop), so the next job it takes is chosen by priority
+when it is free. With ``--pool threads --concurrency N`` it also reserves up to N more while its N
+threads are busy (seen with Redis: 6 messages, N=2: 2 running, 2 reserved, 2 left in Redis), and
+those reserved jobs start in the order they were taken.
+
 The embedded default (``filesystem://``) uses ``server.fs_broker`` (atomic message writes) and no
 broadcasts: no revoke on cancel and no remote control, so no per-worker control files pile up.
 """
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from server.routing import transport_priority_options
 from server.settings import Settings
 
 
@@ -40,7 +50,7 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         broker_transport=settings.broker_transport,
         worker_enable_remote_control=settings.broker_broadcasts,
-        broker_transport_options=settings.broker_transport_options(),
+        broker_transport_options={**settings.broker_transport_options(), **transport_priority_options(settings)},
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue,
         task_create_missing_queues=True,

@@ -8,6 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from .models import Artifact, Dataset, Job
+from .vocabulary import QUEUED, SWEEP
+from .workers import Capacity, live_capacity, waiting_reason
 
 PROGRESS_KEYS = ("epoch", "epochs", "step", "steps_per_epoch", "fraction", "eta_s", "phase", "num_classes")
 # The exported model is the last epoch's weights (deit_core.train writes final/ from self.model, not the
@@ -57,11 +59,13 @@ def iso(ts: datetime | None) -> str | None:
 
 def serialize_artifact(a: Artifact) -> dict[str, Any]:
     return {"id": a.id, "job_id": a.job_id, "kind": a.kind, "format": a.format, "size": a.size,
-            "sha256": a.sha256, "filename": a.path.rsplit("/", 1)[-1], "metadata": a.meta or {},
+            "sha256": a.sha256, "filename": a.path.rsplit("/", 1)[-1], "metadata": a.meta or {}, "name": a.name,
             "created_at": iso(a.created_at), "download_url": f"/api/v1/artifacts/{a.id}/download"}
 
 
-def serialize_job(job: Job, with_config: bool = True) -> dict[str, Any]:
+def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None = None) -> dict[str, Any]:
+    """A job as the API shows it. ``capacity``: the live workers (``server.workers.live_capacity``),
+    read once by a list handler for all its rows; read here when a queued job needs it and none is given."""
     progress = {k: (job.progress or {}).get(k) for k in PROGRESS_KEYS}
     if progress["fraction"] is None:
         progress["fraction"] = 1.0 if job.state == "succeeded" else 0.0
@@ -80,8 +84,17 @@ def serialize_job(job: Job, with_config: bool = True) -> dict[str, Any]:
         "baseline_of": job.baseline_of, "baseline": baseline_info(job),
         "artifacts": [serialize_artifact(a) for a in job.artifacts],
     }
-    if with_config:
+    out["trial_number"] = job.trial_number
+    out["priority"] = job.priority
+    if job.state == QUEUED and capacity is None and object_session(job) is not None:
+        capacity = live_capacity(object_session(job))
+    out["waiting_reason"] = waiting_reason(job, capacity) if job.state == QUEUED and capacity is not None else None
+    # How the attempt was started: "slurm" with its Slurm job id, or the local launcher (null id).
+    out["launcher"] = {"kind": job.launcher or "local", "job_id": job.launcher_job_id}
+    if with_config:  # the detail view (lists stay small)
         out["config"] = job.config
+        if job.kind == SWEEP:  # its trials, best and fronts, as the worker last stored them (worker.sweep)
+            out["sweep"] = (job.progress or {}).get("sweep")
     return out
 
 

@@ -72,6 +72,22 @@ class Settings:
             ``DISTILLERY_KEEP_ATTEMPTS``, at least 1). Registered artifacts live in storage/artifacts
             and are not affected.
         max_retries: user retries (``POST /jobs/{id}/retry``) a job may have; the next one is a 409.
+        worker_name: this worker's name, shown on its jobs (``DISTILLERY_WORKER_NAME``; empty:
+            ``host:pid``). Unique among the workers sharing one database.
+        worker_slots: GPUs (or, with no GPUs, CPU process slots) this worker gives one run; it only
+            consumes the queues of jobs that fit (0: the number of ``worker_gpus``, or one per CPU core;
+            see ``server.routing.worker_slots``).
+        scratch: this worker's local scratch folder (empty: ``<storage>/scratch/<worker name>``);
+            never shared between hosts, unlike ``storage``.
+        launcher: ``local`` (torchrun on this host) or ``slurm`` (sbatch; srun + torchrun per node).
+        max_nodes: the most nodes one job may ask for (``resources.nodes``); 1 unless a launcher
+            that places multi-node runs (Slurm) serves this deployment.
+        slurm_partition / slurm_account / slurm_time_limit / slurm_gpus_per_node / slurm_sbatch_args:
+            what the Slurm launcher passes to ``sbatch`` (``DISTILLERY_SLURM_*``).
+        slurm_poll_s: how often the Slurm launcher asks ``squeue``/``sacct`` for its job's state.
+        teacher_cache_max_bytes: the largest teacher-output cache a job may write (its size is
+            estimated before it is written; over the cap the job runs with the live teacher).
+        sweep_max_trials: the most trials one sweep may ask for.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -102,6 +118,19 @@ class Settings:
     requeue_after_s: float = 60.0
     max_retries: int = 5
     keep_attempts: int = 2
+    worker_name: str = ""
+    worker_slots: int = 0
+    scratch: str = ""
+    launcher: str = "local"
+    max_nodes: int = 1
+    slurm_partition: str = ""
+    slurm_account: str = ""
+    slurm_time_limit: str = ""
+    slurm_gpus_per_node: int = 0
+    slurm_sbatch_args: tuple[str, ...] = ()
+    slurm_poll_s: float = 2.0
+    teacher_cache_max_bytes: int = 8 << 30
+    sweep_max_trials: int = 200
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -137,6 +166,19 @@ class Settings:
             requeue_after_s=float(env.get("DISTILLERY_REQUEUE_AFTER_S", d.requeue_after_s)),
             max_retries=parse_int(env.get("DISTILLERY_MAX_RETRIES"), d.max_retries),
             keep_attempts=max(1, parse_int(env.get("DISTILLERY_KEEP_ATTEMPTS"), d.keep_attempts)),
+            worker_name=env.get("DISTILLERY_WORKER_NAME", d.worker_name),
+            worker_slots=parse_int(env.get("DISTILLERY_WORKER_SLOTS"), d.worker_slots),
+            scratch=env.get("DISTILLERY_SCRATCH", d.scratch),
+            launcher=env.get("DISTILLERY_LAUNCHER", d.launcher),
+            max_nodes=parse_int(env.get("DISTILLERY_MAX_NODES"), d.max_nodes),
+            slurm_partition=env.get("DISTILLERY_SLURM_PARTITION", d.slurm_partition),
+            slurm_account=env.get("DISTILLERY_SLURM_ACCOUNT", d.slurm_account),
+            slurm_time_limit=env.get("DISTILLERY_SLURM_TIME_LIMIT", d.slurm_time_limit),
+            slurm_gpus_per_node=parse_int(env.get("DISTILLERY_SLURM_GPUS_PER_NODE"), d.slurm_gpus_per_node),
+            slurm_sbatch_args=tuple(shlex.split(env.get("DISTILLERY_SLURM_SBATCH_ARGS", ""))),
+            slurm_poll_s=float(env.get("DISTILLERY_SLURM_POLL_S", d.slurm_poll_s)),
+            teacher_cache_max_bytes=parse_int(env.get("DISTILLERY_TEACHER_CACHE_MAX_BYTES"), d.teacher_cache_max_bytes),
+            sweep_max_trials=parse_int(env.get("DISTILLERY_SWEEP_MAX_TRIALS"), d.sweep_max_trials),
         )
 
     def replace(self, **changes) -> "Settings":

@@ -10,20 +10,23 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from deit_core.config import ConfigError, parse_config
 
+from . import quotas
 from .checkpoint_match import CheckpointMismatch, check_classes, fill_from_checkpoints
 from .models import Artifact, Dataset, Job, User
 from .settings import Settings
 from .storage import PathRefused, check_links, check_safe_path, is_private, is_under, resolve_server_dir
-from .vocabulary import ACTIVE_STATES, DISTILL, JOB_KINDS, TEACHER
+from .sweeps import SWEEP_BODY_KEYS, SweepError, validate_sweep
+from .vocabulary import DEFAULT_PRIORITY, DISTILL, JOB_KINDS, PRIORITIES, SWEEP, TEACHER
 
 log = logging.getLogger(__name__)
 
-JOB_BODY_KEYS = {"kind", "name", "config", "teacher_job", "baseline"}
+JOB_BODY_KEYS = {"kind", "name", "config", "teacher_job", "baseline", "priority", "teacher_outputs", "students",
+                 *SWEEP_BODY_KEYS}
 TEACHER_JOB_KEYS = {"name", "config"}
 
 
@@ -141,15 +144,34 @@ def check_limits(settings: Settings, cfg: dict[str, Any], prefix: str) -> None:
         if isinstance(value, int) and value > cap:
             raise SubmissionError(f"{prefix}{section}.{key}", f"must be <= {cap} on this server "
                                   f"(DISTILLERY_{setting}), got {value}")
+    nodes = (cfg.get("resources") or {}).get("nodes", 1)
+    if isinstance(nodes, int) and nodes > settings.max_nodes:
+        raise SubmissionError(f"{prefix}resources.nodes", f"got {nodes}, but this deployment places at most "
+                              f"{settings.max_nodes} node(s) per job (DISTILLERY_MAX_NODES); a multi-node job needs "
+                              "the Slurm launcher (DISTILLERY_LAUNCHER=slurm)")
 
 
 def check_in_flight(db: Session, settings: Settings, user: User, adding: int) -> None:
-    """429 when ``adding`` more jobs would pass the user's cap on queued/running jobs."""
-    active = db.scalar(select(func.count()).select_from(Job).where(Job.owner_id == user.id, Job.state.in_(ACTIVE_STATES)))
-    if active + adding > settings.max_jobs_in_flight:
-        raise SubmissionError("kind", f"{active} of your jobs are queued or running; this server runs at most "
-                              f"{settings.max_jobs_in_flight} per user (DISTILLERY_MAX_JOBS_IN_FLIGHT): wait or cancel some",
+    """429 when ``adding`` more jobs would pass the user's cap on queued/running jobs (the one an
+    admin set for them, else the deployment's; see ``server.quotas``)."""
+    active = quotas.in_flight(db, user)
+    cap, source = quotas.job_cap(settings, user)
+    if active + adding > cap:
+        raise SubmissionError("kind", f"{active} of your jobs are queued or running and this would add {adding}; "
+                              f"at most {cap} may be in flight ({source}): wait or cancel some",
                               status=429, code="too_many_jobs")
+
+
+def check_priority(user: User, body: Mapping[str, Any]) -> str:
+    """The body's ``priority`` (low, normal, high; default normal). Only admins may ask for high:
+    it puts the job ahead of everyone else's (403 naming ``priority``)."""
+    priority = body.get("priority", DEFAULT_PRIORITY)
+    if priority not in PRIORITIES:
+        raise SubmissionError("priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    if priority == PRIORITIES[-1] and not user.is_admin:
+        raise SubmissionError("priority", f"only admins may submit {priority!r} priority jobs; use "
+                              f"{', '.join(PRIORITIES[:-1])}", status=403, code="forbidden")
+    return priority
 
 
 def _parse(raw: Any, prefix: str, kind: str | None, placeholder_teacher: bool,
@@ -199,7 +221,23 @@ def _resolve_paths(db: Session, settings: Settings, user: User, cfg: dict[str, A
         check_classes(db, cfg)
     except CheckpointMismatch as e:
         raise SubmissionError(f"{prefix}{e.field}", e.message) from None
+    check_cache_name(db, user, cfg, prefix)
     return cfg
+
+
+def check_cache_name(db: Session, user: User, cfg: dict[str, Any], prefix: str) -> None:
+    """``distillation.teacher_cache``: auto, off, or the name of a teacher-output cache artifact the
+    caller may read (the worker resolves it to its folder when the job starts)."""
+    name = (cfg.get("distillation") or {}).get("teacher_cache", "auto")
+    if name in ("auto", "off"):
+        return
+    q = (select(Artifact.id).join(Job, Artifact.job_id == Job.id)
+         .where(Artifact.format == "teacher_outputs", Artifact.name == name))
+    if not user.is_admin:
+        q = q.where(Job.owner_id == user.id)
+    if db.scalar(q.limit(1)) is None:
+        raise SubmissionError(f"{prefix}distillation.teacher_cache", f"no teacher-output cache named {name!r}; use 'auto', "
+                              "'off' or the name of a cache artifact (GET /api/v1/artifacts?format=teacher_outputs)")
 
 
 def _name(value: Any, field: str) -> str:
@@ -219,6 +257,13 @@ def validate_submission(db: Session, settings: Settings, user: User, body: Mappi
     name = _name(body.get("name"), "name")
     if "config" not in body:
         raise SubmissionError("config", "is required")
+    if kind == SWEEP:
+        return [sweep_spec(db, settings, user, body, name)]
+    if {"teacher_outputs", "students"} & body.keys():  # one teacher, many students (server/cache_pipeline.py)
+        from .cache_pipeline import pipeline_specs  # it builds on this module's checks
+
+        return pipeline_specs(db, settings, user, body, kind, name)
+    refuse_sweep_keys(body)
     teacher_spec = body.get("teacher_job")
     check_in_flight(db, settings, user, (1 if teacher_spec is None else 2) + (body.get("baseline") is True))
     if teacher_spec is None:
@@ -229,8 +274,12 @@ def validate_submission(db: Session, settings: Settings, user: User, body: Mappi
         if isinstance(teacher_ref, int):  # lineage: the job whose checkpoint teaches this one
             spec["parent_id"] = db.get(Artifact, teacher_ref).job_id
         return [spec, *baseline_spec(body, kind, name, cfg, 0)]
+    return teacher_job_specs(db, settings, user, body, kind, name, teacher_spec)
 
-    # A pipeline: train the teacher, then distill from its checkpoint.
+
+def teacher_job_specs(db: Session, settings: Settings, user: User, body: Mapping[str, Any], kind: str, name: str,
+                      teacher_spec: Any) -> list[dict[str, Any]]:
+    """A pipeline: train the teacher, then distill from its checkpoint."""
     if kind != DISTILL:
         raise SubmissionError("teacher_job", "only a distill job can name a teacher_job")
     if not isinstance(teacher_spec, Mapping):
@@ -259,6 +308,27 @@ def validate_submission(db: Session, settings: Settings, user: User, body: Mappi
     return [{"kind": TEACHER, "name": t_name, "config": t_cfg, "after_previous": False},
             {"kind": DISTILL, "name": name, "config": d_cfg, "after_previous": True},
             *baseline_spec(body, kind, name, d_cfg, 1)]
+
+
+def refuse_sweep_keys(body: Mapping[str, Any]) -> None:
+    for key in sorted(SWEEP_BODY_KEYS & set(body)):
+        raise SubmissionError(key, "only a sweep (kind: sweep) takes this key")
+
+
+def sweep_spec(db: Session, settings: Settings, user: User, body: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``kind: sweep``: ``config`` is the base distill config of every trial; the search space,
+    trials, parallel, pruner and seed are checked by :func:`server.sweeps.validate_sweep`."""
+    for key in ("teacher_job", "baseline"):
+        if key in body:
+            raise SubmissionError(key, "a sweep takes no " + key)
+    check_in_flight(db, settings, user, 1)
+    base = _resolve_paths(db, settings, user, _parse(body["config"], "config.", DISTILL, placeholder_teacher=False,
+                                                     db=db, user=user), "config.")
+    try:
+        cfg = validate_sweep(body, base, settings.sweep_max_trials, lambda c: check_limits(settings, c, "config."))
+    except SweepError as e:
+        raise SubmissionError(e.field, e.message) from None
+    return {"kind": SWEEP, "name": name, "after_previous": False, "config": cfg}
 
 
 def baseline_spec(body: Mapping[str, Any], kind: str, name: str, cfg: dict[str, Any], index: int) -> list[dict[str, Any]]:

@@ -8,24 +8,36 @@ from __future__ import annotations
 
 from deit_core.config import DISTILLATION_TYPES, KINDS
 
-# Job states, in the order a job moves through them.
+# Job states, in the order a job moves through them. ``pruned``: a sweep's pruner stopped the trial.
 QUEUED, RUNNING, EXPORTING = "queued", "running", "exporting"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-JOB_STATES = (QUEUED, RUNNING, EXPORTING, SUCCEEDED, FAILED, CANCELLED)
+SUCCEEDED, FAILED, CANCELLED, PRUNED = "succeeded", "failed", "cancelled", "pruned"
+JOB_STATES = (QUEUED, RUNNING, EXPORTING, SUCCEEDED, FAILED, CANCELLED, PRUNED)
 ACTIVE_STATES = (QUEUED, RUNNING, EXPORTING)
 IN_PROGRESS_STATES = (RUNNING, EXPORTING)  # a worker owns the job
-FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED, PRUNED)
 RETRYABLE_STATES = (FAILED, CANCELLED)
 
-JOB_KINDS = KINDS
-TEACHER, DISTILL = KINDS
+# The engine's kinds (deit_core.config.KINDS) plus the service's own: a sweep runs no process of
+# its own; it drives an Optuna study whose trials are distill jobs (its children).
+TEACHER, DISTILL, TEACHER_OUTPUTS = KINDS
+SWEEP = "sweep"
+JOB_KINDS = (*KINDS, SWEEP)
 
-# Artifact formats (what a file is) and kinds (what it is for).
-ARTIFACT_FORMATS = ("checkpoint", "ptl", "pte", "pt", "labels", "report")
+# Job priorities, lowest first; only admins may submit "high". The broker delivers higher first.
+PRIORITIES = ("low", "normal", "high")
+DEFAULT_PRIORITY = "normal"
+
+# How a worker starts a run: torchrun on its own host, or a Slurm batch job (srun + torchrun per node).
+LAUNCHERS = ("local", "slurm")
+
+# Artifact formats (what a file is) and kinds (what it is for). ``teacher_outputs``: a
+# teacher-output cache (deit_core.teacher_cache), reusable by later students.
+ARTIFACT_FORMATS = ("checkpoint", "ptl", "pte", "pt", "labels", "report", "teacher_outputs")
 
 # The Celery task the API sends by name; the worker registers a function under it.
 RUN_TASK = "distillery.run_job"
 
 __all__ = ["DISTILLATION_TYPES", "JOB_KINDS", "JOB_STATES", "ACTIVE_STATES", "IN_PROGRESS_STATES", "FINAL_STATES",
            "RETRYABLE_STATES", "ARTIFACT_FORMATS", "RUN_TASK", "QUEUED", "RUNNING", "EXPORTING", "SUCCEEDED",
-           "FAILED", "CANCELLED", "TEACHER", "DISTILL"]
+           "FAILED", "CANCELLED", "PRUNED", "TEACHER", "DISTILL", "TEACHER_OUTPUTS", "SWEEP", "PRIORITIES",
+           "DEFAULT_PRIORITY", "LAUNCHERS"]

@@ -91,3 +91,33 @@ def job_config(kind: str, data: str, train: dict, processes: int | None = None, 
     if processes is not None:
         cfg["resources"] = {"processes": processes}
     return cfg
+
+
+class RestClient:
+    """The REST calls a live-stack fixture makes, as the token's user. The class using it has
+    ``url``, ``token`` and ``logs()`` (what a timed-out wait prints)."""
+
+    url: str
+    token: str
+    api_timeout: float = 30
+    wait_timeout: float = 300
+
+    def logs(self) -> str:
+        return ""
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        return requests.request(method, f"{self.url}/api/v1{path}", headers={"Authorization": f"Bearer {self.token}"},
+                                timeout=self.api_timeout, **kw)
+
+    def submit(self, name: str, config: dict) -> int:
+        r = self.api("POST", "/jobs", json={"kind": config["kind"], "name": name, "config": config})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def job(self, job_id: int) -> dict:
+        r = self.api("GET", f"/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(self, job_id: int, states=("succeeded",), timeout: float | None = None, on_poll=None) -> dict:
+        return wait_for_job(self.job, job_id, states, timeout or self.wait_timeout, on_poll, describe=self.logs)

@@ -16,17 +16,22 @@ log = logging.getLogger(__name__)
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from server.routing import queues_for_worker
+
     from .app import make_worker_app
+    from .registry import use_scratch
 
     settings = service_settings("worker")
     if (code := require_schema(settings)) is not None:
         return code
     settings.ensure_dirs()
+    use_scratch(settings)  # this worker's own TMPDIR, inherited by its runs (worker.registry)
     # Jobs a dead worker left running (on any host) are found by the reconciler (worker.reconciler).
     celery = make_worker_app(settings)
     pool = args.pool or ("solo" if args.concurrency == 1 else "threads")
+    queues = ",".join(queues_for_worker(settings))  # only the run sizes this worker can take (server.routing)
     argv = ["worker", f"--loglevel={args.loglevel}", f"--pool={pool}", f"--concurrency={args.concurrency}",
-            "-Q", settings.queue, "-n", f"distillery-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
+            "-Q", queues, "-n", f"distillery-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
     celery.worker_main(argv)
     return 0
 

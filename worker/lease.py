@@ -55,18 +55,24 @@ class LeaseKeeper:
     """Heartbeats for one attempt's lease, in a thread, from :meth:`start` to :meth:`stop`."""
 
     def __init__(self, database: Database, job_id: int, attempt: int, owner: str, lease_s: float, run_dir: Path,
-                 local: LocalLeases | None = None, logger: logging.Logger | logging.LoggerAdapter = log):
+                 local: LocalLeases | None = None, logger: logging.Logger | logging.LoggerAdapter = log,
+                 file_grace_s: float = 0.0):
         self.db, self.job_id, self.attempt, self.owner = database, job_id, attempt, owner
         self.lease_s, self.run_dir, self.local, self.log = lease_s, Path(run_dir), local, logger
         self.lost = threading.Event()
         self.ending = False  # set by the runner before it ends the attempt: a refused renewal is then expected
+        # How long the lease file outlives the database lease: 0 for a local run (it dies with the
+        # worker); longer for a Slurm job, which outlives its worker until the next one re-attaches
+        # (worker.slurm.lease_file_grace_s). keep_file: leave the file as it is at stop (detached).
+        self.file_grace_s = file_grace_s
+        self.keep_file = False
         self.db_down_since: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"lease-{job_id}-{attempt}", daemon=True)
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_file(time.time() + self.lease_s)
+        self._write_file(time.time() + self.lease_s + self.file_grace_s)
         if self.local is not None:
             self.local.add(self.owner)
         self._thread.start()
@@ -76,7 +82,8 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-        self._write_file(time.time())
+        if not self.keep_file:
+            self._write_file(time.time())
         if self.local is not None:
             self.local.discard(self.owner)
 
@@ -98,7 +105,7 @@ class LeaseKeeper:
                 self.db_down_since = time.monotonic()
                 self.log.warning("heartbeat: database unavailable (%s); training goes on, retrying every second",
                                  str(e).splitlines()[0][:200])
-            self._write_file(time.time() + self.lease_s)  # this worker is alive: its run may go on
+            self._write_file(time.time() + self.lease_s + self.file_grace_s)  # this worker is alive: its run may go on
             return True
         if self.db_down_since is not None:
             self.log.info("heartbeat: database back after %.0fs; lease renewed: %s",
@@ -114,7 +121,7 @@ class LeaseKeeper:
             self.lost.set()
             self._write_file(0.0)
             return False
-        self._write_file(time.time() + self.lease_s)
+        self._write_file(time.time() + self.lease_s + self.file_grace_s)
         return True
 
     def _loop(self) -> None:

@@ -8,7 +8,9 @@ the work. The reconciler makes that record self-healing, whichever host or broke
 (b) a queued job whose message may have been lost (sent longer than ``requeue_after_s`` ago and
     not in the broker's queue: a Redis restart without persistence, a worker that died between
     taking the message and claiming the job) is sent again; the claim's compare-and-set makes a
-    duplicate delivery harmless.
+    duplicate delivery harmless;
+(c) every running sweep is advanced (``worker.sweep.advance``: its trials reported, pruned, told,
+    new ones asked). Sweeps hold no lease (no expiry), so (a) never restarts one.
 
 Database outages: a lease is judged expired only after this reconciler has *seen* the same
 expired lease (same owner, same expiry) for half a lease in sweeps that reached the database, and
@@ -26,6 +28,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 from celery import Celery
 from sqlalchemy import or_, select, update
@@ -36,6 +39,7 @@ from server.models import Job, utcnow
 from server.settings import Settings
 from server.vocabulary import QUEUED
 
+from . import sweep as sweep_driver
 from .lease import LocalLeases
 
 log = logging.getLogger(__name__)
@@ -44,8 +48,12 @@ log = logging.getLogger(__name__)
 class Reconciler:
     """Runs :meth:`sweep` in a daemon thread every ``interval`` seconds (+-20% jitter)."""
 
-    def __init__(self, celery: Celery, settings: Settings, database: Database, local: LocalLeases):
+    def __init__(self, celery: Celery, settings: Settings, database: Database, local: LocalLeases,
+                 reattach: Callable[..., bool] | None = None):
         self.celery, self.settings, self.db, self.local = celery, settings, database, local
+        # An expired lease of a Slurm job is first offered here (worker.reattach.SlurmReattach): True
+        # when it re-attached to the still-known Slurm job (or left it to a Slurm worker).
+        self.reattach = reattach
         self.interval = max(0.5, min(5.0, settings.lease_s / 3))
         self.seen: dict[tuple, float] = {}  # expired lease -> when this reconciler first saw it
         self._stop = threading.Event()
@@ -75,6 +83,7 @@ class Reconciler:
         done: dict[str, list[int]] = {"restarted": [], "failed": [], "resent": []}
         self._expire_leases(done)
         self._resend_lost(done)
+        done["sweeps"] = sweep_driver.advance_all(self.celery, self.settings, self.db)  # (c) sweeps go on
         return done
 
     # (a) -------------------------------------------------------------------------------------
@@ -89,6 +98,9 @@ class Reconciler:
             if now - first < self.settings.lease_s / 2:
                 continue
             job_id, attempt, owner, expires = key
+            if self.reattach is not None and self.reattach(job_id, attempt, owner, expires):
+                self.seen.pop(key, None)
+                continue
             reason = (f"attempt {attempt}'s lease ({owner}) expired at {lifecycle.iso_utc(expires)} without a heartbeat: "
                       f"its worker or host stopped")
             with self.db.session() as s:

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from deit_core.files import sha256_file
 from deit_core.lease import EXIT_LEASE_EXPIRED
@@ -34,9 +32,12 @@ from server.settings import Settings
 from server.storage import link_or_copy
 from server.vocabulary import CANCELLED, EXPORTING, FAILED, IN_PROGRESS_STATES, QUEUED, RUNNING, SUCCEEDED, TEACHER
 
-from . import launch
+from . import launch, slurm
+from . import teacher_cache as caches
+from .launchers import LocalRun
 from .lease import LeaseKeeper, LocalLeases, wait_for_earlier_attempts
 from .rank_failure import failure_reason
+from .registry import worker_name
 from .retention import prune_attempts
 from .tail import MetricsTail, RunProgress
 
@@ -69,6 +70,10 @@ class WorkerStopping(Exception):
     """The worker is shutting down (SIGTERM); the run's processes are already stopped."""
 
 
+class Detached(Exception):
+    """The worker is shutting down and left the run (a Slurm job) going: the next worker re-attaches."""
+
+
 class LeaseLost(Exception):
     """This worker no longer holds the attempt's lease; the run's processes are already stopped and
     nothing more may be written for the attempt."""
@@ -83,10 +88,11 @@ class JobRunner:
         self.stopping = stopping or threading.Event()
         self.local_leases = local_leases
         self.log = JobLog(logger, {"job_id": job_id})
-        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_name = worker_name(settings)  # DISTILLERY_WORKER_NAME or host:pid (worker.registry)
         self._pending_points: list[dict[str, Any]] = []
         self._db_down = False
         self._dirty = False  # progress not yet written
+        self.points_after: int | None = None  # metric points up to this step are stored (re-attach)
 
     # -- entry ------------------------------------------------------------------------------------
     def run(self) -> str:
@@ -111,14 +117,45 @@ class JobRunner:
         self.lease = (attempt, self.owner)
         self.log.info("claimed attempt %d (lease %s); run directory %s", attempt, self.owner, self.run_dir)
         self.keeper = LeaseKeeper(self.db, self.job_id, attempt, self.owner, self.settings.lease_s, self.run_dir,
-                                  self.local_leases, self.log)
+                                  self.local_leases, self.log, file_grace_s=self._lease_file_grace())
         self.keeper.start()
+        return self._guarded(self._run)
+
+    def reattach(self, attempt: int, owner: str, run: slurm.SlurmRun) -> str:
+        """Supervise attempt ``attempt``'s Slurm job, still running (or ended) after its worker
+        stopped, under the lease this worker just took over (``lifecycle.take_over_lease``); then
+        go on as if this worker had started it (export, artifacts, final state)."""
+        with self.db.session() as s:
+            job = s.get(Job, self.job_id)
+            self.run_dir = Path(job.run_dir)
+            self.points_after = s.scalar(select(func.max(MetricPoint.step)).where(
+                MetricPoint.job_id == self.job_id, MetricPoint.attempt == attempt))
+        self.attempt, self.owner, self.lease = attempt, owner, (attempt, owner)
+        self.log.info("re-attached to attempt %d's %s (lease %s)", attempt, run.describe(), owner)
+        self.keeper = LeaseKeeper(self.db, self.job_id, attempt, owner, self.settings.lease_s, self.run_dir,
+                                  self.local_leases, self.log, file_grace_s=self._lease_file_grace())
+        self.keeper.start()
+        return self._guarded(lambda: self._run(attached=run))
+
+    def _lease_file_grace(self) -> float:
+        return slurm.lease_file_grace_s(self.settings) if self.settings.launcher == "slurm" else 0.0
+
+    def _guarded(self, body) -> str:
+        """``body()`` with every way an attempt can end mapped to the job's state."""
+        attempt = self.attempt
         try:
-            return self._run()
-        except Cancelled:
-            self._finish(CANCELLED, error="cancelled by user")
+            return body()
+        except Detached:
+            self.keeper.keep_file = True  # the run goes on; its lease file must outlive this worker
+            self.log.info("worker shutting down; left %s running for the next worker to re-attach",
+                          self._launched.describe())
+            return "detached"
+        except Cancelled:  # by a user, or (a sweep's trial) by its pruner: then it ends pruned
+            state, reason = self._quietly(lambda s: lifecycle.stop_outcome(s.get(Job, self.job_id))) or \
+                (CANCELLED, "cancelled by user")
+            self._finish(state, error=reason)
             self._fail_children("was cancelled", state=CANCELLED)
-            return CANCELLED
+            return state
         except WorkerStopping:
             return self._requeue()
         except LeaseLost:
@@ -132,10 +169,13 @@ class JobRunner:
         finally:
             self.keeper.stop()
 
-    def _run(self) -> str:
+    def _run(self, attached: slurm.SlurmRun | None = None) -> str:
         with self.db.session() as s:
             job = s.get(Job, self.job_id)
             kind, config = job.kind, self._resolve(s, job.config)
+        if attached is not None:  # re-attached: the run was started by an earlier worker
+            tail = RunProgress()
+            return self._after_training(self._supervise([], {}, tail=tail, run=attached), tail, kind, config)
         wait_for_earlier_attempts(self.run_dir.parent, self.attempt, self.settings.lease_s,
                                   lambda: self.stopping.is_set() or self.keeper.lost.is_set(), self.log)
         self._check_lease()
@@ -150,11 +190,30 @@ class JobRunner:
             self.log.info("removed old run directories %s (DISTILLERY_KEEP_ATTEMPTS=%d)",
                           [p.name for p in pruned], self.settings.keep_attempts)
         cmd = launch.train_command(self.run_dir / "job.json", self.run_dir, processes, resume=resume)
-        self.log.info("training: %s", " ".join(cmd))
+        cmd += caches.train_args(self.settings)  # the teacher-output cache store and cap (worker/teacher_cache.py)
+        run = None
+        if self.settings.launcher == "slurm":  # sbatch: srun + torchrun on each node (worker/slurm.py)
+            env = launch.child_env((), int(config["resources"].get("nodes", 1)) * processes)
+            run = slurm.start_training(self.settings, self.job_id, self.attempt, self.run_dir, config["resources"],
+                                       cmd[cmd.index("deit_core.train") + 1:], env, self.log)
+        elif int(config["resources"].get("nodes", 1)) > 1:  # torchrun --standalone would shrink the world
+            raise ValueError(f"resources.nodes={config['resources']['nodes']} needs a worker with the Slurm launcher "
+                             "(DISTILLERY_LAUNCHER=slurm); this worker runs on one host")
+        else:
+            self.log.info("training: %s", " ".join(cmd))
         tail = RunProgress()
-        rc = self._supervise(cmd, env, tail=tail)
+        rc = self._supervise(cmd, env, tail=tail, run=run)
+        return self._after_training(rc, tail, kind, config)
+
+    def _after_training(self, rc: int, tail: RunProgress, kind: str, config: dict[str, Any]) -> str:
         if rc != 0:
             return self._training_failed(rc, tail)
+        if kind == caches.TEACHER_OUTPUTS:  # no model, no export: register the cache, release the students
+            if not caches.finish_teacher_outputs(self):
+                self._check_lease()
+                raise Cancelled()
+            self.log.info("succeeded")
+            return SUCCEEDED
 
         # 2. checkpoint (a pipeline's distill job can start from here)
         moved = self._with_db(lambda s: lifecycle.transition(s, self.job_id, RUNNING, EXPORTING,
@@ -163,6 +222,7 @@ class JobRunner:
             self._check_lease()
             raise Cancelled()
         ckpt_id = self._register_checkpoint(self.run_dir / "final")
+        caches.register(self)  # a teacher-output cache this run wrote ("auto"), for later students
         if kind == TEACHER:
             released = self._with_db(lambda s: lifecycle.release_children(
                 s, self.celery, self.settings, s.get(Job, self.job_id), ckpt_id, lease=self.lease))
@@ -211,6 +271,8 @@ class JobRunner:
         # torchrun's summary names a rank that was killed (the others then fail with gloo errors)
         cause = failure_reason(self.run_dir / "output.log", tail.error)
         reason = f"training failed (exit {rc}): {cause or self._last_lines() or f'exit code {rc}'}"
+        if (ended := self._launched.ended_reason()) is not None:  # Slurm's state and reason come first
+            reason = f"{ended}; {reason}"
         self.log.warning(reason)
         self.keeper.ending = True
         if rc == BAD_CONFIG:
@@ -266,13 +328,18 @@ class JobRunner:
                 if art is None or art.format != "checkpoint":
                     raise ValueError(f"{section}.{key}: checkpoint artifact {value} no longer exists")
                 config[section][key] = str(Path(art.path).parent)
+        caches.resolve_name(s, config)  # distillation.teacher_cache: a cache artifact's name -> its folder
         return config
 
-    def _supervise(self, cmd: list[str], env: dict[str, str], tail: RunProgress | None = None) -> int:
-        """Run ``cmd``; stream metrics into the DB; stop it if a cancel is requested."""
-        proc = launch.start(cmd, self.run_dir / "output.log", env, cwd=Path.cwd())
-        self._quietly(lambda s: s.execute(update(Job).where(Job.id == self.job_id, *lifecycle.lease_held(*self.lease))
-                                          .values(pid=proc.pid)))
+    def _supervise(self, cmd: list[str], env: dict[str, str], tail: RunProgress | None = None, run=None) -> int:
+        """Run ``cmd`` (or supervise ``run``, a started Slurm job); stream metrics into the DB; stop
+        it if a cancel is requested. A Slurm job is left running when the worker stops."""
+        proc = self._launched = run or LocalRun(launch.start(cmd, self.run_dir / "output.log", env, cwd=Path.cwd()))
+        try:  # a Slurm job id must reach the row (a restarted worker re-attaches by it); a pid may wait
+            (self._with_db if run is not None else self._quietly)(
+                lambda s: lifecycle.record_launch(s, self.job_id, self.lease, **proc.row_values()))
+        except (lifecycle.LeaseLostError, LeaseLost):
+            self.keeper.lost.set()  # stopped just below
         reader = MetricsTail(self.run_dir / "metrics.jsonl") if tail is not None else None
         while True:
             rc = proc.poll()
@@ -282,8 +349,8 @@ class JobRunner:
                 except LeaseLost:
                     rc = None
             if self.keeper.lost.is_set():
-                self.log.warning("lease lost; stopping process group %d", proc.pid)
-                launch.stop(proc, self.settings.cancel_grace_s, self.log)
+                self.log.warning("lease lost; stopping %s", proc.describe())
+                proc.stop(self.settings.cancel_grace_s, self.log)
                 raise LeaseLost()
             if rc is not None:
                 if reader is not None and self._pending_points:
@@ -291,12 +358,14 @@ class JobRunner:
                 return rc
             cancel = self._quietly(lambda s: s.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
             if cancel:
-                self.log.info("cancel requested; stopping process group %d", proc.pid)
-                launch.stop(proc, self.settings.cancel_grace_s, self.log)
+                self.log.info("cancel requested; stopping %s", proc.describe())
+                proc.stop(self.settings.cancel_grace_s, self.log)
                 raise Cancelled()
             if self.stopping.is_set():
-                self.log.info("worker shutting down; stopping process group %d", proc.pid)
-                launch.stop(proc, self.settings.cancel_grace_s, self.log)
+                if proc.detachable:
+                    raise Detached()
+                self.log.info("worker shutting down; stopping %s", proc.describe())
+                proc.stop(self.settings.cancel_grace_s, self.log)
                 raise WorkerStopping()
             time.sleep(self.settings.poll_s)
 
@@ -352,7 +421,10 @@ class JobRunner:
         points are kept and written, in order, once it answers again."""
         events = reader.read_new()
         if events:
-            self._pending_points += tail.apply(events)
+            points = tail.apply(events)
+            if self.points_after is not None:  # re-attached: the earlier worker stored these already
+                points = [p for p in points if p["step"] > self.points_after]
+            self._pending_points += points
             self._dirty = True
         if not self._dirty:
             return

@@ -13,8 +13,11 @@ from server.db import Database
 from server.settings import Settings
 from server.vocabulary import RUN_TASK
 
+from . import sweep
 from .lease import LocalLeases
+from .reattach import SlurmReattach
 from .reconciler import Reconciler
+from .registry import Registry
 from .runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -32,19 +35,26 @@ def register(app: Celery) -> None:
     stopping = threading.Event()
     local = LocalLeases()  # leases this process holds: its own reconciler never judges them
     reconcilers: list[Reconciler] = []
+    registries: list[Registry] = []
 
     def _on_shutdown(sender=None, **_kw) -> None:
         stopping.set()
         for r in reconcilers:
             r.stop()
+        for g in registries:
+            g.stop()
 
     def _on_ready(sender=None, **_kw) -> None:
         if reconcilers:
             return
         settings: Settings = app.distillery_settings
-        reconciler = Reconciler(app, settings, database(settings), local)
+        reconciler = Reconciler(app, settings, database(settings), local,
+                                reattach=SlurmReattach(app, settings, database(settings), local, stopping))
         reconcilers.append(reconciler)
         reconciler.start()
+        registry = Registry(settings, database(settings))  # the workers table: this worker's name, slots, queues
+        registries.append(registry)
+        registry.start()
 
     # Celery's warm shutdown (SIGTERM) only sets a flag and waits for the task; the supervisor
     # watches this event to stop its run and re-queue the job instead of blocking for hours.
@@ -54,7 +64,14 @@ def register(app: Celery) -> None:
     @app.task(name=RUN_TASK, bind=True, ignore_result=True)
     def run_job(self, job_id: int) -> str:
         settings: Settings = self.app.distillery_settings
-        return JobRunner(self.app, settings, database(settings), int(job_id), stopping, local).run()
+        if sweep.is_sweep(database(settings), int(job_id)):  # a sweep holds no slot: claim, advance, return
+            return sweep.start(self.app, settings, database(settings), int(job_id))
+        outcome = JobRunner(self.app, settings, database(settings), int(job_id), stopping, local).run()
+        try:  # a sweep's trial ended: the sweep goes on now, not only at the next reconciler tick
+            sweep.advance_parent(self.app, settings, database(settings), int(job_id))
+        except Exception:
+            log.exception("job %s: advancing its sweep failed (the reconciler will)", job_id)
+        return outcome
 
     app.distillery_database = database
     app.distillery_reconcilers = reconcilers

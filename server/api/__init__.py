@@ -12,7 +12,7 @@ from ..db import database_unavailable
 from ..errors import ApiError
 from ..lifecycle import JobConflict
 from ..submissions import SubmissionError
-from . import artifacts, datasets, health, jobs, openapi, tokens
+from . import artifacts, datasets, health, jobs, openapi, sweeps, tokens, users
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -34,12 +34,16 @@ ROUTES = [
     ("/jobs/<id:job_id>/logs", jobs.get_job_logs, ["GET"]),
     ("/jobs/<id:job_id>/cancel", jobs.cancel_job, ["POST"]),
     ("/jobs/<id:job_id>/retry", jobs.retry_job, ["POST"]),
+    ("/jobs/<id:job_id>/trials", sweeps.get_trials, ["GET"]),
+    ("/jobs/<id:job_id>/promote", sweeps.promote, ["POST"]),
     ("/artifacts", artifacts.list_artifacts, ["GET"]),
     ("/artifacts/<id:artifact_id>", artifacts.get_artifact, ["GET"]),
     ("/artifacts/<id:artifact_id>/download", artifacts.download_artifact, ["GET"]),
     ("/datasets", datasets.create_dataset, ["POST"]),
     ("/datasets", datasets.list_datasets, ["GET"]),
     ("/datasets/<id:dataset_id>", datasets.get_dataset, ["GET"]),
+    ("/users/<name>/limits", users.get_limits, ["GET"]),
+    ("/users/<name>/limits", users.put_limits, ["PUT"]),
     ("/tokens", tokens.list_tokens, ["GET"]),
     ("/tokens/<id:token_id>", tokens.revoke_token, ["DELETE"]),
     ("/health", health.health, ["GET"]),

@@ -18,6 +18,7 @@ from ..errors import ApiError
 from ..models import Job, MetricPoint
 from ..serializers import serialize_job
 from ..vocabulary import JOB_KINDS, JOB_STATES
+from ..workers import live_capacity
 from .base import arg_int, arg_name, celery, db, get_object_or_404, json_body, paginate, settings
 
 
@@ -25,7 +26,10 @@ from .base import arg_int, arg_name, celery, db, get_object_or_404, json_body, p
 def create_job():
     body = json_body(submissions.JOB_BODY_KEYS, required={"kind", "name", "config"})
     s = db()
+    priority = submissions.check_priority(g.user, body)
     specs = submissions.validate_submission(s, settings(), g.user, body)
+    for spec in specs:  # a pipeline's teacher and a baseline twin run at the job's priority too
+        spec["priority"] = priority
     try:
         jobs = lifecycle.submit(s, celery(), settings(), g.user, specs)
     except Exception as e:  # broker down: the row exists and says so; tell the caller
@@ -56,7 +60,8 @@ def list_jobs():
         q = q.where(Job.owner_id == g.user.id)
     q = _filter(q, "state", Job.state, JOB_STATES)
     q = _filter(q, "kind", Job.kind, JOB_KINDS)
-    return jsonify(paginate(q, "jobs", lambda j: serialize_job(j, with_config=False), Job.id))
+    capacity = live_capacity(db())  # once per page: why each queued job waits
+    return jsonify(paginate(q, "jobs", lambda j: serialize_job(j, with_config=False, capacity=capacity), Job.id))
 
 
 @login_required

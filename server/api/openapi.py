@@ -5,16 +5,18 @@ from typing import Any
 
 from flask import current_app, jsonify
 
-from deit_core.config import DISTILLATION_TYPES, KL_REDUCTIONS, PRECISIONS
+from deit_core.config import DISTILLATION_TYPES, KL_REDUCTIONS, PRECISIONS, TEACHER_CACHE_STORES
 
+from ..quotas import MAX_CAP
 from ..settings import Settings
-from ..vocabulary import ARTIFACT_FORMATS, JOB_KINDS, JOB_STATES
+from ..vocabulary import ARTIFACT_FORMATS, DEFAULT_PRIORITY, JOB_KINDS, JOB_STATES, LAUNCHERS, PRIORITIES
+from . import sweeps
 from .base import NAME_PATTERN
 
 MAX_ID = 2**31 - 1
 MAX_OFFSET = 1_000_000_000
 STATUS_TEXT = {400: "Bad request (the field is named)", 401: "Missing, invalid, expired or revoked token",
-               403: "Cookie-authenticated change without X-CSRF-Token", 404: "Not found (or another user's)",
+               403: "Not allowed: an admin-only action or value (the field is named), or a cookie-authenticated change without X-CSRF-Token", 404: "Not found (or another user's)",
                405: "Method not allowed (see Allow)", 409: "Conflict with the current state", 410: "File gone from storage",
                413: "Body too large", 415: "Wrong Content-Type", 416: "Range not satisfiable",
                429: "Too many of your jobs queued or running", 503: "Broker unavailable"}
@@ -36,6 +38,7 @@ def err(*codes: int) -> dict[str, Any]:
 
 ID = lambda name: {"name": name, "in": "path", "required": True,  # noqa: E731
                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+USER = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 120}}
 PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
         {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
@@ -89,10 +92,18 @@ def job_config_schema(st: Settings) -> dict[str, Any]:
                                  "checkpoint": checkpoint}),
                 "distillation": {"anyOf": [_obj({"type": {"type": "string", "enum": list(DISTILLATION_TYPES)}, "alpha": _num(0, 1),
                                                  "tau": _num(0, 1e6, open_lo=True),
-                                                 "kl_reduction": {"type": "string", "enum": list(KL_REDUCTIONS)}}),
-                                           {"type": "null"}], "description": "distill jobs only"},
+                                                 "kl_reduction": {"type": "string", "enum": list(KL_REDUCTIONS)},
+                                                 "teacher_cache": {"type": "string", "minLength": 1, "maxLength": 200,
+                                                                   "description": "teacher-output cache: 'auto' (read a "
+                                                                   "matching cache, else write one), 'off', or a cache "
+                                                                   "artifact's name"},
+                                                 "teacher_cache_store": {"type": "string", "enum": list(TEACHER_CACHE_STORES)},
+                                                 "teacher_cache_topk": _int(1, 100000)}),
+                                           {"type": "null"}], "description": "distill and teacher_outputs jobs only"},
                 "train": _obj(train),
-                "resources": _obj({"processes": _int(1, st.max_processes), "max_attempts": _int(1, 20)})},
+                "resources": _obj({"processes": _int(1, st.max_processes), "max_attempts": _int(1, 20),
+                                   "nodes": _int(1, st.max_nodes),
+                                   "processes_per_node": _int(1, st.max_processes, nullable=True)})},
             "example": {"kind": "teacher", "data": {"train": "dataset:digits/train", "val": "dataset:digits/val", "img_size": 32},
                         "teacher": {"model": "regnety_002"},
                         "train": {"epochs": 1, "batch_size": 16, "aa": None, "mixup": 0, "cutmix": 0, "workers": 0}}}
@@ -129,6 +140,19 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
                                            "'pipeline': [teacher_id, distill_id].",
                             "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
                                            "config": _ref("JobConfig")}},
+            "priority": {"type": "string", "enum": list(PRIORITIES), "default": DEFAULT_PRIORITY,
+                         "description": "the broker hands out higher first; only admins may submit high (else 403)"},
+            "teacher_outputs": {"type": "object", "additionalProperties": False,
+                                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"}},
+                                "description": "distill: put a teacher_outputs job (the first student's config without the "
+                                               "student, epochs = the most any student asks for) between the teacher and the "
+                                               "students; every student waits for it and reads its cache. Students must share "
+                                               "its key fields (400 names the first that differs)"},
+            "students": {"type": "array", "maxItems": 16, "description": "distill: more students of the same teacher job "
+                         "(and teacher_outputs job); created before the first student, all listed in 'pipeline'",
+                         "items": {"type": "object", "additionalProperties": False, "required": ["config"], "properties": {
+                             "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
+                             "config": _ref("JobConfig")}}},
             "baseline": {"type": "boolean", "description": "distill only: also train the same student config, seed and "
                                                            "budget with distillation.type none (job NAME-baseline, "
                                                            "baseline_of = this job); the response's 'baseline' names it"}}},
@@ -137,7 +161,8 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
                         "phase": {"type": ["string", "null"], "description": "what the run is doing before/around its steps"},
                         "num_classes": nullable_int}},
         "Artifact": {"type": "object", "properties": {
-            "id": {"type": "integer"}, "job_id": {"type": "integer"}, "kind": {"type": "string", "enum": ["checkpoint", "mobile", "server", "metadata", "report"]},
+            "id": {"type": "integer"}, "job_id": {"type": "integer"}, "kind": {"type": "string", "enum": ["checkpoint", "mobile", "server", "metadata", "report", "cache"]},
+            "name": {"type": ["string", "null"], "description": "a teacher-output cache's name (distillation.teacher_cache)"},
             "format": {"type": "string", "enum": list(ARTIFACT_FORMATS)}, "size": {"type": "integer"}, "sha256": {"type": "string"},
             "filename": {"type": "string"}, "metadata": {"type": "object"}, "created_at": {"type": "string", "format": "date-time"},
             "download_url": {"type": "string"}}},
@@ -146,7 +171,14 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "state": {"type": "string", "enum": list(JOB_STATES)}, "attempt": {"type": "integer"}, "parent_id": nullable_int,
             "owner": {"type": "string"}, "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
             "finished_at": {"type": ["string", "null"]}, "updated_at": {"type": "string"}, "error": {"type": ["string", "null"]},
-            "cancel_requested": {"type": "boolean"}, "worker": {"type": ["string", "null"]},
+            "cancel_requested": {"type": "boolean"},
+            "worker": {"type": ["string", "null"], "description": "the name of the worker running it (DISTILLERY_WORKER_NAME)"},
+            "priority": {"type": "string", "enum": list(PRIORITIES)},
+            "waiting_reason": {"type": ["string", "null"], "description": "a queued job: why it has not started (its teacher job, "
+                               "no live worker with enough GPUs or CPU slots, or all such workers busy); null otherwise"},
+            "launcher": {"type": "object", "description": "how the attempt was started; job_id: its Slurm job id",
+                         "properties": {"kind": {"type": "string", "enum": list(LAUNCHERS)},
+                                        "job_id": {"type": ["string", "null"]}}},
             "max_attempts": {"type": "integer", "description": "runs the service starts on its own (resources.max_attempts)"},
             "attempt_history": {"type": "array", "items": _ref("AttemptRecord"), "description": "every ended attempt, oldest first"},
             "lease": {"type": ["object", "null"], "description": "the running attempt's lease (null when none is held)",
@@ -168,6 +200,10 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "outcome": {"type": "string", "description": "succeeded, failed, cancelled, lease_expired or worker_stopped"},
             "reason": {"type": ["string", "null"]},
             "then": {"type": "string", "enum": ["restarted", "retried", "handed_back"], "description": "how the next attempt began"}}},
+        "UserLimits": {"type": "object", "required": ["user", "max_jobs_in_flight", "effective_max_jobs_in_flight"], "properties": {
+            "user": {"type": "string"}, "max_jobs_in_flight": nullable_int,
+            "effective_max_jobs_in_flight": {"type": "integer", "description": "the user's cap, else the server's"},
+            "default_max_jobs_in_flight": {"type": "integer"}, "jobs_in_flight": {"type": "integer"}}},
         "Dataset": {"type": "object", "properties": {
             "id": {"type": "integer"}, "name": {"type": "string"}, "source": {"type": "string", "enum": ["path", "upload"]},
             "path": {"type": "string"}, "train": {"type": "string"}, "val": {"type": "string"}, "num_classes": {"type": "integer"},
@@ -226,6 +262,14 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "get": {"summary": "List datasets", "parameters": PAGE, "responses": {"200": _json(_page("datasets", "Dataset")), **err(400, 401)}}},
         "/datasets/{dataset_id}": {"get": {"summary": "One dataset", "parameters": [ID("dataset_id")],
                                            "responses": {"200": _json(_ref("Dataset")), **err(401, 404)}}},
+        "/users/{name}/limits": {
+            "get": {"summary": "A user's limits (yours; an admin: anyone's)", "parameters": [USER],
+                    "responses": {"200": _json(_ref("UserLimits")), **err(401, 403, 404)}},
+            "put": {"summary": "Set a user's cap on jobs queued or running at once (admins only; null: the server's default)",
+                    "parameters": [USER], "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["max_jobs_in_flight"], "additionalProperties": False,
+                        "properties": {"max_jobs_in_flight": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_CAP}}}}}},
+                    "responses": {"200": _json(_ref("UserLimits")), **err(400, 401, 403, 404, 413, 415)}}},
         "/tokens": {"get": {"summary": "API tokens (yours; an admin's: everyone's), never their secrets", "parameters": PAGE + [
             {"name": "user", "in": "query", "schema": {"type": "string", "pattern": NAME_PATTERN},
              "description": "admins: one user's tokens"}],
@@ -236,6 +280,14 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "200": _json({"type": "object"}), "503": _json({"type": "object"}, "Degraded"), **err()}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"}), **err()}}},
     }
+    submit, sweep_schemas, sweep_paths = sweeps.openapi_parts(_ref, _json, err, job_id, st.sweep_max_trials)
+    sweep_flag = submit.pop("teacher_outputs", {"type": "boolean"})
+    props = schemas["JobSubmit"]["properties"]
+    props["teacher_outputs"] = {"anyOf": [props["teacher_outputs"], sweep_flag]}  # a distill pipeline's object | a sweep's flag
+    schemas["JobSubmit"]["properties"].update(submit)
+    schemas.update(sweep_schemas)
+    schemas["Job"]["properties"].update(sweeps.JOB_PROPERTIES)
+    paths.update(sweep_paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "distillery", "version": "1", "description": "Train compact DeiT students distilled from RegNetY teachers, "

@@ -116,6 +116,13 @@ def job(job_id: int) -> str:
     return render_template("job.html", page="job", job_id=job_id, recipe_json=_recipe_json())
 
 
+@bp.route("/sweeps/<int:job_id>")
+@login_required
+def sweep(job_id: int) -> str:
+    """A sweep: its trials table, top-1 vs .ptl latency with the Pareto front, and promote."""
+    return render_template("sweep.html", page="sweep", job_id=job_id)
+
+
 @bp.route("/compare")
 @login_required
 def compare() -> str:

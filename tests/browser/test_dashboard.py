@@ -47,6 +47,23 @@ def page(browser, live):
     assert not errors, f"JavaScript errors: {errors}"
 
 
+def logged_in_tab(browser, live, **context_options):
+    """A tab logged in with the live service's token (a generator for module fixtures); fails the
+    module if the pages raised a JavaScript error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live.url, **context_options)
+    tab = context.new_page()
+    tab.set_default_timeout(20_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.goto("/login")
+    tab.fill("#token", live.token)
+    tab.click("#login-form button[type=submit]")
+    tab.wait_for_url(f"{live.url}/")
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
 def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

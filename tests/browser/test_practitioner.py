@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import CHROMIUM, teacher_config
-from tests.browser.test_dashboard import browser, field, shot  # noqa: F401  (browser is a fixture)
+from tests.browser.test_dashboard import browser, field, logged_in_tab, shot  # noqa: F401  (browser is a fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 if not Path(CHROMIUM).exists() and os.environ.get("CI", "").lower() != "true":
@@ -31,18 +31,7 @@ TINY = {"train.epochs": "1", "train.batch_size": "16", "train.workers": "0", "tr
 
 @pytest.fixture(scope="module")
 def page(browser, live):  # noqa: F811
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, base_url=live.url)
-    tab = context.new_page()
-    tab.set_default_timeout(20_000)
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    tab.goto("/login")
-    tab.fill("#token", live.token)
-    tab.click("#login-form button[type=submit]")
-    tab.wait_for_url(f"{live.url}/")
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    yield from logged_in_tab(browser, live, accept_downloads=True)
 
 
 @pytest.fixture(scope="module")

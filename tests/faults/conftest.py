@@ -21,11 +21,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
 import sqlalchemy
 
 from server.cli import free_port
-from tests.helpers import wait_for_job, wait_healthy, wait_until
+from tests.helpers import RestClient, wait_healthy, wait_until
 from tests.service.conftest import TRAIN, distillery, new_token, stop, unavailable, write_digits
 
 # Untrained 32 px models on 50 val images: the parity gate is not what these tests are about.
@@ -156,7 +155,7 @@ def job_config(data: Path, epochs: int = 2, max_attempts: int = 3, **train) -> d
 
 
 @dataclass
-class Stack:
+class Stack(RestClient):
     """An API and any number of real workers on one database and broker."""
 
     env: dict
@@ -194,22 +193,8 @@ class Stack:
     def logs(self) -> str:
         return "\n".join(self.log(p.stem) for p in sorted(self.root.glob("*.log")))
 
-    def api(self, method: str, path: str, **kw) -> requests.Response:
-        return requests.request(method, f"{self.url}/api/v1{path}", headers={"Authorization": f"Bearer {self.token}"},
-                                timeout=30, **kw)
-
-    def submit(self, name: str, config: dict) -> int:
-        r = self.api("POST", "/jobs", json={"kind": config["kind"], "name": name, "config": config})
-        assert r.status_code == 201, r.text
-        return r.json()["id"]
-
-    def job(self, job_id: int) -> dict:
-        r = self.api("GET", f"/jobs/{job_id}")
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    def wait(self, job_id: int, states=("succeeded",), timeout: float = 300, on_poll=None) -> dict:
-        return wait_for_job(self.job, job_id, states, timeout, on_poll, describe=self.logs)
+    api_timeout = 30
+    wait_timeout = 300
 
     def run_dir(self, job_id: int, attempt: int) -> Path:
         return Path(self.env["DISTILLERY_STORAGE"]).resolve() / "runs" / str(job_id) / f"attempt-{attempt}"

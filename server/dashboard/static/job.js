@@ -94,8 +94,9 @@
     const p = j.progress || {};
     const m = j.metrics || {};
     const teacher = isNum(m.teacher_top1) ? ` · teacher top-1 ${m.teacher_top1.toFixed(1)}%` : "";
-    if (j.state === "queued") return j.parent_id && !(j.config && j.config.teacher && j.config.teacher.checkpoint !== null)
-      ? `Queued: waiting for teacher job #${j.parent_id} to finish…` : "Queued: waiting for a worker…";
+    if (j.state === "queued") return j.waiting_reason ? `Queued: ${j.waiting_reason}…`  // server.workers.waiting_reason
+      : j.parent_id && !(j.config && j.config.teacher && j.config.teacher.checkpoint !== null)
+        ? `Queued: waiting for teacher job #${j.parent_id} to finish…` : "Queued: waiting for a worker…";
     if (j.state === "running" && !p.step) return (PHASES[p.phase] || "Starting the training processes…") + teacher;
     if (j.state === "exporting") return "Training done · exporting and checking the int8 .ptl/.pte…";
     if (j.state === "cancelled") return "Cancelled" + (p.epoch ? ` at epoch ${p.epoch}/${p.epochs}` : " before training started");
@@ -104,12 +105,15 @@
   }
 
   function renderJob(j) {
+    if (j.kind === "sweep") { location.replace(`../sweeps/${j.id}`); return; }  // a sweep has its own page
     document.title = `${j.name} · job ${j.id} · distillery`;
     $("job-name").textContent = j.name || `Job ${j.id}`;
     const meta = [j.kind + (j.baseline_of ? ` (baseline: no teacher, for job #${j.baseline_of})` : ""), `owner ${D.owner(j)}`,
       `created ${D.age(j.created_at)} ago`];
     if (j.attempt > 1) meta.push(`attempt ${j.attempt}`);
+    if (j.priority && j.priority !== "normal") meta.push(`${j.priority} priority`);
     if (j.worker) meta.push(`worker ${j.worker}`);
+    if (j.launcher && j.launcher.job_id) meta.push(`${j.launcher.kind} job ${j.launcher.job_id}`);
     $("job-meta").textContent = meta.join(" · ");
     const st = $("job-state");
     st.textContent = j.state;

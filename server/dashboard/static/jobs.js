@@ -30,11 +30,14 @@
     D.setBar(bar, job);
     const top1 = D.bestTop1(job);
     return D.el("tr", { "data-job-id": job.id },
-      D.el("td", {}, D.el("a", { href: "jobs/" + job.id, text: "#" + job.id })),
-      D.el("td", { class: "name" }, D.el("a", { href: "jobs/" + job.id, text: job.name || "(unnamed)" })),
+      D.el("td", {}, D.el("a", { href: (job.kind === "sweep" ? "sweeps/" : "jobs/") + job.id, text: "#" + job.id })),
+      D.el("td", { class: "name" }, D.el("a", { href: (job.kind === "sweep" ? "sweeps/" : "jobs/") + job.id,
+        text: job.name || "(unnamed)" })),
       D.el("td", { text: job.kind }),
-      D.el("td", {}, D.badge(job.state)),
-      D.el("td", { class: "progress-col" }, bar, D.el("small", { class: "muted", text: D.progressText(job) })),
+      D.el("td", { title: job.waiting_reason || null }, D.badge(job.state),
+        job.priority && job.priority !== "normal" ? D.el("small", { class: "muted", text: " " + job.priority }) : null),
+      D.el("td", { class: "progress-col" }, bar, D.el("small", { class: "muted",
+        text: job.state === "queued" && job.waiting_reason ? job.waiting_reason : D.progressText(job) })),
       D.el("td", { class: "num", title: job.at_chance ? "chance level: the model learned nothing" : null,
         text: top1 === null ? "–" : D.num(top1, 1) + (job.at_chance ? " (chance)" : "") }),
       D.el("td", { text: D.owner(job) }),

@@ -1,0 +1,379 @@
+"""A sweep's driver: an Optuna study whose trials are distill jobs, advanced by whoever calls.
+
+A sweep holds no worker slot. Its record is the database: the sweep row, its children (the
+``teacher_outputs`` job that fills the shared teacher-output cache first, then one distill job per
+trial, ``jobs.trial_number`` = the Optuna trial's number) and the Optuna study. :func:`advance` is
+idempotent and quick: it reconciles the children with the study (reports each running trial's
+per-epoch val top-1, prunes weak trials, tells finished ones), asks new trials up to ``parallel``
+in flight until ``trials`` exist, and ends the sweep. The run task calls it when the sweep's
+message is claimed (then returns at once), after every trial's run, and every worker's reconciler
+calls it on each tick, so a sweep goes on whichever workers live.
+
+Two callers at once: :func:`advance` first takes the sweep row by compare-and-set
+(``lease_owner`` = the caller, for at most :data:`MUTEX_S`; ``lease_expires_at`` stays null, so
+the reconciler's expired-lease pass, which only looks at leases with an expiry, never touches a
+sweep). The loser returns without doing anything; a caller that died frees the row after
+:data:`MUTEX_S`.
+
+Optuna's storage (:func:`storage`) lives in our database but apart from our schema: Optuna's
+``RDBStorage`` stamps and reads its own Alembic revision in a table named ``alembic_version``,
+the very table our migrations (``migrations/``) use. On one schema it would read our revision as
+its own and refuse to start (or, on an empty table, stamp its revision over ours). So on
+PostgreSQL its tables live in a schema of their own, :data:`OPTUNA_SCHEMA` (the connection's
+``search_path`` is that schema only), and on SQLite in a file beside ours (``<db>.optuna.sqlite``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import create_engine, or_, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from server import lifecycle
+from server.db import Database
+from server.models import Job, MetricPoint, utcnow
+from server.settings import Settings
+from server.sweeps import PARAMS, apply_params, summarize, trial_jobs
+from server.vocabulary import (
+    ACTIVE_STATES,
+    CANCELLED,
+    DISTILL,
+    FAILED,
+    FINAL_STATES,
+    PRUNED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    SWEEP,
+    TEACHER_OUTPUTS,
+)
+
+from .registry import worker_name
+
+log = logging.getLogger(__name__)
+
+OPTUNA_SCHEMA = "distillery_optuna"
+MUTEX_S = 120.0
+_storages: dict[str, Any] = {}
+_storage_lock = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------------------
+# Optuna's storage, apart from our schema
+# ---------------------------------------------------------------------------------------------
+def optuna_url(database_url: str) -> tuple[str, dict[str, Any]]:
+    """(URL, engine kwargs) of Optuna's storage for our ``database_url`` (see the module docstring)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise ValueError("sweeps need a file or server database (Optuna's storage lives beside it)")
+        stem, dot, ext = url.database.rpartition(".")
+        path = f"{stem}.optuna.{ext}" if dot and "/" not in ext else f"{url.database}.optuna.sqlite"
+        return url.set(database=path).render_as_string(hide_password=False), {"connect_args": {"timeout": 30}}
+    if url.get_backend_name() == "postgresql":
+        return (url.render_as_string(hide_password=False),
+                {"connect_args": {"options": f"-csearch_path={OPTUNA_SCHEMA}"}, "pool_pre_ping": True})
+    raise ValueError(f"sweeps support PostgreSQL and SQLite, not {url.get_backend_name()}")
+
+
+def storage(database_url: str):
+    """This process's Optuna ``RDBStorage`` for the deployment's database (created once)."""
+    import optuna
+
+    with _storage_lock:
+        if database_url not in _storages:
+            url, kwargs = optuna_url(database_url)
+            if url.startswith("postgresql"):
+                engine = create_engine(database_url)
+                try:
+                    with engine.begin() as c:
+                        c.execute(text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
+                except Exception:  # another worker created it at the same moment
+                    log.debug("CREATE SCHEMA %s raced", OPTUNA_SCHEMA, exc_info=True)
+                finally:
+                    engine.dispose()
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            _storages[database_url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return _storages[database_url]
+
+
+def distributions(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The stored search space as Optuna distributions."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out = {}
+    for name, spec in space.items():
+        if "choices" in spec:
+            out[name] = CategoricalDistribution(spec["choices"])
+        elif PARAMS[name][2] is int:
+            out[name] = IntDistribution(spec["low"], spec["high"], log=spec["log"], step=spec.get("step") or 1)
+        else:
+            out[name] = FloatDistribution(spec["low"], spec["high"], log=spec["log"], step=spec.get("step"))
+    return out
+
+
+def pruner(cfg: dict[str, Any]):
+    import optuna
+
+    p = cfg["pruner"]
+    if p["type"] == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p["n_startup_trials"], n_warmup_steps=p["n_warmup_steps"])
+    if p["type"] == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=p["lower"], n_warmup_steps=p["n_warmup_steps"])
+    return optuna.pruners.NopPruner()
+
+
+def study(settings: Settings, cfg: dict[str, Any], asked: int = 0):
+    """The sweep's study (created on first use). The sampler is seeded with (seed, trials asked so
+    far): each call builds a fresh sampler, and the same seed every time would draw the same
+    random start again."""
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=cfg["seed"] * 100003 + asked, n_startup_trials=min(10, max(2, cfg["trials"] // 2)))
+    return optuna.create_study(study_name=cfg["study"], storage=storage(settings.database_url), sampler=sampler,
+                               pruner=pruner(cfg), direction="maximize", load_if_exists=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+def is_sweep(database: Database, job_id: int) -> bool:
+    with database.session() as s:
+        return s.scalar(select(Job.kind).where(Job.id == job_id)) == SWEEP
+
+
+def start(celery, settings: Settings, database: Database, job_id: int) -> str:
+    """The run task for a sweep: ``queued -> running`` (no lease, no slot held), one
+    :func:`advance`, return. The rest happens on later calls of :func:`advance`."""
+    with database.session() as s:
+        job = s.get(Job, job_id)
+        if not lifecycle.transition(s, job_id, QUEUED, RUNNING, where=(Job.attempt == job.attempt,),
+                                    started_at=utcnow(), worker=worker_name(settings)):
+            return "skipped"
+    advance(celery, settings, database, job_id)
+    return RUNNING
+
+
+def advance_all(celery, settings: Settings, database: Database) -> list[int]:
+    """Advance every running sweep (the reconciler's tick); returns those this caller advanced."""
+    with database.session() as s:
+        ids = list(s.scalars(select(Job.id).where(Job.kind == SWEEP, Job.state == RUNNING)))
+    done = []
+    for sweep_id in ids:
+        try:
+            if advance(celery, settings, database, sweep_id) is not None:
+                done.append(sweep_id)
+        except Exception:
+            log.exception("sweep %s: advance failed", sweep_id)
+    return done
+
+
+def advance_parent(celery, settings: Settings, database: Database, job_id: int) -> None:
+    """After a trial's run: advance its sweep at once (not only on the next reconciler tick)."""
+    with database.session() as s:
+        parent = s.scalar(select(Job.parent_id).where(Job.id == job_id))
+        is_child = parent is not None and s.scalar(select(Job.kind).where(Job.id == parent)) == SWEEP
+    if is_child:
+        advance(celery, settings, database, parent)
+
+
+def advance(celery, settings: Settings, database: Database, sweep_id: int) -> str | None:
+    """One reconciliation of sweep ``sweep_id`` (see the module docstring). Returns the sweep's
+    state after it, or None when another caller holds the sweep or it is not running."""
+    me = _me()
+    with database.session() as s:
+        stale = utcnow() - timedelta(seconds=MUTEX_S)
+        took = s.execute(update(Job).where(Job.id == sweep_id, Job.kind == SWEEP, Job.state == RUNNING,
+                                           or_(Job.lease_owner.is_(None), Job.heartbeat_at < stale))
+                         .values(lease_owner=me, heartbeat_at=utcnow())
+                         .execution_options(synchronize_session=False)).rowcount == 1
+    if not took:
+        return None
+    try:
+        with database.session() as s:
+            return Driver(s, celery, settings, sweep_id).advance()
+    finally:
+        with database.session() as s:
+            s.execute(update(Job).where(Job.id == sweep_id, Job.lease_owner == me).values(lease_owner=None)
+                      .execution_options(synchronize_session=False))
+
+
+def _me() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def uses_teacher(cfg: dict[str, Any]) -> bool:
+    """Whether any trial distills (a sweep of distillation.type none only has no teacher to cache)."""
+    types = cfg["search_space"].get("distillation_type", {}).get("choices", [cfg["base"]["distillation"]["type"]])
+    return any(t != "none" for t in types)
+
+
+def teacher_outputs_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The cache-filling job: the base config without a student, for as many epochs as the longest
+    trial, storing what the most demanding loss in the search space needs (soft logits cover hard)."""
+    base = cfg["base"]
+    types = set(cfg["search_space"].get("distillation_type", {}).get("choices", [base["distillation"]["type"]]))
+    epochs = cfg["search_space"].get("epochs")
+    out = {k: v for k, v in base.items() if k not in ("student", "distillation")}
+    out["kind"] = TEACHER_OUTPUTS
+    out["train"] = dict(base["train"])
+    if epochs:
+        out["train"]["epochs"] = max(epochs.get("choices") or [epochs["high"]])
+    out["distillation"] = {k: v for k, v in base["distillation"].items() if k not in ("alpha", "tau")}
+    out["distillation"]["type"] = "soft" if "soft" in types else "hard"
+    return out
+
+
+class Driver:
+    """One pass of :func:`advance` over one sweep (holds its session; lifecycle functions commit)."""
+
+    def __init__(self, s: Session, celery, settings: Settings, sweep_id: int):
+        self.s, self.celery, self.settings = s, celery, settings
+        self.sweep = s.get(Job, sweep_id)
+        self.cfg = self.sweep.config
+
+    def advance(self) -> str:
+        if self.sweep.cancel_requested:
+            return self._cancel()
+        prep = self.s.scalar(select(Job).where(Job.parent_id == self.sweep.id, Job.kind == TEACHER_OUTPUTS)
+                             .order_by(Job.id).limit(1))
+        if self.cfg.get("teacher_outputs", True) and uses_teacher(self.cfg):
+            if prep is None:
+                self._create(TEACHER_OUTPUTS, f"{self.sweep.name[:170]}-teacher-outputs", teacher_outputs_config(self.cfg))
+                return self._store(phase="teacher outputs")
+            if prep.state in ACTIVE_STATES:
+                return self._store(phase="teacher outputs")
+            if prep.state != SUCCEEDED:
+                return self._end(FAILED, f"its teacher_outputs job {prep.id} ended {prep.state}: {prep.error or 'no reason'}")
+        st = study(self.settings, self.cfg)
+        trials = {j.trial_number: j for j in trial_jobs(self.s, self.sweep.id)}
+        frozen = {t.number: t for t in st.get_trials(deepcopy=False)}
+        if not frozen:  # a new study: the trials the user wants first (we hold the sweep, so once)
+            for params in self.cfg.get("first_trials") or []:
+                st.enqueue_trial(params)
+        for number, job in trials.items():
+            if number in frozen:
+                self._sync(st, frozen[number], job)
+        self._recover_orphans(st, frozen, trials)
+        self._ask(trials)
+        trials = {j.trial_number: j for j in trial_jobs(self.s, self.sweep.id)}
+        if len(trials) >= self.cfg["trials"] and all(j.state in FINAL_STATES for j in trials.values()):
+            won = [j for j in trials.values() if j.state == SUCCEEDED]
+            if won:
+                return self._end(SUCCEEDED)
+            return self._end(FAILED, "no trial succeeded: " + ", ".join(f"trial {n} {j.state}"
+                                                                        for n, j in sorted(trials.items())))
+        return self._store(phase="trials")
+
+    # -- trials -----------------------------------------------------------------------------------
+    def _sync(self, st, ft, job: Job) -> None:
+        """Tell Optuna a finished trial's outcome, or report a running one's epochs and prune it."""
+        from optuna.trial import Trial, TrialState
+
+        if ft.state.is_finished():
+            return
+        if job.state == SUCCEEDED:
+            top1 = (job.metrics or {}).get("val_top1")
+            if isinstance(top1, (int, float)):
+                st.tell(ft.number, float(top1))
+            else:
+                st.tell(ft.number, state=TrialState.FAIL)
+        elif job.state == PRUNED:
+            st.tell(ft.number, state=TrialState.PRUNED)
+        elif job.state in (FAILED, CANCELLED):
+            st.tell(ft.number, state=TrialState.FAIL)
+        elif job.state == RUNNING and not job.cancel_requested:
+            trial, curve = Trial(st, ft._trial_id), self._val_top1(job)
+            for epoch, value in curve.items():
+                if epoch not in ft.intermediate_values:
+                    trial.report(value, epoch)
+            if curve and trial.should_prune():
+                epoch, value = max(curve.items())
+                reason = (f"{lifecycle.PRUNE_REASON} {self.sweep.id} ({self.cfg['pruner']['type']} pruner) at epoch {epoch}: "
+                          f"val top-1 {value:.2f}%")
+                if lifecycle.prune(self.s, job, reason):
+                    log.info("sweep %s: trial %s (job %s) %s", self.sweep.id, ft.number, job.id, reason)
+
+    def _val_top1(self, job: Job) -> dict[int, float]:
+        rows = self.s.execute(select(MetricPoint.epoch, MetricPoint.value)
+                              .where(MetricPoint.job_id == job.id, MetricPoint.attempt == job.attempt,
+                                     MetricPoint.name == "val_top1").order_by(MetricPoint.id)).all()
+        return {int(e): float(v) for e, v in rows if e}
+
+    def _recover_orphans(self, st, frozen: dict[int, Any], trials: dict[int, Job]) -> None:
+        """A trial Optuna handed out whose job was never created (the caller died in between)."""
+        from optuna.trial import TrialState
+
+        for number, ft in frozen.items():
+            if ft.state == TrialState.RUNNING and number not in trials:
+                if len(trials) < self.cfg["trials"] and ft.params:
+                    trials[number] = self._create_trial(number, ft.params)
+                else:
+                    st.tell(number, state=TrialState.FAIL)
+
+    def _ask(self, trials: dict[int, Job]) -> None:
+        active = sum(1 for j in trials.values() if j.state in ACTIVE_STATES)
+        while len(trials) < self.cfg["trials"] and active < self.cfg["parallel"]:
+            st = study(self.settings, self.cfg, asked=len(trials))
+            t = st.ask(distributions(self.cfg["search_space"]))
+            trials[t.number] = self._create_trial(t.number, t.params)
+            active += 1
+
+    def _create_trial(self, number: int, params: dict[str, Any]) -> Job:
+        cfg = apply_params(self.cfg["base"], params)
+        job = self._create(DISTILL, f"{self.sweep.name[:170]}-trial-{number}", cfg, trial_number=number)
+        log.info("sweep %s: trial %d is job %d %s", self.sweep.id, number, job.id, params)
+        return job
+
+    def _create(self, kind: str, name: str, cfg: dict[str, Any], trial_number: int | None = None) -> Job:
+        owner = self.sweep.owner
+        spec = {"kind": kind, "name": name, "config": cfg, "after_previous": False, "parent_id": self.sweep.id,
+                "trial_number": trial_number, "priority": self.sweep.priority}  # children at the sweep's priority
+        job = lifecycle.create_jobs(self.s, owner, [spec])[0]
+        try:
+            lifecycle.enqueue(self.s, self.celery, self.settings, job.id)
+        except Exception:  # the broker is away: the reconciler re-sends queued jobs whose message was lost
+            log.warning("sweep %s: could not queue job %s yet", self.sweep.id, job.id, exc_info=True)
+        return job
+
+    # -- the sweep --------------------------------------------------------------------------------
+    def _cancel(self) -> str:
+        for child in list(self.s.scalars(select(Job).where(Job.parent_id == self.sweep.id, Job.state.in_(ACTIVE_STATES)))):
+            try:
+                lifecycle.cancel(self.s, self.celery, child, by=f"sweep {self.sweep.id}")
+            except lifecycle.JobConflict:
+                pass  # it ended meanwhile
+        return self._end(CANCELLED, "cancelled by user")
+
+    def _store(self, phase: str) -> str:
+        summary = summarize(self.s, self.sweep)
+        self.s.execute(update(Job).where(Job.id == self.sweep.id, Job.state == RUNNING).values(
+            progress=self._progress(summary, phase), metrics=self._metrics(summary), updated_at=utcnow())
+            .execution_options(synchronize_session=False))
+        self.s.commit()
+        return RUNNING
+
+    def _progress(self, summary: dict[str, Any], phase: str) -> dict[str, Any]:
+        return {"phase": phase, "fraction": round(summary["finished"] / max(1, self.cfg["trials"]), 4), "sweep": summary}
+
+    @staticmethod
+    def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
+        best = summary["best"]
+        return {"val_top1": best["top1"]} if best else {}
+
+    def _end(self, state: str, error: str | None = None) -> str:
+        summary = summarize(self.s, self.sweep)
+        self.s.execute(update(Job).where(Job.id == self.sweep.id, Job.state == RUNNING).values(
+            progress={**self._progress(summary, "done"), "fraction": 1.0 if state == SUCCEEDED else
+                      round(summary["finished"] / max(1, self.cfg["trials"]), 4)},
+            metrics=self._metrics(summary)).execution_options(synchronize_session=False))
+        self.s.commit()
+        lifecycle.finish(self.s, self.sweep.id, state, from_states=RUNNING, error=error)
+        log.info("sweep %s %s%s", self.sweep.id, state, f": {error}" if error else "")
+        return state

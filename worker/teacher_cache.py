@@ -1,0 +1,120 @@
+"""The worker's side of the teacher-output cache (deit_core/teacher_cache.py).
+
+- Runs get the store ``<storage>/teacher_cache`` and the size cap (``--teacher-cache-dir``,
+  ``--teacher-cache-max-bytes`` from ``DISTILLERY_TEACHER_CACHE_MAX_BYTES``).
+- A cache a run wrote (its ``teacher_cache`` event, status ``written``) becomes an artifact of that
+  job: format ``teacher_outputs``, kind ``cache``, ``name`` = the cache's name, ``path`` = its
+  ``manifest.json`` (what a download returns), ``sha256`` = the manifest's sha256 (the manifest
+  lists every file's sha256, so it pins the whole cache), ``size`` = the whole cache's bytes.
+- A ``teacher_outputs`` job ends there: no export; its waiting students get the teacher checkpoint
+  and the cache's name.
+- A named cache in a config (``distillation.teacher_cache``) is resolved to its folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from deit_core.files import sha256_file
+from server import lifecycle
+from server.models import Artifact, Job
+from server.settings import Settings
+from server.vocabulary import RUNNING, SUCCEEDED, TEACHER_OUTPUTS
+
+CACHE_KIND, CACHE_FORMAT = "cache", TEACHER_OUTPUTS  # the artifact format is spelt like the job kind
+__all__ = ["TEACHER_OUTPUTS", "finish_teacher_outputs", "register", "resolve_name", "train_args"]
+NOT_NAMES = ("auto", "off")
+
+
+def store_path(settings: Settings) -> Path:
+    return settings.storage_path / "teacher_cache"
+
+
+def train_args(settings: Settings) -> list[str]:
+    """What every training command gets: where caches live and the largest one a run may write."""
+    return ["--teacher-cache-dir", str(store_path(settings)),
+            "--teacher-cache-max-bytes", str(settings.teacher_cache_max_bytes)]
+
+
+def resolve_name(s, config: dict[str, Any]) -> None:
+    """``distillation.teacher_cache: NAME`` -> the newest cache artifact of that name's folder (in place)."""
+    dist = config.get("distillation") or {}
+    name = dist.get("teacher_cache")
+    if not isinstance(name, str) or name in NOT_NAMES:
+        return
+    art = s.scalar(select(Artifact).where(Artifact.format == CACHE_FORMAT, Artifact.name == name)
+                   .order_by(Artifact.id.desc()).limit(1))
+    if art is None:
+        raise ValueError(f"distillation.teacher_cache: no teacher-output cache named {name!r} exists any more")
+    dist["teacher_cache"] = str(Path(art.path).parent)
+
+
+def published(run_dir: Path, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The run's ``teacher_cache`` events with one of ``statuses`` (rank 0 writes them)."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict) and ev.get("event") == "teacher_cache" and ev.get("status") in statuses:
+            out.append(ev)
+    return out
+
+
+def register(runner, statuses: tuple[str, ...] = ("written",)) -> list[tuple[int, str]]:
+    """Register the caches the run published as artifacts of its job; returns [(artifact id, name)]."""
+    done = []
+    for ev in published(runner.run_dir, statuses):
+        folder = Path(ev["path"])
+        manifest_path = folder / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        digest = sha256_file(manifest_path)
+        meta = {"store": manifest["store"], "topk": manifest.get("topk"), "epochs": manifest["epochs"],
+                "key": manifest["key"], "key_fields": manifest["key_fields"], "world_size": manifest["world_size"],
+                "batch_size": manifest["batch_size"], "num_classes": manifest["num_classes"],
+                "files": len(manifest["files"]), "estimate_bytes": manifest.get("estimate_bytes"), "folder": str(folder)}
+
+        def add(s, manifest=manifest, manifest_path=manifest_path, digest=digest, meta=meta) -> int:
+            if not lifecycle.fence(s, runner.job_id, *runner.lease):
+                runner.keeper.lost.set()
+                runner._check_lease()  # raises the runner's LeaseLost
+            art = Artifact(job_id=runner.job_id, kind=CACHE_KIND, format=CACHE_FORMAT, path=str(manifest_path),
+                           size=int(manifest["bytes"]), sha256=digest, meta=meta, name=manifest["name"])
+            s.add(art)
+            s.commit()
+            return art.id
+
+        art_id = runner._with_db(add)
+        runner.log.info("registered teacher-output cache %s as artifact %d (%d bytes)", manifest["name"], art_id,
+                        manifest["bytes"])
+        done.append((art_id, manifest["name"]))
+    return done
+
+
+def finish_teacher_outputs(runner) -> bool:
+    """A teacher_outputs job after its run: register the cache (written now, or found already
+    published by an identical run), release the students waiting on it with the teacher checkpoint
+    and the cache's name, and succeed (False: the state changed meanwhile, e.g. a cancel). No export."""
+    caches = register(runner, ("written", "exists"))
+    if not caches:
+        raise RuntimeError("the teacher_outputs run ended without publishing a cache (no teacher_cache event)")
+    _, name = caches[-1]
+
+    def release(s) -> list[int]:
+        job = s.get(Job, runner.job_id)
+        checkpoint = (job.config.get("teacher") or {}).get("checkpoint")
+        return lifecycle.release_children(s, runner.celery, runner.settings, job, checkpoint, lease=runner.lease,
+                                          teacher_cache=name)
+
+    released = runner._with_db(release)
+    if released:
+        runner.log.info("released students %s with teacher-output cache %s", released, name)
+    return runner._finish(SUCCEEDED, from_states=RUNNING)
