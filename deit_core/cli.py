@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo_data)
 
-    p = sub.add_parser("train", help="one training run (teacher or distill) in this process")
+    p = sub.add_parser("train", help="one training run (teacher, distill or teacher_outputs) in this process")
     p.add_argument("--config", required=True, help="job config, YAML or JSON")
     p.add_argument("--output", required=True, help="run directory")
     from .train_cli import add_cache_arguments, add_resume_arguments
