@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from distillery.sweep_client import trials_table  # noqa: E402
 from server.cli import free_port  # noqa: E402
+from server.demo import wait_healthy  # noqa: E402
 from server.vocabulary import FINAL_STATES  # noqa: E402
 
 # As `make demo` (server/demo.py): digits at 32 px, no flips, mild crops, no repeated augmentation.
@@ -162,13 +163,7 @@ def main() -> int:
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     extra: list[subprocess.Popen] = []
     try:
-        for _ in range(240):
-            try:
-                if requests.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+        wait_healthy(url, proc, timeout=120, log_path=workdir / "service.log")
         key = (workdir / "var" / "secret_key").read_text().strip()  # up's generated session key (server.session_key)
         for _ in range(args.extra_workers):
             extra.append(subprocess.Popen([sys.executable, "-m", "distillery", "worker", "--concurrency", "1", "--pool", "solo"],

@@ -39,18 +39,20 @@ def run(*args: str) -> str:
     return out.stdout
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120, log_path: Path = DEMO / "service.log") -> None:
+    """Until the service at ``url`` answers its health check; exits naming ``log_path`` if ``proc``
+    (``distillery up``) stops or the check never passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"distillery up exited with {proc.returncode}; see {DEMO / 'service.log'}")
+            raise SystemExit(f"distillery up exited with {proc.returncode}; see {log_path}")
         try:
             if requests.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.5)
-    raise SystemExit(f"the service did not become healthy in {timeout:.0f}s; see {DEMO / 'service.log'}")
+    raise SystemExit(f"the service did not become healthy in {timeout:.0f}s; see {log_path}")
 
 
 def pct(job: dict) -> str:

@@ -32,7 +32,7 @@ from server.settings import Settings
 from server.storage import link_or_copy
 from server.vocabulary import CANCELLED, EXPORTING, FAILED, IN_PROGRESS_STATES, QUEUED, RUNNING, SUCCEEDED, TEACHER
 
-from . import launch, slurm
+from . import launch, slurm, sweep
 from . import teacher_cache as caches
 from .launchers import LocalRun
 from .lease import LeaseKeeper, LocalLeases, wait_for_earlier_attempts
@@ -93,6 +93,7 @@ class JobRunner:
         self._db_down = False
         self._dirty = False  # progress not yet written
         self.points_after: int | None = None  # metric points up to this step are stored (re-attach)
+        self.is_trial = False  # a sweep's trial: its sweep is advanced after each epoch
 
     # -- entry ------------------------------------------------------------------------------------
     def run(self) -> str:
@@ -173,6 +174,7 @@ class JobRunner:
         with self.db.session() as s:
             job = s.get(Job, self.job_id)
             kind, config = job.kind, self._resolve(s, job.config)
+            self.is_trial = job.trial_number is not None
         if attached is not None:  # re-attached: the run was started by an earlier worker
             tail = RunProgress()
             return self._after_training(self._supervise([], {}, tail=tail, run=attached), tail, kind, config)
@@ -428,6 +430,7 @@ class JobRunner:
             self._dirty = True
         if not self._dirty:
             return
+        new_epoch = any(p["name"] == "val_top1" for p in self._pending_points)
         try:
             with self.db.session() as s:
                 self._write_progress(s, tail)
@@ -442,6 +445,11 @@ class JobRunner:
         if self._db_down:
             self.log.info("database back; wrote the buffered metrics")
             self._db_down = False
+        if new_epoch and self.is_trial:  # a sweep's pruner judges each epoch as it lands, not at the next tick
+            try:
+                sweep.advance_parent(self.celery, self.settings, self.db, self.job_id)
+            except Exception:  # the reconciler advances it later; training goes on
+                self.log.exception("advancing the sweep after an epoch failed")
 
     def _write_progress(self, s, tail: RunProgress) -> None:
         """Progress + pending points in one transaction, under the lease (raises LeaseLost)."""

@@ -25,8 +25,6 @@ PostgreSQL its tables live in a schema of their own, :data:`OPTUNA_SCHEMA` (the 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from datetime import timedelta
 from typing import Any
@@ -186,7 +184,7 @@ def advance_parent(celery, settings: Settings, database: Database, job_id: int) 
 def advance(celery, settings: Settings, database: Database, sweep_id: int) -> str | None:
     """One reconciliation of sweep ``sweep_id`` (see the module docstring). Returns the sweep's
     state after it, or None when another caller holds the sweep or it is not running."""
-    me = _me()
+    me = f"{worker_name(settings)}:{threading.get_ident()}"  # unique per caller: worker and thread
     with database.session() as s:
         stale = utcnow() - timedelta(seconds=MUTEX_S)
         took = s.execute(update(Job).where(Job.id == sweep_id, Job.kind == SWEEP, Job.state == RUNNING,
@@ -202,10 +200,6 @@ def advance(celery, settings: Settings, database: Database, sweep_id: int) -> st
         with database.session() as s:
             s.execute(update(Job).where(Job.id == sweep_id, Job.lease_owner == me).values(lease_owner=None)
                       .execution_options(synchronize_session=False))
-
-
-def _me() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def uses_teacher(cfg: dict[str, Any]) -> bool:
@@ -290,13 +284,20 @@ class Driver:
             st.tell(ft.number, state=TrialState.FAIL)
         elif job.state == RUNNING and not job.cancel_requested:
             trial, curve = Trial(st, ft._trial_id), self._val_top1(job)
-            for epoch, value in curve.items():
+            pruned_at = None
+            # Epochs are reported in order and the pruner asked after each, so a trial is stopped
+            # at the first epoch the pruner rejects, however late this call comes.
+            for epoch, value in sorted(curve.items()):
                 if epoch not in ft.intermediate_values:
                     trial.report(value, epoch)
-            if curve and trial.should_prune():
-                epoch, value = max(curve.items())
-                reason = (f"{lifecycle.PRUNE_REASON} {self.sweep.id} ({self.cfg['pruner']['type']} pruner) at epoch {epoch}: "
-                          f"val top-1 {value:.2f}%")
+                    if trial.should_prune():
+                        pruned_at = (epoch, value)
+                        break
+            if pruned_at is None and curve and trial.should_prune():  # a median moved by other trials' epochs
+                pruned_at = max(curve.items())
+            if pruned_at is not None:
+                reason = (f"{lifecycle.PRUNE_REASON} {self.sweep.id} ({self.cfg['pruner']['type']} pruner) at epoch "
+                          f"{pruned_at[0]}: val top-1 {pruned_at[1]:.2f}%")
                 if lifecycle.prune(self.s, job, reason):
                     log.info("sweep %s: trial %s (job %s) %s", self.sweep.id, ft.number, job.id, reason)
 
