@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from deit_core.layout import FINAL_CONFIG, FINAL_DIR, METRICS_FILE
+
 
 def train(cfg: dict, out: Path, processes: int) -> tuple[dict, float]:
     out.mkdir(parents=True, exist_ok=True)
@@ -30,7 +32,7 @@ def train(cfg: dict, out: Path, processes: int) -> tuple[dict, float]:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     dt = time.perf_counter() - t0
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (out / METRICS_FILE).read_text().splitlines()]
     return next(e for e in reversed(lines) if e["event"] == "done"), dt
 
 
@@ -56,7 +58,7 @@ def main() -> None:
     recipe = {"batch_size": 64, "warmup_epochs": 2, "aa": "rand-m5-mstd0.5-inc1", "mixup": 0, "cutmix": 0,
               "reprob": 0, "smoothing": 0.1, "scale_min": 0.5, "hflip": 0, "workers": 0, "drop_path": 0.0}
     teacher_run = out / "teacher"
-    if not (teacher_run / "final" / "config.json").exists():
+    if not (teacher_run / FINAL_DIR / FINAL_CONFIG).exists():
         tcfg = {"kind": "teacher", **common, "teacher": {"model": args.teacher},
                 "train": {**recipe, "epochs": args.teacher_epochs, "lr": 1.0e-2}}
         done, dt = train(tcfg, teacher_run, args.processes)
@@ -65,7 +67,7 @@ def main() -> None:
     for dtype in args.types.split(","):
         cfg = {"kind": "distill", **common,
                "student": {"model": "deit_tiny_distilled_patch16_224", "patch_size": 8},
-               "teacher": {"model": args.teacher, "checkpoint": str(teacher_run / "final")},
+               "teacher": {"model": args.teacher, "checkpoint": str(teacher_run / FINAL_DIR)},
                "distillation": {"type": dtype, "alpha": 0.5, "tau": 1.0},
                "train": {**recipe, "epochs": args.epochs, "lr": 2.0e-3, "seed": args.seed}}
         run = out / (f"student-{dtype}" if args.seed == 0 else f"student-{dtype}-seed{args.seed}")

@@ -26,18 +26,20 @@ from pathlib import Path
 
 import requests
 
+from deit_core.layout import METRICS_FILE
 from server.cli import free_port
+from server.vocabulary import LAUNCHERS, LOCAL, SLURM
 from tests.helpers import TINY_RECIPE, wait_healthy, wait_until
 from tests.service.conftest import PG_ADMIN, REDIS, distillery, new_token, stop, write_digits
 from tests.slurm.cluster import SlurmCluster
 
 TRAIN = {**TINY_RECIPE, "batch_size": 16, "smoothing": 0, "log_every": 1, "drop_path": 0.0, "epochs": 5}
-ROWS = [("local", {"processes": 1}), ("local", {"processes": 2}),
-        ("slurm", {"nodes": 1, "processes_per_node": 1}), ("slurm", {"nodes": 2, "processes_per_node": 1})]
+ROWS = [(LOCAL, {"processes": 1}), (LOCAL, {"processes": 2}),
+        (SLURM, {"nodes": 1, "processes_per_node": 1}), (SLURM, {"nodes": 2, "processes_per_node": 1})]
 
 
 def first_step_time(run_dir: Path) -> float | None:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     for line in path.read_text().splitlines() if path.exists() else []:
         ev = json.loads(line)
         if ev.get("event") == "step":
@@ -69,7 +71,7 @@ def main() -> int:
     import psycopg
 
     root = Path(tempfile.mkdtemp(prefix="distillery-latency-"))
-    cluster = SlurmCluster(root / "slurm")
+    cluster = SlurmCluster(root / "slurm-cluster")
     cluster.start()
     db = f"distillery_bench_{secrets.token_hex(4)}"
     admin = psycopg.connect(PG_ADMIN, autocommit=True)
@@ -92,7 +94,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(f"{url}/api/v1/health", api, timeout=90)
         token = new_token("bench", env)
-        for launcher in ("local", "slurm"):
+        for launcher in LAUNCHERS:
             worker = subprocess.Popen([sys.executable, "-m", "distillery", "worker"],
                                       env={**env, "DISTILLERY_LAUNCHER": launcher},
                                       stdout=open(root / f"worker-{launcher}.log", "ab"), stderr=subprocess.STDOUT,

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from deit_core.layout import METRICS_FILE
+
 CPU = {"student": "deit_tiny_distilled_patch16_224", "patch_size": 8, "teacher": "regnety_160", "img_size": 32,
        "batch_size": 64, "precision": "no"}
 GPU = {"student": "deit_small_distilled_patch16_224", "patch_size": None, "teacher": "regnety_160", "img_size": 224,
@@ -39,7 +41,7 @@ def run(cfg: dict, out: Path, store: Path) -> tuple[list[dict], float]:
     subprocess.run([sys.executable, "-m", "deit_core.train", "--config", str(path), "--output", str(out),
                     "--teacher-cache-dir", str(store)], check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()], wall
+    return [json.loads(x) for x in (out / METRICS_FILE).read_text().splitlines()], wall
 
 
 def epoch_seconds(events: list[dict]) -> float:

@@ -29,12 +29,11 @@ import numpy as np
 import torch
 
 from .files import StorageError, sha256_file, storage_error, write_temp_beside
+from .layout import BEST_CHECKPOINT, LAST_CHECKPOINT, PREV_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
-LAST = "last.pt"
-PREV = "last.prev.pt"
-BEST = "best.pt"
+LAST, PREV, BEST = LAST_CHECKPOINT, PREV_CHECKPOINT, BEST_CHECKPOINT
 
 
 def rng_state() -> dict[str, Any]:

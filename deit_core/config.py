@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from .layout import MAX_INT32
+
 # teacher: train the teacher; distill: a student from a teacher; teacher_outputs: only the teacher's
 # outputs on the students' augmented batches, into the teacher-output cache (no student).
 KINDS = ("teacher", "distill", "teacher_outputs")
@@ -22,8 +24,11 @@ DISTILLATION_TYPES = ("none", "soft", "hard")
 KL_REDUCTIONS = ("batchmean", "deit")
 TEACHER_CACHE_STORES = ("auto", "argmax", "fp16", "fp32", "topk")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+STUDENT_MODELS = tuple(f"deit_{s}_distilled_patch16_{r}" for s in ("tiny", "small", "base") for r in (224, 384))
 STUDENT_RE = re.compile(r"^deit_(tiny|small|base)_distilled_patch(\d+)_(224|384)$")
-TEACHER_RE = re.compile(r"^regnety_\w+$")
+TEACHER_PATTERN = r"^regnety_[A-Za-z0-9_]+$"
+AA_PATTERN = r"^(0?|(rand|augmix|original|v0|3a)[\s\S]*)$"  # "" and "0" (off), or a timm auto-augment spec
+MAX_PATH_CHARS = 4096
 
 
 class ConfigError(ValueError):
@@ -36,20 +41,82 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class FieldSpec:
+    """What one config key accepts, beyond its type (the dataclass annotation), declared once.
+
+    The validator (:func:`check_field`), the API's JSON Schema and ``docs/config.md``
+    (``deit_core.config_schema``) are all read off these, so they cannot disagree. Checks are data,
+    not code, so a caller can run them all and report every problem at once. ``message``, when set,
+    replaces the choice / pattern / length message; ``{value!r}`` in it is the value given.
+    """
+
+    help: str
+    lo: float | None = None  # minimum (inclusive unless lo_open); also the minimum of an int in a str | int union
+    hi: float | None = None  # maximum, inclusive
+    lo_open: bool = False
+    choices: tuple[str, ...] | None = None
+    pattern: str | None = None  # a JSON Schema (ECMA) pattern; anchored with ^...$ where it must match whole
+    min_length: int | None = None
+    max_length: int | None = None
+    message: str | None = None
+
+
+def spec(default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    """A dataclass field whose :class:`FieldSpec` rides in its metadata; no default: required."""
+    return dataclasses.field(default=default, metadata={"spec": FieldSpec(**kw)})
+
+
+def field_spec(f: dataclasses.Field) -> FieldSpec:
+    return f.metadata["spec"]
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema pattern for Python: ``$`` at the very end means the end of the string, not before a
+    final newline as in Python's ``re``."""
+    return re.compile(pattern.removesuffix("$") + r"\Z" if pattern.endswith("$") else pattern)
+
+
+def check_field(path: str, value: Any, s: FieldSpec) -> None:
+    """The field's range, choices, pattern and length (its type was checked when the section was built)."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        _check_range(path, value, s.lo, s.hi, lo_open=s.lo_open)
+        return
+    if s.choices is not None and value not in s.choices:
+        raise ConfigError(path, s.message.format(value=value) if s.message
+                          else f"must be one of {', '.join(s.choices)}, got {value!r}")
+    if s.pattern is not None and not _regex(s.pattern).search(value):
+        raise ConfigError(path, (s.message or "must match {pattern}, got {value!r}").format(value=value, pattern=s.pattern))
+    too_short = s.min_length is not None and len(value) < s.min_length
+    if too_short or (s.max_length is not None and len(value) > s.max_length):
+        raise ConfigError(path, s.message.format(value=value) if s.message
+                          else f"must be {s.min_length or 0} to {s.max_length} characters long, got {len(value)}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    train: str
-    val: str
-    img_size: int = 224
+    train: str = spec(help="training images, an ImageFolder root (`train/<class>/*`); the service also takes "
+                      "`dataset:NAME/train` (a registered dataset) or a server path in a shared data root",
+                      min_length=1, max_length=MAX_PATH_CHARS)
+    val: str = spec(help="validation images, an ImageFolder root with the same classes (service: `dataset:NAME/val`)",
+                    min_length=1, max_length=MAX_PATH_CHARS)
+    img_size: int = spec(224, lo=8, hi=1024, help="input side in pixels; a multiple of the student's patch size")
     # Evaluation resizes the shorter side to int(img_size / crop_pct) and center-crops img_size, as
     # timm's eval transform and DeiT (0.875 at 224 -> 256 -> 224). 1.0 keeps the whole image.
-    crop_pct: float = 0.875
+    crop_pct: float = spec(0.875, lo=0.0, hi=1.0, lo_open=True,
+                           help="evaluation resizes the shorter side to img_size / crop_pct, then center-crops img_size "
+                           "(DeiT: 0.875, 256 -> 224); 1.0 keeps the whole image")
 
 
 @dataclass(frozen=True)
 class StudentConfig:
-    model: str = "deit_tiny_distilled_patch16_224"
-    patch_size: int | None = None
-    init: str | None = None  # null (random), "timm" (hub weights), or a local weights path
+    model: str = spec("deit_tiny_distilled_patch16_224", choices=STUDENT_MODELS,
+                      message="must be deit_{{tiny,small,base}}_distilled_patch16_{{224,384}}, got {value!r}",
+                      help="the DeiT student (with a distillation token)")
+    patch_size: int | None = spec(None, lo=1, hi=64, help="patch size override (null: the model's, 16); e.g. 8 for 32 px images")
+    init: str | None = spec(None, min_length=1, max_length=MAX_PATH_CHARS,
+                            help="null (random), `timm` (hub weights) or a local weights path")
 
     @property
     def effective_patch_size(self) -> int:
@@ -61,59 +128,80 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    model: str = "regnety_160"
+    model: str = spec("regnety_160", pattern=TEACHER_PATTERN, max_length=100,
+                      message="must be a timm regnety_* model, got {value!r}",
+                      help="the teacher, a timm `regnety_*` model (the network trained by kind teacher)")
     # A local weights file, a final/ directory, "timm" for hub weights, or (service only) an
     # artifact id that the service resolves to a path before the run starts.
-    checkpoint: str | int | None = None
+    checkpoint: str | int | None = spec(None, lo=1, hi=MAX_INT32, min_length=1, max_length=MAX_PATH_CHARS,
+                                        help="the trained teacher: a weights file, a `final/` directory, `timm` (hub "
+                                        "weights) or, in the service, a checkpoint artifact id; needed unless "
+                                        "distillation.type is none")
 
 
 @dataclass(frozen=True)
 class DistillationConfig:
-    type: str = "hard"
-    alpha: float = 0.5
-    tau: float = 1.0
+    type: str = spec("hard", choices=DISTILLATION_TYPES,
+                     help="none (labels only, same student and compute), soft (KL to the teacher's logits) or hard "
+                     "(cross-entropy to the teacher's argmax, on the distillation head)")
+    alpha: float = spec(0.5, lo=0.0, hi=1.0, help="weight of the distillation term; 1 - alpha weighs the label term")
+    # tau: the soft term is scaled by tau^2; beyond ~20 the teacher's softmax is flat. 100 bounds it
+    # (the OpenAPI document used to allow 1e6 while the engine had no bound).
+    tau: float = spec(1.0, lo=0.0, hi=100.0, lo_open=True, help="soft distillation's temperature")
     # soft only: "batchmean" is the per-sample KL of the paper's formula; "deit" reproduces the reference
     # DeiT code (sum / numel), which is batchmean / num_classes (see deit_core/losses.py).
-    kl_reduction: str = "batchmean"
+    kl_reduction: str = spec("batchmean", choices=KL_REDUCTIONS,
+                             help="soft only: batchmean (the paper's per-sample KL) or deit (the reference code's "
+                             "sum / numel, smaller by the number of classes)")
     # The teacher-output cache (deit_core/teacher_cache.py). "auto": read a cache whose key matches
     # from the store the run is given (the service's <storage>/teacher_cache), else run the teacher
     # live and write one (under the size cap); "off": never; anything else names a cache to read
     # (the service resolves an artifact name; the CLI takes the cache folder's path). A key
     # mismatch is a miss: logged, the teacher runs live.
-    teacher_cache: str = "auto"
+    teacher_cache: str = spec("auto", pattern=r"\S", min_length=1, max_length=1000,
+                              message="must be 'auto', 'off' or a cache's name (1 to 1000 characters)",
+                              help="teacher-output cache: auto (read a matching cache, else write one), off, or a "
+                              "cache to read (service: a cache artifact's name; CLI: its folder)")
     # What a written cache holds: "auto" (argmax for hard, fp16 logits for soft), "argmax", "fp16",
     # "fp32" (exact logits) or "topk" (the teacher_cache_topk largest logits, FKD-style). Every
     # form keeps the exact argmax too. When reading, a value other than "auto" accepts only that form.
-    teacher_cache_store: str = "auto"
-    teacher_cache_topk: int = 10
+    teacher_cache_store: str = spec("auto", choices=TEACHER_CACHE_STORES,
+                                    help="what a written cache holds: auto (argmax for hard, fp16 logits for soft), "
+                                    "argmax, fp16, fp32 or topk; when reading, anything but auto accepts only that form")
+    teacher_cache_topk: int = spec(10, lo=1, hi=100000, help="topk: how many of the largest logits a cache keeps")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 300
-    batch_size: int = 128  # per process, as in DeiT; the lr scales with the global batch
-    lr: float = 5.0e-4  # for a global batch of 512
-    weight_decay: float = 0.05
-    warmup_epochs: int = 5
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    smoothing: float = 0.1
-    drop_path: float = 0.1
-    aa: str | None = "rand-m9-mstd0.5-inc1"
-    scale_min: float = 0.08  # RandomResizedCrop's smallest area share; raise it for small images
-    hflip: float = 0.5
-    reprob: float = 0.25
-    ema: bool = False
-    ema_decay: float = 0.99996
-    clip_grad: float | None = None
-    mixed_precision: str = "auto"
-    seed: int = 0
-    accum_steps: int = 1
-    min_lr: float = 1.0e-5
-    warmup_lr: float = 1.0e-6
-    repeated_aug: bool = True
-    workers: int = 2
-    log_every: int = 10
+    epochs: int = spec(300, lo=1, hi=100000, help="epochs to train")
+    batch_size: int = spec(128, lo=1, hi=65536,
+                           help="per process, as in DeiT; even when mixup or cutmix is on (they pair images)")
+    lr: float = spec(5.0e-4, lo=0.0, hi=10.0, lo_open=True,
+                     help="peak learning rate for a global batch of 512; scaled by global batch / 512")
+    weight_decay: float = spec(0.05, lo=0.0, hi=10.0, help="AdamW weight decay")
+    warmup_epochs: int = spec(5, lo=0, hi=100000, help="linear warmup from warmup_lr, then cosine decay to min_lr")
+    mixup: float = spec(0.8, lo=0.0, hi=100.0, help="mixup alpha; 0: off")
+    cutmix: float = spec(1.0, lo=0.0, hi=100.0, help="cutmix alpha; 0: off")
+    smoothing: float = spec(0.1, lo=0.0, hi=0.99, help="label smoothing; 0: off")
+    drop_path: float = spec(0.1, lo=0.0, hi=0.99, help="stochastic depth rate of the student")
+    aa: str | None = spec("rand-m9-mstd0.5-inc1", pattern=AA_PATTERN, max_length=200,
+                          message="not a timm auto-augment spec, e.g. rand-m9-mstd0.5-inc1 or null: {value!r}",
+                          help="timm auto-augment spec (RandAugment by default); null, '' or '0': off")
+    scale_min: float = spec(0.08, lo=0.01, hi=1.0,
+                            help="RandomResizedCrop's smallest area share; raise it for small images")
+    hflip: float = spec(0.5, lo=0.0, hi=1.0, help="horizontal flip probability")
+    reprob: float = spec(0.25, lo=0.0, hi=0.99, help="random erasing probability; 0: off")
+    ema: bool = spec(False, help="keep an exponential moving average of the weights")
+    ema_decay: float = spec(0.99996, lo=0.0, hi=1.0, help="the EMA's decay per update")
+    clip_grad: float | None = spec(None, lo=0.0, hi=1e6, lo_open=True, help="gradient norm clipping; null: off")
+    mixed_precision: str = spec("auto", choices=PRECISIONS, help="auto: bf16 on GPUs that support it, fp32 on CPU")
+    seed: int = spec(0, lo=0, hi=MAX_INT32, help="seeds weights, sampling and augmentation")
+    accum_steps: int = spec(1, lo=1, hi=1024, help="micro-batches per optimizer update (in the global batch)")
+    min_lr: float = spec(1.0e-5, lo=0.0, hi=10.0, help="the cosine schedule's floor (absolute, as in DeiT)")
+    warmup_lr: float = spec(1.0e-6, lo=0.0, hi=10.0, help="the warmup's starting learning rate (absolute)")
+    repeated_aug: bool = spec(True, help="repeated augmentation: three augmented copies of each image (DeiT's RASampler)")
+    workers: int = spec(2, lo=0, hi=64, help="data loader workers per process (capped to the free cores on CPU)")
+    log_every: int = spec(10, lo=1, hi=100000, help="a step event every this many updates")
 
 
 @dataclass(frozen=True)
@@ -122,10 +210,12 @@ class ResourcesConfig:
     number, processes on each node; parsing fills both. ``nodes`` > 1 needs a launcher that places
     multi-node runs (the service's Slurm launcher); the world size is ``nodes * processes_per_node``."""
 
-    processes: int = 1
-    max_attempts: int = 3  # runs of one job the service starts on its own (worker lost, run crashed)
-    nodes: int = 1
-    processes_per_node: int | None = None
+    processes: int = spec(1, lo=1, hi=64, help="processes on each node (one per GPU; gloo processes on CPU)")
+    max_attempts: int = spec(3, lo=1, hi=20,
+                             help="runs of one job the service starts on its own (worker lost, run crashed)")
+    nodes: int = spec(1, lo=1, hi=1024, help="nodes; more than 1 needs the service's Slurm launcher")
+    processes_per_node: int | None = spec(None, lo=1, hi=64,
+                                          help="the multi-node spelling of processes (give one of the two)")
 
     @property
     def world_size(self) -> int:
@@ -151,7 +241,7 @@ class JobConfig:
         return d
 
 
-_SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "student": StudentConfig,
     "teacher": TeacherConfig,
@@ -159,6 +249,16 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "resources": ResourcesConfig,
 }
+# What each section is for and which kinds take it (the schema's and docs/config.md's section text).
+SECTION_HELP = {
+    "data": "the images (required)",
+    "student": "distill jobs only",
+    "teacher": "the teacher network (trained by kind teacher, distilled from by the others)",
+    "distillation": "distill and teacher_outputs jobs only",
+    "train": "the recipe (DeiT's defaults)",
+    "resources": "processes, nodes and attempts",
+}
+
 
 
 def _coerce(path: str, value: Any, annotation: str) -> Any:
@@ -181,7 +281,7 @@ def _coerce(path: str, value: Any, annotation: str) -> Any:
 
 
 def _build_section(name: str, raw: Any, required: tuple[str, ...] = ()) -> Any:
-    cls = _SECTIONS[name]
+    cls = SECTIONS[name]
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -218,80 +318,41 @@ def _check_path(path: str, value: str, want_dir: bool) -> None:
         raise ConfigError(path, f"must be a directory (an ImageFolder root): {value}")
 
 
-def _check_one_of(path: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(path, f"must be one of {', '.join(allowed)}, got {value!r}")
+def check_section(name: str, section: Any) -> None:
+    """Every field's declared range, choices, pattern and length, in declaration order."""
+    for f in dataclasses.fields(section):
+        check_field(f"{name}.{f.name}", getattr(section, f.name), field_spec(f))
 
 
 def _check_models(data: DataConfig, teacher: TeacherConfig, student: StudentConfig | None) -> None:
-    _check_range("data.img_size", data.img_size, 8, 1024)
-    _check_range("data.crop_pct", data.crop_pct, 0.0, 1.0, lo_open=True)
-    if not TEACHER_RE.match(teacher.model):
-        raise ConfigError("teacher.model", f"must be a timm regnety_* model, got {teacher.model!r}")
+    check_section("data", data)
+    check_section("teacher", teacher)
     if student is None:
         return
-    if not STUDENT_RE.match(student.model):
-        raise ConfigError("student.model",
-                          "must be deit_{tiny,small,base}_distilled_patch16_{224,384}, got " + repr(student.model))
-    _check_range("student.patch_size", student.patch_size, 1, 64)
+    check_section("student", student)
     ps = student.effective_patch_size
     if data.img_size % ps:
         raise ConfigError("data.img_size", f"must be a multiple of the student patch size {ps}, got {data.img_size}")
 
 
 def _check_distillation(distillation: DistillationConfig, teacher: TeacherConfig) -> None:
-    _check_one_of("distillation.type", distillation.type, DISTILLATION_TYPES)
-    _check_range("distillation.alpha", distillation.alpha, 0.0, 1.0)
-    _check_range("distillation.tau", distillation.tau, 0.0, None, lo_open=True)
-    _check_one_of("distillation.kl_reduction", distillation.kl_reduction, KL_REDUCTIONS)
+    check_section("distillation", distillation)
     if distillation.type != "none" and teacher.checkpoint is None:
         raise ConfigError("teacher.checkpoint", "a distill run needs a trained teacher: a weights file, "
                           "a final/ directory, an artifact id or 'timm'")
-    _check_teacher_cache(distillation)
-
-
-def _check_teacher_cache(distillation: DistillationConfig) -> None:
-    _check_one_of("distillation.teacher_cache_store", distillation.teacher_cache_store, TEACHER_CACHE_STORES)
-    _check_range("distillation.teacher_cache_topk", distillation.teacher_cache_topk, 1, 100000)
-    if not distillation.teacher_cache.strip() or len(distillation.teacher_cache) > 1000:
-        raise ConfigError("distillation.teacher_cache", "must be 'auto', 'off' or a cache's name (1 to 1000 characters)")
     if distillation.type == "soft" and distillation.teacher_cache_store == "argmax":
         raise ConfigError("distillation.teacher_cache_store", "soft distillation needs logits: fp16, fp32, topk or auto")
 
 
 def _check_train(t: TrainConfig) -> None:
-    _check_range("train.epochs", t.epochs, 1, 100000)
-    _check_range("train.batch_size", t.batch_size, 1, 65536)
-    _check_range("train.lr", t.lr, 0.0, 10.0, lo_open=True)
-    _check_range("train.weight_decay", t.weight_decay, 0.0, 10.0)
-    _check_range("train.warmup_epochs", t.warmup_epochs, 0, 100000)
-    for name in ("mixup", "cutmix"):
-        _check_range(f"train.{name}", getattr(t, name), 0.0, 100.0)
-    _check_range("train.scale_min", t.scale_min, 0.01, 1.0)
-    _check_range("train.hflip", t.hflip, 0.0, 1.0)
-    for name in ("smoothing", "drop_path", "reprob"):
-        _check_range(f"train.{name}", getattr(t, name), 0.0, 0.99)
-    _check_range("train.ema_decay", t.ema_decay, 0.0, 1.0)
-    _check_range("train.clip_grad", t.clip_grad, 0.0, None, lo_open=True)
-    _check_one_of("train.mixed_precision", t.mixed_precision, PRECISIONS)
-    _check_range("train.seed", t.seed, 0, 2**31 - 1)
-    _check_range("train.accum_steps", t.accum_steps, 1, 1024)
-    _check_range("train.min_lr", t.min_lr, 0.0, 10.0)
-    _check_range("train.warmup_lr", t.warmup_lr, 0.0, 10.0)
-    _check_range("train.workers", t.workers, 0, 64)
-    _check_range("train.log_every", t.log_every, 1, 100000)
+    check_section("train", t)
     if (t.mixup > 0 or t.cutmix > 0) and t.batch_size % 2:
         raise ConfigError("train.batch_size", "must be even when mixup or cutmix is on (they pair images within a batch)")
-    if t.aa is not None and t.aa not in ("", "0") and not re.match(r"^(rand|augmix|original|v0|3a)", t.aa):
-        raise ConfigError("train.aa", f"not a timm auto-augment spec, e.g. rand-m9-mstd0.5-inc1 or null: {t.aa!r}")
 
 
 def _check_resources(resources: ResourcesConfig, raw: Mapping[str, Any]) -> ResourcesConfig:
     """Ranges, and one value for the processes on each node, spelt ``processes`` or ``processes_per_node``."""
-    _check_range("resources.processes", resources.processes, 1, 64)
-    _check_range("resources.processes_per_node", resources.processes_per_node, 1, 64)
-    _check_range("resources.nodes", resources.nodes, 1, 1024)
-    _check_range("resources.max_attempts", resources.max_attempts, 1, 20)
+    check_section("resources", resources)
     per_node = resources.processes_per_node
     if per_node is not None and "processes" in raw and raw["processes"] != per_node:
         raise ConfigError("resources.processes_per_node", f"{per_node} contradicts resources.processes={raw['processes']} "
@@ -320,7 +381,7 @@ def _check_top_level(raw: Any) -> str:
     """The mapping's keys and its kind; returns the kind."""
     if not isinstance(raw, Mapping):
         raise ConfigError("config", f"must be a mapping, got {type(raw).__name__}")
-    top = {"kind", *_SECTIONS}
+    top = {"kind", *SECTIONS}
     for key in raw:
         if key not in top:
             raise ConfigError(str(key), f"unknown key; allowed keys: {', '.join(sorted(top))}")

@@ -30,25 +30,37 @@ from . import export_report as rep
 from . import mobile, preprocess
 from .export_cli import add_arguments  # noqa: F401  (the CLI's arguments live apart: no torch import)
 from .files import replace_dir, temp_dir_beside, write_json_atomic
+from .layout import (
+    EXIT_BAD_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARITY_GATE,
+    FINAL_CONFIG,
+    FINAL_WEIGHTS,
+    LABELS,
+    PTE,
+    PTL,
+    REJECTED_SUFFIX,
+    REPORT,
+    TORCHSCRIPT,
+)
 from .preprocess import LEGACY_CROP_PCT
 
 log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
-PTL, PTE, TORCHSCRIPT, LABELS, REPORT = "model.ptl", "model.pte", "model_int8.pt", "labels.json", "report.json"
-REJECTED_SUFFIX = ".rejected"
 
 
 class ExportError(RuntimeError):
     """The export failed; exit code 1."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class BadInputError(ExportError):
     """The final/ directory, the --val folder or the output directory cannot be used; exit code 2."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_CONFIG
 
 
 class VerificationError(ExportError):
@@ -58,7 +70,7 @@ class VerificationError(ExportError):
 class ParityGateError(ExportError):
     """int8 accuracy fell more than --max-drop points below fp32; the output is kept at OUT.rejected/."""
 
-    exit_code = 3
+    exit_code = EXIT_PARITY_GATE
 
     def __init__(self, message: str, rejected_dir: Path, report: dict[str, Any]):
         super().__init__(message)
@@ -196,7 +208,7 @@ def compare_outputs(what: str, got_fn: rep.Predictor, ref_fn: rep.Predictor | li
 # ------------------------------------------------------------------------------------------- output
 
 
-def crop_pct_of(cfg: dict[str, Any], where: Path | str = "config.json") -> float:
+def crop_pct_of(cfg: dict[str, Any], where: Path | str = FINAL_CONFIG) -> float:
     """The final/'s eval crop; a final/ from before crop_pct was recorded was evaluated on the whole image."""
     value = cfg.get("crop_pct", LEGACY_CROP_PCT)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
@@ -380,7 +392,7 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
         "model": {"final_dir": str(final.resolve()), "architecture": cfg["architecture"], "kind": cfg.get("kind"),
                   "classes": list(cfg["classes"]), "img_size": int(cfg["img_size"]), "mean": cfg["mean"], "std": cfg["std"],
                   "crop_pct": crop_pct_of(cfg), "resize_size": preprocess.resize_size(int(cfg["img_size"]), crop_pct_of(cfg)),
-                  "fp32_weights_bytes": (final / "model.safetensors").stat().st_size},
+                  "fp32_weights_bytes": (final / FINAL_WEIGHTS).stat().st_size},
         "val": {"path": str(val.path), "images": len(val)} if val else None,
     }
     try:
@@ -388,7 +400,7 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
             predictors = _build(model, cfg, tmp, val, opts, report)
             example = sample_inputs(int(cfg["img_size"]), 1, opts.seed, None)[0]
             variants = _measure(predictors, val, example, opts)
-        sizes = {"fp32": final / "model.safetensors", "int8": tmp / TORCHSCRIPT, "ptl": tmp / PTL, "pte": tmp / PTE}
+        sizes = {"fp32": final / FINAL_WEIGHTS, "int8": tmp / TORCHSCRIPT, "ptl": tmp / PTL, "pte": tmp / PTE}
         for name, v in variants.items():
             v["size_bytes"] = sizes[name].stat().st_size
             v["file"] = sizes[name].name
@@ -471,7 +483,7 @@ def main(args: argparse.Namespace) -> int:
         error = ExportError(f"export of {args.model} failed: {type(e).__name__}: {e}")
     else:
         print_summary(report, Path(args.output))
-        return 0
+        return EXIT_OK
     print(f"error: {error}", file=sys.stderr)
     if error_file:
         path = Path(error_file)

@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_json_atomic
-
-LEASE_FILE = "lease.json"
-EXIT_LEASE_EXPIRED = 75  # EX_TEMPFAIL: the run was stopped, not broken
+from .layout import EXIT_LEASE_EXPIRED, LEASE_FILE  # noqa: F401  (importers take them from here too)
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,10 @@ from torch import nn
 
 from .config import ConfigError
 from .files import replace_dir, temp_dir_beside
+from .layout import FINAL_CONFIG, FINAL_DIR, FINAL_WEIGHTS
 
 log = logging.getLogger(__name__)
 
-FINAL_CONFIG = "config.json"
-FINAL_WEIGHTS = "model.safetensors"
 
 
 def _create(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
@@ -93,8 +92,8 @@ def resolve_weights_path(source: str | os.PathLike) -> tuple[Path, dict[str, Any
     """
     p = Path(source)
     if p.is_dir():
-        if (p / "final" / FINAL_CONFIG).exists():
-            p = p / "final"
+        if (p / FINAL_DIR / FINAL_CONFIG).exists():
+            p = p / FINAL_DIR
         if not (p / FINAL_CONFIG).exists():
             raise FileNotFoundError(f"{source} is a directory without {FINAL_CONFIG} (expected a run's final/ directory)")
         return p / FINAL_WEIGHTS, read_final_config(p)
@@ -172,7 +171,7 @@ def save_final(out_dir: str | os.PathLike, model: nn.Module, meta: dict[str, Any
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    final = out / "final"
+    final = out / FINAL_DIR
     tmp = temp_dir_beside(final)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / FINAL_WEIGHTS), metadata={"architecture": meta["architecture"]})

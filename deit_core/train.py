@@ -26,6 +26,7 @@ from .config import ConfigError, JobConfig, TrainConfig, load_config_file
 from .data import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, build_train_loader, build_val_loader, load_datasets
 from .engine import evaluate, predict_teacher, train_one_epoch
 from .events import MetricsLog
+from .layout import CHECKPOINTS_DIR, EXIT_BAD_CONFIG, EXIT_FAILED, EXIT_OK, METRICS_FILE, TRAIN_LOG
 from .lease import check_lease
 from .losses import DistillationLoss, base_criterion
 from .models import build_student, build_teacher, save_final
@@ -71,7 +72,7 @@ def _setup_logging(out: Path, main: bool) -> None:
     if not root.handlers:  # `distillery train` has set up console logging already
         handlers.append(logging.StreamHandler(sys.stderr))
     if main:
-        handlers.append(logging.FileHandler(out / "train.log"))
+        handlers.append(logging.FileHandler(out / TRAIN_LOG))
     for h in handlers:
         h.setFormatter(fmt)
         h.addFilter(_RankFilter())
@@ -118,7 +119,7 @@ class Run:
         self.resume, self.allow_reshard = resume, allow_reshard
         self.cache_options = cache or CacheOptions()
         self.teacher_feed: TeacherFeed | None = None  # set in execute() when a teacher runs
-        self.ckpt_dir = out / "checkpoints"
+        self.ckpt_dir = out / CHECKPOINTS_DIR
         self.distilled = cfg.kind == "distill"
         set_seed(t.seed)
         # ``phase`` events say what a run does before its first step (read live by the service's page).
@@ -406,7 +407,7 @@ def run(cfg: JobConfig, out: Path, resume: bool = False, allow_reshard: bool = F
     fills the teacher-output cache instead (deit_core/teacher_outputs.py)."""
     acc = make_accelerator(cfg)
     log_placement(acc.process_index, acc.num_processes)
-    events = MetricsLog(out / "metrics.jsonl" if acc.is_main_process else None)
+    events = MetricsLog(out / METRICS_FILE if acc.is_main_process else None)
     try:
         if cfg.kind == "teacher_outputs":
             from .teacher_outputs import fill_cache
@@ -437,22 +438,22 @@ def run_from_args(config: str, output: str, resume: bool = False, allow_reshard:
     main = _rank() == 0
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out, main)
-    code, message = 0, None
+    code, message = EXIT_OK, None
     try:
         cfg = load_config_file(config)
         run(cfg, out, resume, allow_reshard, cache)
     except ConfigError as e:
-        code, message = 2, str(e)
+        code, message = EXIT_BAD_CONFIG, str(e)
         field = e.field
     except Exception as e:  # noqa: BLE001 - any failure becomes an error event and a non-zero exit
-        code, message, field = 1, f"{type(e).__name__}: {e}", None
+        code, message, field = EXIT_FAILED, f"{type(e).__name__}: {e}", None
         log.error("run failed:\n%s", traceback.format_exc())
         _record_for_torchrun(e)
     if code:
         log.error("error: %s", message)
         print(f"error: {message}", file=sys.stderr)
         if main:
-            MetricsLog(out / "metrics.jsonl").emit("error", message=message, field=field, exit_code=code)
+            MetricsLog(out / METRICS_FILE).emit("error", message=message, field=field, exit_code=code)
     return code
 
 

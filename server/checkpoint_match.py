@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from .models import Artifact, User
+from .vocabulary import MAX_ID
 
 # (section, reference key, model key): which field names the checkpoint and which its architecture.
 REFERENCES = (("teacher", "checkpoint", "model"), ("student", "init", "model"))
@@ -47,7 +48,7 @@ def artifact_ref(value: Any) -> int | None:
 def checkpoint_record(db: Session, user: User, ref: int) -> tuple[Artifact, dict[str, Any]] | None:
     """The artifact and the config it was trained with, if the caller may use it (else None: the
     reference check that follows answers "no checkpoint artifact with id N")."""
-    art = db.get(Artifact, ref) if 0 < ref < 2**31 else None
+    art = db.get(Artifact, ref) if 0 < ref <= MAX_ID else None
     if art is None or art.format != "checkpoint" or not (user.is_admin or art.job.owner_id == user.id):
         return None
     record = dict((art.meta or {}).get("config_json") or {})

@@ -21,11 +21,10 @@ import os
 from typing import Any, Mapping
 
 from .settings import Settings
-from .vocabulary import DEFAULT_PRIORITY
+from .vocabulary import DEFAULT_PRIORITY, SLURM
 
 # Broker priority numbers: lower is delivered first (Redis/kombu convention, also server.fs_broker's).
 BROKER_PRIORITY = {"high": 0, "normal": 4, "low": 9}
-SLURM = "slurm"
 
 
 def job_shape(config: Mapping[str, Any]) -> tuple[int, int]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
+from .vocabulary import LOCAL
+
 DEFAULT_DATABASE_URL = "sqlite:///var/distillery.db"
 DEFAULT_BROKER_URL = "filesystem://"
 
@@ -121,7 +123,7 @@ class Settings:
     worker_name: str = ""
     worker_slots: int = 0
     scratch: str = ""
-    launcher: str = "local"
+    launcher: str = LOCAL
     max_nodes: int = 1
     slurm_partition: str = ""
     slurm_account: str = ""
@@ -183,6 +185,13 @@ class Settings:
 
     def replace(self, **changes) -> "Settings":
         return replace(self, **changes)
+
+    def config_caps(self) -> dict[str, int]:
+        """This deployment's maxima for job config fields (``DISTILLERY_MAX_*``), by dotted field: the
+        OpenAPI schema shows them in place of the engine's own (higher) ones."""
+        return {"resources.processes": self.max_processes, "resources.processes_per_node": self.max_processes,
+                "resources.nodes": self.max_nodes, "data.img_size": self.max_img_size,
+                "train.epochs": self.max_epochs, "train.batch_size": self.max_batch_size}
 
     # Derived locations -------------------------------------------------------------------------
     @property

@@ -7,6 +7,7 @@ these lists from the page (``window.DISTILLERY``), the client from this module.
 from __future__ import annotations
 
 from deit_core.config import DISTILLATION_TYPES, KINDS
+from deit_core.layout import MAX_INT32
 
 # Job states, in the order a job moves through them. ``pruned``: a sweep's pruner stopped the trial.
 QUEUED, RUNNING, EXPORTING = "queued", "running", "exporting"
@@ -28,7 +29,11 @@ PRIORITIES = ("low", "normal", "high")
 DEFAULT_PRIORITY = "normal"
 
 # How a worker starts a run: torchrun on its own host, or a Slurm batch job (srun + torchrun per node).
-LAUNCHERS = ("local", "slurm")
+LOCAL, SLURM = "local", "slurm"
+LAUNCHERS = (LOCAL, SLURM)
+
+# The largest row id: ids are 32-bit INTEGER columns, so a larger one is a 404, never a database error.
+MAX_ID = MAX_INT32
 
 # Artifact formats (what a file is) and kinds (what it is for). ``teacher_outputs``: a
 # teacher-output cache (deit_core.teacher_cache), reusable by later students.
@@ -40,4 +45,4 @@ RUN_TASK = "distillery.run_job"
 __all__ = ["DISTILLATION_TYPES", "JOB_KINDS", "JOB_STATES", "ACTIVE_STATES", "IN_PROGRESS_STATES", "FINAL_STATES",
            "RETRYABLE_STATES", "ARTIFACT_FORMATS", "RUN_TASK", "QUEUED", "RUNNING", "EXPORTING", "SUCCEEDED",
            "FAILED", "CANCELLED", "PRUNED", "TEACHER", "DISTILL", "TEACHER_OUTPUTS", "SWEEP", "PRIORITIES",
-           "DEFAULT_PRIORITY", "LAUNCHERS"]
+           "DEFAULT_PRIORITY", "LAUNCHERS", "LOCAL", "SLURM", "MAX_ID"]

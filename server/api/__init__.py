@@ -12,11 +12,11 @@ from ..db import database_unavailable
 from ..errors import ApiError
 from ..lifecycle import JobConflict
 from ..submissions import SubmissionError
+from ..vocabulary import MAX_ID
 from . import artifacts, datasets, health, jobs, openapi, sweeps, tokens, users
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
-MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns; a larger one is a 404, never a database error
 
 
 class IdConverter(IntegerConverter):

@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session
 
 from ..auth import can_see
 from ..errors import ApiError
+from ..vocabulary import MAX_ID
 
 T = TypeVar("T")
 MAX_DEPTH = 32  # nesting of a JSON body; a job config needs 3
 MAX_OFFSET = 1_000_000_000  # paging offsets (and cursors: ids are 32-bit)
-MAX_CURSOR = 2**31 - 1
+MAX_CURSOR = MAX_ID
 READ_CHUNK = 64 << 10
 
 

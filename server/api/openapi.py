@@ -5,15 +5,15 @@ from typing import Any
 
 from flask import current_app, jsonify
 
-from deit_core.config import DISTILLATION_TYPES, KL_REDUCTIONS, PRECISIONS, TEACHER_CACHE_STORES
+from deit_core import config_schema
+from deit_core.layout import FINAL_DIR
 
 from ..quotas import MAX_CAP
 from ..settings import Settings
-from ..vocabulary import ARTIFACT_FORMATS, DEFAULT_PRIORITY, JOB_KINDS, JOB_STATES, LAUNCHERS, PRIORITIES
+from ..vocabulary import ARTIFACT_FORMATS, DEFAULT_PRIORITY, JOB_KINDS, JOB_STATES, LAUNCHERS, MAX_ID, PRIORITIES
 from . import sweeps
 from .base import NAME_PATTERN
 
-MAX_ID = 2**31 - 1
 MAX_OFFSET = 1_000_000_000
 STATUS_TEXT = {400: "Bad request (the field is named)", 401: "Missing, invalid, expired or revoked token",
                403: "Not allowed: an admin-only action or value (the field is named), or a cookie-authenticated change without X-CSRF-Token", 404: "Not found (or another user's)",
@@ -45,65 +45,15 @@ PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum"
          "description": "keyset pagination: rows with id below this (the previous page's next_cursor)"}]
 
 
-def _int(lo: int, hi: int, nullable: bool = False) -> dict[str, Any]:
-    return {"type": ["integer", "null"] if nullable else "integer", "minimum": lo, "maximum": hi}
-
-
-def _num(lo: float, hi: float | None = None, open_lo: bool = False, nullable: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": ["number", "null"] if nullable else "number"}
-    out["exclusiveMinimum" if open_lo else "minimum"] = lo
-    if hi is not None:
-        out["maximum"] = hi
-    return out
-
-
-def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "properties": props, **({"required": list(required)} if required else {})}
-
-
 def job_config_schema(st: Settings) -> dict[str, Any]:
-    """The engine's schema (deit_core.config) with its ranges, capped by this deployment's limits.
-    Not expressible here, and answered 400 naming the field: data paths and datasets that do not exist
-    for the caller, img_size not a multiple of the patch size, an odd batch with mixup/cutmix, a distill
-    job without a teacher checkpoint."""
-    students = [f"deit_{s}_distilled_patch16_{r}" for s in ("tiny", "small", "base") for r in (224, 384)]
-    path = {"type": "string", "minLength": 1, "maxLength": 4096,
-            "description": "'dataset:NAME/train' (your dataset), or a server path in a shared data root"}
-    checkpoint = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_ID, "description": "a checkpoint artifact id"},
-                            {"type": "string", "minLength": 1, "maxLength": 4096}, {"type": "null"}]}
-    train = {"epochs": _int(1, st.max_epochs), "batch_size": _int(1, st.max_batch_size), "lr": _num(0, 10, open_lo=True),
-             "weight_decay": _num(0, 10), "warmup_epochs": _int(0, 100000), "mixup": _num(0, 100), "cutmix": _num(0, 100),
-             "smoothing": _num(0, 0.99), "drop_path": _num(0, 0.99), "reprob": _num(0, 0.99),
-             "aa": {"type": ["string", "null"], "pattern": "^(0?|(rand|augmix|original|v0|3a).*)$", "maxLength": 200},
-             "scale_min": _num(0.01, 1), "hflip": _num(0, 1), "ema": {"type": "boolean"}, "ema_decay": _num(0, 1),
-             "clip_grad": _num(0, 1e6, open_lo=True, nullable=True), "mixed_precision": {"type": "string", "enum": list(PRECISIONS)},
-             "seed": _int(0, MAX_ID), "accum_steps": _int(1, 1024), "min_lr": _num(0, 10), "warmup_lr": _num(0, 10),
-             "repeated_aug": {"type": "boolean"}, "workers": _int(0, 64), "log_every": _int(1, 100000)}
-    return {"type": "object", "additionalProperties": False, "required": ["data"],
-            "description": "The engine's job schema (deit_core.config); unknown keys are errors. " + (job_config_schema.__doc__ or ""),
-            "properties": {
-                "kind": {"type": "string", "enum": list(JOB_KINDS)},
-                "data": _obj({"train": path, "val": path, "img_size": _int(8, st.max_img_size),
-                              "crop_pct": _num(0, 1, open_lo=True)}, ("train", "val")),
-                "student": {"anyOf": [_obj({"model": {"type": "string", "enum": students}, "patch_size": _int(1, 64, nullable=True),
-                                            "init": {"type": ["string", "null"], "minLength": 1, "maxLength": 4096}}),
-                                      {"type": "null"}], "description": "distill jobs only"},
-                "teacher": _obj({"model": {"type": "string", "pattern": "^regnety_[A-Za-z0-9_]+$", "maxLength": 100},
-                                 "checkpoint": checkpoint}),
-                "distillation": {"anyOf": [_obj({"type": {"type": "string", "enum": list(DISTILLATION_TYPES)}, "alpha": _num(0, 1),
-                                                 "tau": _num(0, 1e6, open_lo=True),
-                                                 "kl_reduction": {"type": "string", "enum": list(KL_REDUCTIONS)},
-                                                 "teacher_cache": {"type": "string", "minLength": 1, "maxLength": 200,
-                                                                   "description": "teacher-output cache: 'auto' (read a "
-                                                                   "matching cache, else write one), 'off', or a cache "
-                                                                   "artifact's name"},
-                                                 "teacher_cache_store": {"type": "string", "enum": list(TEACHER_CACHE_STORES)},
-                                                 "teacher_cache_topk": _int(1, 100000)}),
-                                           {"type": "null"}], "description": "distill and teacher_outputs jobs only"},
-                "train": _obj(train),
-                "resources": _obj({"processes": _int(1, st.max_processes), "max_attempts": _int(1, 20),
-                                   "nodes": _int(1, st.max_nodes),
-                                   "processes_per_node": _int(1, st.max_processes, nullable=True)})},
+    """The engine's schema (deit_core.config), generated from its field declarations, with the maxima
+    this deployment lowers (DISTILLERY_MAX_*). Not expressible here, and answered 400 naming the field:
+    data paths and datasets that do not exist for the caller, img_size not a multiple of the patch size,
+    an odd batch with mixup/cutmix, a distill job without a teacher checkpoint."""
+    schema = config_schema.json_schema(st.config_caps(), kinds=JOB_KINDS)
+    return {**schema,
+            "description": "The engine's job schema (deit_core.config; docs/config.md); unknown keys are errors. "
+                           + (job_config_schema.__doc__ or ""),
             "example": {"kind": "teacher", "data": {"train": "dataset:digits/train", "val": "dataset:digits/val", "img_size": 32},
                         "teacher": {"model": "regnety_002"},
                         "train": {"epochs": 1, "batch_size": 16, "aa": None, "mixup": 0, "cutmix": 0, "workers": 0}}}
@@ -187,7 +137,7 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "progress": _ref("Progress"), "metrics": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
             "artifacts": {"type": "array", "items": _ref("Artifact")}, "config": _ref("StoredConfig"),
             "top1": {"type": ["number", "null"], "description": "val top-1 of the exported checkpoint (top1_checkpoint)"},
-            "top1_checkpoint": {"type": "string", "enum": ["final"]}, "chance_top1": {"type": ["number", "null"]},
+            "top1_checkpoint": {"type": "string", "enum": [FINAL_DIR]}, "chance_top1": {"type": ["number", "null"]},
             "at_chance": {"type": "boolean", "description": "succeeded with a top-1 within 1.5x of guessing"},
             "baseline_of": nullable_int,
             "baseline": {"type": ["object", "null"], "description": "a distill job's baseline twin; gain in points once both succeeded",

@@ -13,12 +13,14 @@ import copy
 from flask import g, jsonify
 from sqlalchemy import update
 
+from deit_core.layout import MAX_INT32
+
 from ..auth import login_required
 from ..errors import ApiError
 from ..lifecycle import JobConflict, iso_utc
 from ..models import Job, utcnow
 from ..sweeps import summarize
-from ..vocabulary import SUCCEEDED, SWEEP
+from ..vocabulary import MAX_ID, SUCCEEDED, SWEEP
 from .base import db, get_object_or_404, json_body
 
 
@@ -40,7 +42,7 @@ def promote(job_id: int):
     sweep = _sweep(job_id)
     body = json_body({"job_id"}, required={"job_id"})
     trial_id = body["job_id"]
-    if isinstance(trial_id, bool) or not isinstance(trial_id, int) or not 0 < trial_id < 2**31:
+    if isinstance(trial_id, bool) or not isinstance(trial_id, int) or not 0 < trial_id <= MAX_ID:
         raise ApiError(400, "invalid_field", f"must be a trial's job id, got {trial_id!r}", "job_id")
     s = db()
     trial = s.get(Job, trial_id)
@@ -92,7 +94,7 @@ def openapi_parts(ref, json_response, err, job_id_param, max_trials: int) -> tup
                                   "n_startup_trials": {"type": "integer", "minimum": 0, "maximum": 100000},
                                   "n_warmup_steps": {"type": "integer", "minimum": 0, "maximum": 100000},
                                   "lower": {"type": "number", "minimum": 0, "maximum": 100}}},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "description": "sweep: the sampler's seed"},
+        "seed": {"type": "integer", "minimum": 0, "maximum": MAX_INT32, "description": "sweep: the sampler's seed"},
         "teacher_outputs": {"type": "boolean", "default": True,
                             "description": "sweep: first fill the teacher-output cache with one teacher_outputs job"},
         "first_trials": {"type": "array", "items": {"type": "object"},
@@ -119,7 +121,7 @@ def openapi_parts(ref, json_response, err, job_id_param, max_trials: int) -> tup
             "summary": "Promote a succeeded trial's model as the sweep's choice", "parameters": job_id_param,
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["job_id"], "additionalProperties": False,
-                "properties": {"job_id": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}}}}},
+                "properties": {"job_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}}}}},
             "responses": {"200": json_response(ref("SweepSummary")), **err(400, 401, 403, 404, 409, 413, 415)}}},
     }
     return submit, schemas, paths
