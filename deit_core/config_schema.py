@@ -91,18 +91,22 @@ def _type_text(f: dataclasses.Field) -> str:
     return " \\| ".join("null" if t == "None" else t for t in _types(f))
 
 
+def _number_text(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(v)
+
+
 def _range_text(s: FieldSpec) -> str:
     parts = []
     if s.lo is not None or s.hi is not None:
-        lo = "-inf" if s.lo is None else f"{s.lo:g}"
-        hi = "inf" if s.hi is None else f"{s.hi:g}"
+        lo = "-inf" if s.lo is None else _number_text(s.lo)
+        hi = "inf" if s.hi is None else _number_text(s.hi)
         parts.append(f"{'(' if s.lo_open or s.lo is None else '['}{lo}, {hi}{')' if s.hi is None else ']'}")
     if s.choices is not None:
         parts.append(" \\| ".join(f"`{c}`" for c in s.choices))
     if s.pattern is not None:
         parts.append(f"matches `{s.pattern.replace('|', chr(92) + '|')}`")
     if s.max_length is not None:
-        parts.append(f"{s.min_length or 0} to {s.max_length} characters")
+        parts.append(f"{s.min_length} to {s.max_length} characters" if s.min_length else f"at most {s.max_length} characters")
     return "; ".join(parts) or "-"
 
 
