@@ -145,8 +145,8 @@ class DistillationConfig:
                      help="none (labels only, same student and compute), soft (KL to the teacher's logits) or hard "
                      "(cross-entropy to the teacher's argmax, on the distillation head)")
     alpha: float = spec(0.5, lo=0.0, hi=1.0, help="weight of the distillation term; 1 - alpha weighs the label term")
-    # tau: the soft term is scaled by tau^2; beyond ~20 the teacher's softmax is flat. 100 bounds it
-    # (the OpenAPI document used to allow 1e6 while the engine had no bound).
+    # tau: published recipes use 1 to 20 (the soft term is scaled by tau^2). 100 bounds it: the OpenAPI
+    # document used to allow up to 1e6 while the engine had no bound at all.
     tau: float = spec(1.0, lo=0.0, hi=100.0, lo_open=True, help="soft distillation's temperature")
     # soft only: "batchmean" is the per-sample KL of the paper's formula; "deit" reproduces the reference
     # DeiT code (sum / numel), which is batchmean / num_classes (see deit_core/losses.py).
