@@ -1,7 +1,9 @@
 """Training and evaluation loops (DeiT's ``engine.py``, on Accelerate).
 
 ``train_one_epoch`` and ``evaluate`` take what they use and return dicts of averaged metrics; the
-same code runs on one CPU process, under ``torchrun`` with gloo, or on many GPUs.
+same code runs on one CPU process, under ``torchrun`` with gloo, or on many GPUs. ``predict_val``
+gathers every rank's per-image top-1 into one list in val-set order, for the predictions file that
+lets two runs be compared image by image (deit_core/predictions.py).
 """
 from __future__ import annotations
 
@@ -119,6 +121,15 @@ def student_heads(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
     return model.head(feats[:, 0]), model.head_dist(feats[:, 1])
 
 
+def deit_logits(net: nn.Module, images: torch.Tensor, distilled: bool):
+    """(prediction logits, class-head logits, distillation-head logits); the prediction of a distilled
+    student is the average of its two heads, as in DeiT; a plain model has no heads (None, None)."""
+    if not distilled:
+        return net(images), None, None
+    cls_logits, dist_logits = student_heads(net, images)
+    return (cls_logits + dist_logits) / 2, cls_logits, dist_logits
+
+
 @torch.inference_mode()
 def predict_teacher(teacher: nn.Module, loader, accelerator) -> tuple[torch.Tensor, dict[str, float]]:
     """Teacher argmax on this rank's val shard (cached for agreement) and its own top-1 over all ranks."""
@@ -156,11 +167,7 @@ def evaluate(model: nn.Module, loader, accelerator, distilled: bool,
     for images, labels in loader:
         images, labels = images.to(dev), labels.to(dev)
         with accelerator.autocast():
-            if distilled:
-                cls_logits, dist_logits = student_heads(net, images)
-                logits = (cls_logits + dist_logits) / 2
-            else:
-                logits = net(images)
+            logits, cls_logits, dist_logits = deit_logits(net, images, distilled)
         top1, top5 = _topk_correct(logits.float(), labels)
         sums["top1"] += top1
         sums["top5"] += top5
@@ -174,3 +181,42 @@ def evaluate(model: nn.Module, loader, accelerator, distilled: bool,
         total += labels.numel()
     total = accelerator.reduce(total, reduction="sum").clamp(min=1)
     return {f"val_{n}": float(100.0 * accelerator.reduce(v, reduction="sum") / total) for n, v in sums.items()}
+
+
+def _shard_indices(loader) -> list[int]:
+    """The val-set positions of this rank's shard, in the order its loader yields them
+    (deit_core.data.build_val_loader's ``indices``; the whole set when the loader is not sharded)."""
+    indices = getattr(loader.dataset, "indices", None)
+    return list(indices) if indices is not None else list(range(len(loader.dataset)))
+
+
+@torch.inference_mode()
+def predict_val(model: nn.Module, loader, accelerator, distilled: bool) -> list[int]:
+    """Top-1 class of every val image, in val-set order, on every rank (a collective: call it on all).
+
+    The prediction is ``evaluate``'s (the average of both heads of a distilled student), so its top-1
+    equals ``val_top1``. Each rank predicts its shard (``indices[rank::world]``, no padding); rows of
+    (val index, class) are padded to the longest shard with -1, gathered, and put back in order, so
+    an odd number of images over two processes comes back exactly once each.
+    """
+    net = accelerator.unwrap_model(model)
+    net.eval()
+    dev = accelerator.device
+    preds = []
+    for images, _ in loader:
+        images = images.to(dev)
+        with accelerator.autocast():
+            logits = deit_logits(net, images, distilled)[0]
+        preds.append(logits.float().argmax(1))
+    local_preds = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=dev)
+    index = torch.tensor(_shard_indices(loader), dtype=torch.long, device=dev)
+    if len(index) != len(local_preds):
+        raise RuntimeError(f"the val loader yielded {len(local_preds)} images for a shard of {len(index)}")
+    rows = torch.stack([index, local_preds.long()], dim=1) if len(index) else torch.zeros(0, 2, dtype=torch.long, device=dev)
+    rows = accelerator.gather(accelerator.pad_across_processes(rows, dim=0, pad_index=-1)).cpu()
+    rows = rows[rows[:, 0] >= 0]
+    order = rows[:, 0].argsort()
+    rows = rows[order]
+    if len(rows) and not torch.equal(rows[:, 0], torch.arange(len(rows))):
+        raise RuntimeError("the val shards do not cover each image exactly once")
+    return rows[:, 1].tolist()

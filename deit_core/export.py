@@ -1,12 +1,16 @@
 """Mobile export: a run's ``final/`` -> int8 ``.ptl`` (+ ``.pte``, TorchScript), verified, measured, checksummed.
 
-``distillery export --model DIR/final --output OUT [--val PATH] [--max-drop 1.0] [--force] [--no-pte]``
+``distillery export --model DIR/final --output OUT [--val PATH] [--max-drop 1.0] [--gate-alpha 0.05] [--force] [--no-pte]``
 
 Everything is written to a temp directory next to ``OUT`` and renamed into place only once every
 file was loaded back and agreed with the int8 eager model, so ``OUT`` is either complete or absent.
-When the int8 accuracy on ``--val`` falls more than ``--max-drop`` points below fp32 (the parity
-gate), the complete output, report included, goes to ``OUT.rejected/`` instead and ``OUT`` is not
-created. Exit codes: 0 success, 1 export failure, 2 bad input, 3 parity gate failure.
+With ``--val``, every measured model's per-image predictions are written beside the report
+(``predictions.<variant>.json``, deit_core/predictions.py). The parity gate fails an int8 file
+whose drop below fp32 on ``--val`` is both larger than ``--max-drop`` points and significant
+(McNemar's exact p <= ``--gate-alpha`` on the same images): a bare points threshold on a few hundred
+images fails near-chance models on noise (5 of 360 images is 1.4 points, p = 0.06). A failed
+export, report included, goes to ``OUT.rejected/`` instead and ``OUT`` is not created. Exit codes:
+0 success, 1 export failure, 2 bad input, 3 parity gate failure.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import torch
 from torch import nn
 
 from . import export_report as rep
-from . import mobile, preprocess
+from . import mobile, paired_stats, preprocess
 from .export_cli import add_arguments  # noqa: F401  (the CLI's arguments live apart: no torch import)
 from .files import replace_dir, temp_dir_beside, write_json_atomic
 from .layout import (
@@ -44,6 +48,7 @@ from .layout import (
     REPORT,
     TORCHSCRIPT,
 )
+from .predictions import export_predictions_name, predictions_document, relative_images, write_predictions
 from .preprocess import LEGACY_CROP_PCT
 
 log = logging.getLogger(__name__)
@@ -68,7 +73,7 @@ class VerificationError(ExportError):
 
 
 class ParityGateError(ExportError):
-    """int8 accuracy fell more than --max-drop points below fp32; the output is kept at OUT.rejected/."""
+    """int8 accuracy fell significantly and more than --max-drop points below fp32; the output is kept at OUT.rejected/."""
 
     exit_code = EXIT_PARITY_GATE
 
@@ -84,6 +89,7 @@ class ExportOptions:
 
     val: str | None = None
     max_drop: float = 1.0
+    gate_alpha: float = 0.05
     force: bool = False
     pte: bool = True
     keep_fp32: tuple[str, ...] = mobile.DEFAULT_KEEP_FP32
@@ -268,34 +274,78 @@ def reject(tmp: Path, out: Path) -> Path:
 # ---------------------------------------------------------------------------------------- the steps
 
 
-def _gate(variants: dict[str, dict[str, Any]], max_drop: float, have_val: bool) -> dict[str, Any]:
-    """Parity gate: every shipped int8 file (.ptl, and .pte if built) within max_drop top-1 points of fp32."""
-    if not have_val:
-        return {"checked": False, "passed": None, "max_drop": max_drop, "reason": "no --val given; accuracy not measured"}
+GATED = ("ptl", "pte")  # the shipped int8 files; "int8" (eager) is what they are verified against
+
+
+def _gate(variants: dict[str, dict[str, Any]], predictions: dict[str, list[int]], labels: list[int] | None,
+          max_drop: float, alpha: float) -> dict[str, Any]:
+    """Parity gate: fail a shipped int8 file (.ptl, and .pte if built) only when its top-1 drop below fp32
+    is larger than ``max_drop`` points AND significant (McNemar's exact p <= ``alpha``, int8 vs fp32 on
+    the same images). ``alpha`` 1 judges the bare drop.
+
+    Per file the report keeps the drop (fp32 - int8, points), its 95% interval over images, p, ``b``
+    (images right in fp32 and wrong in int8), ``c`` (the reverse) and ``n_images``.
+    """
+    if labels is None:
+        return {"checked": False, "passed": None, "max_drop": max_drop, "alpha": alpha,
+                "reason": "no --val given; accuracy not measured"}
     fp32 = variants["fp32"]["top1"]
-    drops = {name: round(fp32 - variants[name]["top1"], 3)
-             for name in ("ptl", "pte") if variants.get(name, {}).get("top1") is not None}
-    failed = {k: d for k, d in drops.items() if d > max_drop}
-    reason = ("; ".join(f".{k} top-1 {variants[k]['top1']:.2f}% is {d:.2f} points below fp32 {fp32:.2f}% "
-                        f"(allowed {max_drop})" for k, d in failed.items()) if failed else "within max_drop")
-    return {"checked": True, "passed": not failed, "max_drop": max_drop, "fp32_top1": fp32, "drops": drops, "reason": reason}
+    checks = {}
+    for name in GATED:
+        if name in predictions:
+            cmp = paired_stats.compare(predictions["fp32"], predictions[name], labels)  # gain of fp32 over int8 = drop
+            checks[name] = {"drop": cmp.gain, "drop_ci95": list(cmp.ci95), "mcnemar_p": cmp.mcnemar_p, "b": cmp.b,
+                            "c": cmp.c, "n_images": cmp.n_images,
+                            "failed": cmp.gain > max_drop and cmp.mcnemar_p <= alpha}
+    reasons = [_gate_sentence(name, c, variants[name]["top1"], fp32, max_drop, alpha) for name, c in checks.items()]
+    failed = [name for name, c in checks.items() if c["failed"]]
+    return {"checked": True, "passed": not failed, "max_drop": max_drop, "alpha": alpha, "fp32_top1": fp32,
+            "drops": {name: c["drop"] for name, c in checks.items()}, "files": checks,
+            "discordant": "b: images right in fp32 and wrong in the int8 file; c: right in the int8 file and wrong in fp32",
+            "reason": "; ".join(r for name, r in zip(checks, reasons) if name in failed) or "; ".join(reasons)}
+
+
+def _gate_sentence(name: str, c: dict[str, Any], top1: float, fp32: float, max_drop: float, alpha: float) -> str:
+    evidence = (f"95% CI {c['drop_ci95'][0]:+.2f} to {c['drop_ci95'][1]:+.2f} pt, McNemar p = {c['mcnemar_p']:.3g}, "
+                f"{c['b']} images right in fp32 only and {c['c']} in .{name} only, of {c['n_images']}")
+    if c["failed"]:
+        return (f".{name} top-1 {top1:.2f}% is {c['drop']:.2f} points below fp32 {fp32:.2f}% (allowed {max_drop}), "
+                f"a significant drop ({evidence}; p <= {alpha})")
+    if c["drop"] > max_drop:
+        return (f".{name} is {c['drop']:.2f} points below fp32, more than {max_drop} but not significantly "
+                f"({evidence}; p > {alpha})")
+    return f".{name} within max_drop {max_drop} ({c['drop']:+.2f} points below fp32; {evidence})"
 
 
 def _measure(predictors: dict[str, tuple[rep.Predictor, bool]], val: rep.ValSet | None, example: torch.Tensor,
-             opts: ExportOptions) -> dict[str, dict[str, Any]]:
-    """Accuracy (if val) and batch-1 latency on ``opts.latency_threads`` threads of every variant (the
-    row records the count really used); fp32 gets normalized input."""
+             opts: ExportOptions) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]]]:
+    """Accuracy and per-image top-1 (if val) and batch-1 latency on ``opts.latency_threads`` threads of
+    every variant (the row records the count really used); fp32 gets normalized input.
+    Returns (variants, top-1 class per val image of each variant)."""
     variants: dict[str, dict[str, Any]] = {name: {} for name in predictors}
+    predictions: dict[str, list[int]] = {}
     if val is not None:
         logits = rep.predict_batches(predictors, val)
         for name, lg in logits.items():
             variants[name].update(top1=rep.topk_accuracy(lg, val.targets, 1), top5=rep.topk_accuracy(lg, val.targets, 5),
                                   agreement_top1=rep.agreement(lg, logits["fp32"]))
+            predictions[name] = lg.argmax(1).tolist()
     for name, (fn, _) in predictors.items():
         pool = mobile.executorch_threads if name == "pte" else None  # ExecuTorch has its own threadpool
         variants[name]["latency_ms"] = rep.latency_ms(fn, example, opts.latency_runs, opts.latency_warmup,
                                                       opts.latency_threads, pool)
-    return variants
+    return variants, predictions
+
+
+def _write_predictions(tmp: Path, predictions: dict[str, list[int]], val: rep.ValSet, classes: Sequence[str]) -> dict[str, str]:
+    """``predictions.<variant>.json`` for every measured variant (paths relative to the val folder); returns variant -> file."""
+    images = relative_images(val.dataset.samples, val.path)
+    labels = val.targets.tolist()
+    names = {}
+    for variant, preds in predictions.items():
+        names[variant] = export_predictions_name(variant)
+        write_predictions(tmp / names[variant], predictions_document(variant, images, labels, preds, classes))
+    return names
 
 
 def _quantize(model: nn.Module, cfg: dict[str, Any], opts: ExportOptions,
@@ -399,13 +449,15 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
         with mobile.using_engine(engine), torch.no_grad():
             predictors = _build(model, cfg, tmp, val, opts, report)
             example = sample_inputs(int(cfg["img_size"]), 1, opts.seed, None)[0]
-            variants = _measure(predictors, val, example, opts)
+            variants, predictions = _measure(predictors, val, example, opts)
         sizes = {"fp32": final / FINAL_WEIGHTS, "int8": tmp / TORCHSCRIPT, "ptl": tmp / PTL, "pte": tmp / PTE}
         for name, v in variants.items():
             v["size_bytes"] = sizes[name].stat().st_size
             v["file"] = sizes[name].name
         report["variants"] = variants
-        report["gate"] = _gate(variants, opts.max_drop, val is not None)
+        report["predictions"] = _write_predictions(tmp, predictions, val, cfg["classes"]) if val is not None else {}
+        report["gate"] = _gate(variants, predictions, val.targets.tolist() if val is not None else None,
+                               opts.max_drop, opts.gate_alpha)
         report["runtime"] = runtime_stamp(tmp / PTL, engine, report.pop("runtime_executorch"))
         report["files"] = rep.file_entries(tmp)
         report["elapsed_s"] = round(time.perf_counter() - started, 2)
@@ -413,7 +465,8 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
         if report["gate"]["passed"] is False:
             rejected = reject(tmp, out)
             raise ParityGateError(f"parity gate failed: {report['gate']['reason']}; the output is kept at {rejected} "
-                                  f"for inspection (keep more layers fp32 with --keep-fp32, or raise --max-drop)",
+                                  f"for inspection (keep more layers fp32 with --keep-fp32, raise --max-drop or lower "
+                                  f"--gate-alpha)",
                                   rejected, report)
         publish(tmp, out)
     except ExportError:
@@ -434,9 +487,12 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
 def options_from_args(args: argparse.Namespace) -> ExportOptions:
     if not math.isfinite(args.max_drop):  # negative is allowed: it demands int8 beat fp32 (a strict policy, or a test)
         raise BadInputError(f"--max-drop must be a finite number of top-1 points, got {args.max_drop}")
+    alpha = getattr(args, "gate_alpha", ExportOptions.gate_alpha)
+    if not 0.0 < alpha <= 1.0:
+        raise BadInputError(f"--gate-alpha must be a significance level in (0, 1], got {alpha}")
     if args.latency_runs < 1:
         raise BadInputError(f"--latency-runs must be >= 1, got {args.latency_runs}")
-    return ExportOptions(val=args.val, max_drop=args.max_drop, force=args.force, pte=args.pte,
+    return ExportOptions(val=args.val, max_drop=args.max_drop, gate_alpha=alpha, force=args.force, pte=args.pte,
                          keep_fp32=mobile.parse_patterns(args.keep_fp32), latency_runs=args.latency_runs,
                          latency_warmup=min(10, max(1, args.latency_runs // 5)))
 

@@ -13,7 +13,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", help="ImageFolder root or its val/ folder, for accuracy and the parity gate")
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="parity gate: fail (exit 3, output kept at OUT.rejected/) if int8 top-1 is more than this "
-                        "many points below fp32 (default 1.0)")
+                        "many points below fp32 on --val and the drop is significant (see --gate-alpha) (default 1.0)")
+    p.add_argument("--gate-alpha", type=float, default=0.05,
+                   help="parity gate: a drop counts only when McNemar's exact p (int8 vs fp32 on the same images) "
+                        "is at most this (default 0.05; 1 judges the bare drop)")
     p.add_argument("--force", action="store_true", help="replace a non-empty OUT (only once the export succeeded)")
     p.add_argument("--no-pte", dest="pte", action="store_false", help="skip the ExecuTorch .pte (saves ~40 s)")
     p.add_argument("--keep-fp32", default=None, metavar="PATTERNS",

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .files import replace_dir, temp_dir_beside
+from .files import replace_dir, temp_dir_beside, write_json_atomic
 from .layout import FINAL_CONFIG, FINAL_DIR, FINAL_WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,14 @@ def build_teacher(model: str, num_classes: int, checkpoint: str | None, drop_pat
     return m, kw
 
 
-def save_final(out_dir: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
+def save_final(out_dir: str | os.PathLike, model: nn.Module, meta: dict[str, Any],
+               extra_json: dict[str, Any] | None = None) -> Path:
     """Write ``final/model.safetensors`` and ``final/config.json`` atomically (temp dir + rename).
 
     ``meta`` must hold ``architecture``, ``model_kwargs``, ``classes``, ``img_size``, ``mean``,
     ``std``; it is written as config.json so that export and serving can rebuild the model.
+    ``extra_json`` maps more file names to JSON content published in the same rename (training's
+    ``val_predictions.json``), so final/ never appears without them.
     """
     from safetensors.torch import save_file
 
@@ -176,6 +179,8 @@ def save_final(out_dir: str | os.PathLike, model: nn.Module, meta: dict[str, Any
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / FINAL_WEIGHTS), metadata={"architecture": meta["architecture"]})
     (tmp / FINAL_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    for name, content in (extra_json or {}).items():
+        write_json_atomic(tmp / name, content)
     replace_dir(tmp, final)
     return final
 

@@ -24,12 +24,13 @@ import torch
 from .checkpoint import LAST, PREV, latest_valid, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, JobConfig, TrainConfig, load_config_file
 from .data import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, build_train_loader, build_val_loader, load_datasets
-from .engine import evaluate, predict_teacher, train_one_epoch
+from .engine import evaluate, predict_teacher, predict_val, train_one_epoch
 from .events import MetricsLog
 from .layout import CHECKPOINTS_DIR, EXIT_BAD_CONFIG, EXIT_FAILED, EXIT_OK, METRICS_FILE, TRAIN_LOG
 from .lease import check_lease
 from .losses import DistillationLoss, base_criterion
 from .models import build_student, build_teacher, save_final
+from .predictions import VAL_PREDICTIONS, predictions_document, relative_images
 from .preprocess import resize_size
 from .teacher_cache import CacheOptions, Layout, TeacherFeed, open_feed
 from .train_cli import add_cache_arguments, add_resume_arguments
@@ -287,8 +288,20 @@ class Run:
         acc.wait_for_everyone()  # rank 0 made the partial folder that every rank writes into
         return feed if feed.reader is not None or feed.writer is not None else None
 
-    def write_final(self, metrics: dict[str, float]) -> Path:
-        """``final/``: weights plus everything export and serving need to rebuild and feed the model."""
+    def val_predictions(self) -> dict[str, Any]:
+        """The final model's top-1 on every val image, as final/'s predictions file (deit_core/predictions.py).
+
+        Every rank must call it (the shards are gathered). It is one more pass over val after the
+        last epoch, with the weights final/ holds: the per-epoch evaluations keep no per-image state.
+        """
+        preds = predict_val(self.model, self.val_loader, self.acc, self.distilled)
+        val_ds = self.val_loader.dataset.base  # the ImageFolder under the rank's shard
+        return predictions_document("final", relative_images(val_ds.samples, val_ds.root),
+                                    [label for _, label in val_ds.samples], preds, self.classes)
+
+    def write_final(self, metrics: dict[str, float], val_predictions: dict[str, Any] | None = None) -> Path:
+        """``final/``: weights plus everything export and serving need to rebuild and feed the model,
+        and the val set's per-image predictions beside the metrics."""
         cfg = self.cfg
         meta = {
             "architecture": self.architecture, "model_kwargs": self.model_kwargs, "classes": self.classes,
@@ -297,7 +310,8 @@ class Run:
             "interpolation": INTERPOLATION, "kind": "student" if self.distilled else "teacher",
             "distilled": self.distilled, "metrics": metrics, "config": cfg.to_dict(),
         }
-        return save_final(self.out, self.acc.unwrap_model(self.model), meta)
+        extra = {VAL_PREDICTIONS: val_predictions} if val_predictions is not None else None
+        return save_final(self.out, self.acc.unwrap_model(self.model), meta, extra)
 
     def execute(self) -> dict[str, float]:
         cfg, acc, t, ev = self.cfg, self.acc, self.cfg.train, self.events
@@ -359,8 +373,9 @@ class Run:
         if self.teacher_feed is not None:
             self.teacher_feed.finish(acc)
         checksums = self.weight_checksums()
+        val_predictions = self.val_predictions()
         if acc.is_main_process:
-            final = self.write_final(metrics)
+            final = self.write_final(metrics, val_predictions)
             ev.emit("done", final=str(final), rank_weight_checksums=checksums, **metrics)
             log.info("done: final model in %s", final)
         acc.wait_for_everyone()

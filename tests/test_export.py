@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deit_core import export, export_report, mobile
+from deit_core import export, export_report, mobile, paired_stats, predictions
 from deit_core.models import load_final, save_final
 
 ARCH = "deit_tiny_distilled_patch16_224"
@@ -184,8 +184,10 @@ def test_report_consistent_with_files(exported, student_final):
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["labels.json", "model.ptl", "model_int8.pt", "report.json"]
-    assert sorted(report["files"]) == ["labels.json", "model.ptl", "model_int8.pt"]
+    per_image = ["predictions.fp32.json", "predictions.int8.json", "predictions.ptl.json"]
+    assert names == ["labels.json", "model.ptl", "model_int8.pt", *per_image, "report.json"]
+    assert sorted(report["files"]) == ["labels.json", "model.ptl", "model_int8.pt", *per_image]
+    assert report["predictions"] == {"fp32": per_image[0], "int8": per_image[1], "ptl": per_image[2]}
     for name, entry in report["files"].items():
         assert entry["bytes"] == (out / name).stat().st_size
         assert entry["sha256"] == export_report.sha256_file(out / name)
@@ -205,6 +207,7 @@ def test_report_consistent_with_files(exported, student_final):
     assert stamp["ptl_bytecode_version"] == torch.jit.mobile._get_model_bytecode_version(str(out / "model.ptl"))
     assert stamp["quantized_engine"] == report["quantization"]["engine"] == mobile.quant_engine()
     assert report["gate"]["checked"] and report["gate"]["passed"] is True
+    _check_predictions_files(out, report)
     assert any("pte" in s for s in report["skipped"])
     if not stamp["xnnpack"]:
         assert any("optimize_for_mobile" in s for s in report["skipped"])
@@ -214,6 +217,21 @@ def test_report_consistent_with_files(exported, student_final):
     assert (labels["crop_pct"], labels["resize_size"]) == (1.0, 32)
     assert (report["model"]["crop_pct"], report["model"]["resize_size"]) == (1.0, 32)
     assert labels["preprocessing"] == {"resize_shorter_side": 32, "center_crop": 32, "crop_pct": 1.0, "interpolation": "bicubic"}
+
+
+def _check_predictions_files(out: Path, report: dict) -> None:
+    """Each variant's per-image file: val-relative paths, its own top-1, one val set, and the gate's numbers."""
+    read = {v: predictions.read_predictions(out / name) for v, name in report["predictions"].items()}
+    n = report["val"]["images"]
+    for variant, p in read.items():
+        assert p.model == variant and len(p.images) == n and p.top1 == report["variants"][variant]["top1"]
+        assert all(not Path(i).is_absolute() and i.count("/") == 1 for i in p.images)  # class/file.png
+        assert list(p.images) == sorted(p.images) and p.classes == tuple(CLASSES)
+    assert len({p.fingerprint for p in read.values()}) == 1
+    got = predictions.paired(read["fp32"], read["ptl"])
+    gate = report["gate"]["files"]["ptl"]
+    assert (gate["b"], gate["c"], gate["n_images"], gate["drop"]) == (got.b, got.c, n, got.gain)
+    assert gate["mcnemar_p"] == paired_stats.mcnemar_exact_p(got.b, got.c)
 
 
 def test_normalization_is_inside_the_model(tmp_path):
@@ -255,13 +273,67 @@ def test_parity_gate_rejects_collapsed_int8(tmp_path, capsys):
     reason = json.loads(error_file.read_text())
     assert reason == {"error": err.strip().removeprefix("error: "), "kind": "parity_gate", "exit_code": 3}
     assert not out.exists()
-    assert sorted(p.name for p in rejected.iterdir()) == ["labels.json", "model.ptl", "model_int8.pt", "report.json"]
+    assert sorted(p.name for p in rejected.iterdir()) == ["labels.json", "model.ptl", "model_int8.pt", "predictions.fp32.json",
+                                                          "predictions.int8.json", "predictions.ptl.json", "report.json"]
     report = json.loads((rejected / "report.json").read_text())
     gate = report["gate"]
     assert gate["checked"] and gate["passed"] is False and gate["drops"]["ptl"] > 1.0
+    ptl = gate["files"]["ptl"]
+    assert ptl["failed"] and ptl["mcnemar_p"] < 0.05 and ptl["b"] > ptl["c"] and ptl["n_images"] == 40
+    assert "significant drop" in gate["reason"] and "McNemar p" in gate["reason"]
     assert report["variants"]["fp32"]["top1"] == 100.0
     assert report["variants"]["ptl"]["top1"] < 99.0
     _no_leftovers(tmp_path)
+
+
+def _gate_of(b: int, c: int, n: int, both_right: int, max_drop: float = 1.0, alpha: float = 0.05) -> dict:
+    """The gate on crafted predictions: of ``n`` images (all class 0), fp32 alone right on ``b``, the .ptl
+    alone on ``c``, both on ``both_right``."""
+    fp32, ptl = [1] * n, [2] * n
+    for i in range(b):
+        fp32[i] = 0
+    for i in range(b, b + c):
+        ptl[i] = 0
+    for i in range(b + c, b + c + both_right):
+        fp32[i] = ptl[i] = 0
+    top1 = {"fp32": 100.0 * (b + both_right) / n, "ptl": 100.0 * (c + both_right) / n}
+    return export._gate({k: {"top1": v} for k, v in top1.items()}, {"fp32": fp32, "ptl": ptl}, [0] * n, max_drop, alpha)
+
+
+def test_gate_passes_a_near_chance_model_losing_5_of_360_images():
+    """The issue's case: fp32 15.00%, .ptl 13.61% (5 images fewer) on 360 images is 1.39 points, but
+    McNemar's p is 2 / 2^5 = 0.0625: no evidence of a drop, so the export is not failed."""
+    gate = _gate_of(b=5, c=0, n=360, both_right=49)
+    assert gate["passed"] is True and gate["drops"]["ptl"] == 1.389
+    ptl = gate["files"]["ptl"]
+    assert (ptl["b"], ptl["c"], ptl["n_images"], ptl["mcnemar_p"], ptl["failed"]) == (5, 0, 360, 0.0625, False)
+    assert ptl["drop_ci95"] == list(paired_stats.paired_ci95(5, 0, 360))
+    assert "not significantly" in gate["reason"]
+    assert _gate_of(b=5, c=0, n=360, both_right=49, alpha=1.0)["passed"] is False  # alpha 1: the bare threshold
+
+
+@pytest.mark.parametrize("b, c, n, max_drop, passed", [
+    (20, 2, 360, 1.0, False),   # 5.0 points, p = 2 * P(X <= 2 | 22) ~ 1e-4: a real drop beyond tolerance
+    (8, 0, 1000, 1.0, True),    # significant (p = 2 / 2^8) but 0.8 points: within tolerance
+    (20, 2, 360, 6.0, True),    # significant, 5.0 points, tolerance 6
+    (3, 3, 360, 1.0, True),     # no drop at all
+])
+def test_gate_fails_only_a_significant_drop_beyond_max_drop(b, c, n, max_drop, passed):
+    gate = _gate_of(b=b, c=c, n=n, both_right=n // 2, max_drop=max_drop)
+    assert gate["checked"] and gate["passed"] is passed
+    if not passed:
+        assert "below fp32" in gate["reason"] and "significant drop" in gate["reason"]
+
+
+def test_gate_without_val_is_not_checked():
+    gate = export._gate({"fp32": {}, "ptl": {}}, {}, None, 1.0, 0.05)
+    assert gate["checked"] is False and gate["passed"] is None
+
+
+@pytest.mark.parametrize("alpha", ["0", "-0.1", "1.5", "nan"])
+def test_gate_alpha_must_be_a_significance_level(tmp_path, student_final, capsys, alpha):
+    rc = _run_cli(["--model", str(student_final), "--output", str(tmp_path / "out"), "--gate-alpha", alpha])
+    assert rc == 2 and "--gate-alpha must be a significance level" in capsys.readouterr().err
 
 
 def test_script_failure_falls_back_to_trace_and_is_recorded(tmp_path, student_final):
@@ -305,6 +377,8 @@ def test_pte_exported_and_verified(tmp_path):
     assert report["pte"]["quantized_linear"] == 8  # 2 blocks x (qkv, proj, fc1, fc2); heads fp32
     assert report["variants"]["pte"]["size_bytes"] < 0.5 * report["variants"]["fp32"]["size_bytes"]
     assert report["runtime"]["executorch"]
+    assert report["predictions"]["pte"] == "predictions.pte.json" and (out / "predictions.pte.json").is_file()
+    assert report["gate"]["files"]["pte"]["n_images"] == 20  # the .pte is gated on the same images as the .ptl
     for name, row in report["variants"].items():  # every row timed on the one thread it claims
         assert row["latency_ms"]["threads"] == 1, name
         assert row["latency_ms"]["thread_pool"] == ("executorch" if name == "pte" else "torch intra-op")

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from deit_core.config import TrainConfig
+from deit_core.predictions import VAL_PREDICTIONS, read_predictions
 from tests.conftest import PY, ROOT, distill_config, run_cli, teacher_config
 
 
@@ -26,6 +27,19 @@ def events(run: Path) -> list[dict]:
 def write(path: Path, cfg: dict) -> Path:
     path.write_text(json.dumps(cfg))
     return path
+
+
+def check_val_predictions(run: Path, val_root: Path, val_top1: float):
+    """final/val_predictions.json: every val image once, by its path under the val folder, with its
+    label, and a top-1 equal to the last evaluation's (the same weights, the same prediction)."""
+    p = read_predictions(run / "final" / VAL_PREDICTIONS)
+    on_disk = sorted(f.relative_to(val_root).as_posix() for f in val_root.rglob("*.png"))
+    assert list(p.images) == on_disk
+    assert list(p.labels) == [int(i.split("/")[0]) for i in p.images]  # digits: class folder "3" is class 3
+    assert p.model == "final" and p.classes == tuple(str(i) for i in range(10))
+    assert p.top1 == pytest.approx(val_top1, abs=1e-3)
+    assert p.top1 == pytest.approx(100.0 * sum(y == q for y, q in zip(p.labels, p.predictions)) / len(p.images), abs=1e-3)
+    return p
 
 
 @pytest.mark.slow
@@ -47,6 +61,7 @@ def test_teacher_run_writes_the_design_layout(trained_teacher):
     assert epoch["lr"] == pytest.approx(TrainConfig.min_lr, rel=1e-9)
     assert next(e for e in ev if e["event"] == "start")["val_images"] == 80
     meta = json.loads((run / "final/config.json").read_text())
+    assert len(check_val_predictions(run, Path(meta["config"]["data"]["val"]), ev[-1]["val_top1"]).images) == 80
     assert meta["architecture"] == "regnety_002" and meta["classes"] == [str(i) for i in range(10)]
     assert meta["img_size"] == 32 and len(meta["mean"]) == 3
     # the eval crop travels with the model, for the export's parity check and labels.json
@@ -77,6 +92,8 @@ def test_two_process_torchrun_distillation(trained_teacher, odd_val_digits, tmp_
     assert {"teacher_top1", "val_agreement", "val_top1_cls", "val_top1_dist"} <= done.keys()
     assert (out / "checkpoints/last.pt").is_file()
     assert load_file(str(out / "final/model.safetensors"))["dist_token"].shape[-1] == 192
+    # gathered from both ranks (40 + 39 images), each image once, in one order
+    assert len(check_val_predictions(out, odd_val_digits / "val", done["val_top1"]).images) == 79
 
     # resuming this 2-process run in one process would change the global batch: refused without --allow-reshard
     cfg2 = write(tmp_path / "d2.json", distill_config(odd_val_digits, str(trained_teacher / "final"), "hard", epochs=2))

@@ -124,10 +124,10 @@ def test_stopping_up_mid_run_requeues_the_job_and_the_next_start_resumes(tmp_pat
 
 
 def test_parity_gate_failure_fails_the_job_and_keeps_checkpoint_and_report(tmp_path):
-    """A worker whose policy demands int8 be a point *better* than fp32 (--max-drop -1) rejects
-    every export: the job fails with the gate's reason, and the fp32 checkpoint and the report of
-    the rejected export stay registered for the user to inspect."""
-    with embedded_service(tmp_path, export_args=EXPORT_ARGS + " --max-drop -1") as (url, h, _):
+    """A worker whose policy demands int8 be a point *better* than fp32 on the bare numbers
+    (--max-drop -1 --gate-alpha 1) rejects every export: the job fails with the gate's reason, and
+    the fp32 checkpoint and the report of the rejected export stay registered for the user to inspect."""
+    with embedded_service(tmp_path, export_args=EXPORT_ARGS + " --max-drop -1 --gate-alpha 1") as (url, h, _):
         job = run_teacher_job(url, h, tmp_path)
     assert job["state"] == "failed", job
     assert "parity gate" in job["error"] and "below fp32" in job["error"], job["error"]
