@@ -145,10 +145,10 @@ def test_job_states_are_defined_once():
 
 
 def test_readme_module_tables_cover_every_module():
-    """Each module of deit_core, server and worker has its line in the README's module tables."""
+    """Each module of deit_core, server, worker and distillery has its line in the README's module tables."""
     readme = (ROOT / "README.md").read_text()
     missing = []
-    for package in ("deit_core", "server", "worker"):
+    for package in PRODUCT_PACKAGES:
         for path in sorted((ROOT / package).glob("*.py")):
             if path.name == "__init__.py":
                 continue
