@@ -23,7 +23,7 @@ from .text_format import format_age, format_duration, format_size, format_table
 
 PAGE_SIZE = 200  # the API's largest page
 
-# ----------------------------------------------------------------------------------- formatting
+# ------------------------------------------------------------------------------ progress, rows
 
 def _num(value: Any, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"

@@ -73,3 +73,21 @@ def test_config_diff_names_only_what_differs():
                       ("train.lr", [1e-3, 2e-3])]
     assert same == 2  # kind, train.epochs
     assert client.config_diff([a, a]) == ([], 4)
+
+
+def test_job_and_sweep_commands_share_the_connection_arguments_and_the_error_guard(capsys):
+    """cli.py wires both command modules; each answers an unreachable server with one line and exit 7."""
+    import socket
+
+    from distillery.cli import build_parser
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    parser = build_parser()
+    for argv in (["jobs", "--limit", "5"], ["sweep", "watch", "3"], ["sweep", "download", "3", "--front"]):
+        args = parser.parse_args([*argv, "--url", url, "--token", "t"])
+        assert (args.url, args.token) == (url, "t")
+        assert args.func(args) == api_client.EXIT_UNREACHABLE, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot reach the distillery server at {url}") and err.count("\n") == 1, err
