@@ -53,7 +53,9 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
 
 def module_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The product modules that module ``name`` imports anywhere in its source: at the top, inside
-    functions, relatively (``from . import x``); ``from pkg import module`` counts as the module."""
+    functions, relatively (``from . import x``); ``from pkg import module`` counts as the module. The
+    packages above a module (whose ``__init__`` Python runs first) are not counted: a package that
+    imports its own modules would otherwise always be a circle."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
