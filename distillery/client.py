@@ -1,177 +1,29 @@
-"""REST client subcommands of `distillery` (submit, jobs, watch, cancel, download).
+"""Job subcommands of the `distillery` client: submit, jobs, watch, cancel, diff, download.
 
-They talk to a running service over HTTP with ``requests`` only, so they work from any machine with
-the package installed and never import Flask, Celery or torch. Every failure a user can cause (a
+They talk to a running service over HTTP (:mod:`distillery.api_client`), so they work from any machine
+with the package installed and never import Flask, Celery or torch. Every failure a user can cause (a
 wrong token, an unknown job, a server that is down, a rejected config) ends with one clear line on
-stderr and a distinct exit code instead of a traceback.
+stderr and a distinct exit code instead of a traceback. The sweep commands are
+:mod:`distillery.sweep_client`; :mod:`distillery.cli` wires both into the parser.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import re
 import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, TextIO
 
 from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS, PRIORITIES  # plain tuples: no Flask, Celery or torch
 
-DEFAULT_URL = "http://127.0.0.1:8000"  # `distillery up` default
+from .api_client import EXIT_API_ERROR, EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, EXIT_OK, ApiClient, ClientError, guard
+from .artifact_download import download_artifact, response_chunks
+from .job_files import load_job_file
+from .text_format import format_age, format_duration, format_size, format_table
+
 PAGE_SIZE = 200  # the API's largest page
 
-# Exit codes. 2 is argparse's usage error; `watch` returns the job's outcome.
-EXIT_OK = 0
-EXIT_JOB_FAILED = 1
-EXIT_JOB_CANCELLED = 3
-EXIT_API_ERROR = 4  # the server refused the request (validation error, conflict, 5xx)
-EXIT_AUTH = 5  # 401/403: wrong or missing token
-EXIT_NOT_FOUND = 6  # 404: unknown job or artifact
-EXIT_UNREACHABLE = 7  # connection refused, DNS, timeout
-EXIT_CHECKSUM = 8  # downloaded bytes do not match the artifact's sha256
-
-# File names a download gets when the server does not suggest one.
-FORMAT_SUFFIX = {"ptl": ".ptl", "pte": ".pte", "pt": ".pt", "checkpoint": ".safetensors",
-                 "report": ".json", "labels": ".json"}
-
-
-class ClientError(Exception):
-    """A request failed in a way the user can fix; ``exit_code`` says which way."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_API_ERROR):
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-
-
-class ApiClient:
-    """Thin wrapper over ``requests`` that turns HTTP failures into :class:`ClientError`.
-
-    Args:
-        url: the service root (``http://host:port``), without ``/api/v1``.
-        token: the API token sent as ``Authorization: Bearer``.
-        timeout: seconds per request; downloads stream so large files are fine.
-    """
-
-    def __init__(self, url: str, token: str | None, timeout: float = 30.0):
-        import requests
-
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-        self.session = requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def request(self, method: str, path: str, *, what: str = "", stream: bool = False,
-                **kwargs: Any) -> Any:
-        """Send one request to ``/api/v1{path}``; return the response (``stream``) or its JSON."""
-        import requests
-
-        full = f"{self.url}/api/v1{path}"
-        try:
-            resp = self.session.request(method, full, timeout=self.timeout, stream=stream, **kwargs)
-        except requests.ConnectionError as e:
-            reason = "connection refused" if "refused" in str(e).lower() else "cannot connect"
-            raise ClientError(
-                f"cannot reach the distillery server at {self.url} ({reason}). Is it running "
-                f"(`distillery up`)? Set --url or DISTILLERY_URL.", EXIT_UNREACHABLE) from None
-        except requests.Timeout:
-            raise ClientError(f"the server at {self.url} did not answer within {self.timeout:.0f} s",
-                              EXIT_UNREACHABLE) from None
-        except requests.RequestException as e:
-            raise ClientError(f"request to {full} failed: {e}", EXIT_UNREACHABLE) from None
-        if resp.status_code >= 400:
-            raise _error_from_response(resp, what or path)
-        if stream:
-            return resp
-        if resp.status_code == 204 or not resp.content:
-            return None
-        try:
-            return resp.json()
-        except ValueError:
-            raise ClientError(f"{full} answered HTTP {resp.status_code} with something that is not "
-                              "JSON; is --url pointing at a distillery server?") from None
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> Any:
-        return self.request("POST", path, **kwargs)
-
-
-def _error_from_response(resp: Any, what: str) -> ClientError:
-    """Map an HTTP error to a message that says what to do next."""
-    err: dict[str, Any] = {}
-    try:
-        body = resp.json()
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            err = body["error"]
-        elif isinstance(body, dict) and isinstance(body.get("error"), str):
-            err = {"message": body["error"]}
-    except ValueError:
-        pass
-    message = err.get("message") or resp.reason or "request failed"
-    if resp.status_code == 401:
-        return ClientError("the server rejected the token (HTTP 401): check --token or "
-                           "DISTILLERY_TOKEN; `distillery token create --user NAME` makes one",
-                           EXIT_AUTH)
-    if resp.status_code == 403:
-        return ClientError(f"not allowed (HTTP 403): {message}", EXIT_AUTH)
-    if resp.status_code == 404:
-        return ClientError(f"{what} not found (HTTP 404)", EXIT_NOT_FOUND)
-    field = err.get("field")
-    prefix = f"{field}: " if field and not str(message).startswith(f"{field}:") else ""
-    return ClientError(f"HTTP {resp.status_code}: {prefix}{message}", EXIT_API_ERROR)
-
-
-# ----------------------------------------------------------------------------------- formatting
-
-def format_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-def format_duration(seconds: float | None) -> str:
-    """``3725`` -> ``1h02m``; short and fixed-width enough for a table or a progress line."""
-    if seconds is None:
-        return "-"
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
-def _parse_time(value: str | None) -> float | None:
-    from datetime import datetime, timezone
-
-    if not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-def format_age(created_at: str | None, now: float | None = None) -> str:
-    t = _parse_time(created_at)
-    if t is None:
-        return "-"
-    return format_duration((now or time.time()) - t)
-
+# ------------------------------------------------------------------------------ progress, rows
 
 def _num(value: Any, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
@@ -233,12 +85,6 @@ def outcome_lines(job: dict[str, Any]) -> list[str]:
     return out
 
 
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    return "\n".join(lines)
-
-
 def list_items(payload: Any) -> list[dict[str, Any]]:
     """The rows of a list response, whether it is a bare list or ``{"items"|"jobs"|...: [...]}``."""
     if isinstance(payload, list):
@@ -258,35 +104,6 @@ def _owner(job: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- jobs
-
-def load_job_file(path: str, name: str | None = None) -> dict[str, Any]:
-    """Read a YAML or JSON job file into a ``POST /jobs`` body.
-
-    The file is either the whole body ``{kind, name, config}`` or just a config (with its ``kind``);
-    a bare config is named ``--name`` or, failing that, after the file.
-    """
-    import yaml
-
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ClientError(f"cannot read {p}: {e.strerror}", EXIT_API_ERROR) from None
-    try:
-        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        kind = "JSON" if p.suffix == ".json" else "YAML"
-        raise ClientError(f"{p} is not valid {kind}: {e}", EXIT_API_ERROR) from None
-    if not isinstance(raw, dict):
-        raise ClientError(f"{p} must hold a mapping (a job body or a config), got {type(raw).__name__}")
-    if isinstance(raw.get("config"), dict):
-        body = dict(raw)
-        body.setdefault("kind", body["config"].get("kind"))
-    else:
-        body = {"kind": raw.get("kind"), "config": raw}
-    body["name"] = name or body.get("name") or p.stem
-    return body
-
 
 def _client(args: argparse.Namespace) -> ApiClient:
     return ApiClient(args.url, args.token)
@@ -394,88 +211,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _filename_from_disposition(header: str | None) -> str | None:
-    if not header:
-        return None
-    m = re.search(r"filename\*=UTF-8''([^;]+)", header) or re.search(r'filename="?([^";]+)"?', header)
-    return os.path.basename(m.group(1).strip()) if m else None
-
-
-def _etag_sha256(etag: str | None) -> str | None:
-    """The sha256 in an ETag header (quotes and a weak ``W/`` prefix removed), if it is one."""
-    if not etag:
-        return None
-    value = etag.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    value = value.strip('"').lower()
-    if value.startswith("sha256:"):
-        value = value[7:]
-    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
-
-
-def _chunks(resp: Any) -> Iterator[bytes]:
-    yield from resp.iter_content(chunk_size=1 << 20)
-
-
-def download_artifact(client: ApiClient, job_id: int, fmt: str, output: str | None) -> tuple[Path, str, int]:
-    """Download a job's artifact of format ``fmt``, verify its sha256 and write it atomically.
-
-    The bytes go to a temporary file next to the target, are hashed as they stream, and replace the
-    target only when the hash matches the registry's sha256 (and the ETag, when it carries one), so
-    an interrupted or corrupted download never leaves a half-written model behind.
-
-    Returns:
-        (path written, sha256, size in bytes)
-    """
-    job = client.get(f"/jobs/{job_id}", what=f"job {job_id}")
-    arts = [a for a in job.get("artifacts") or [] if a.get("format") == fmt]
-    if not arts:
-        have = ", ".join(sorted({str(a.get("format")) for a in job.get("artifacts") or []})) or "none yet"
-        raise ClientError(f"job {job_id} has no {fmt} artifact (state {job.get('state')}; artifacts: {have})",
-                          EXIT_NOT_FOUND)
-    art = arts[-1]
-    resp = client.get(f"/artifacts/{art['id']}/download", stream=True, what=f"artifact {art['id']}")
-    expected = {h for h in (str(art.get("sha256") or "").lower() or None, _etag_sha256(resp.headers.get("ETag"))) if h}
-    if len(expected) > 1:
-        raise ClientError(f"artifact {art['id']}: the registry sha256 and the ETag disagree", EXIT_CHECKSUM)
-    default_name = (_filename_from_disposition(resp.headers.get("Content-Disposition"))
-                    or art.get("filename") or f"job{job_id}{FORMAT_SUFFIX.get(fmt, '.' + fmt)}")
-    if not output:
-        target = Path(default_name)
-    elif output.endswith(("/", os.sep)) or Path(output).is_dir():
-        target = Path(output) / default_name
-    else:
-        target = Path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest, size = hashlib.sha256(), 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in _chunks(resp):
-                f.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        from deit_core.files import current_umask
-
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a model file is an ordinary file
-        got = digest.hexdigest()
-        if expected and got not in expected:
-            raise ClientError(f"sha256 mismatch for artifact {art['id']}: expected {expected.pop()}, got {got}; "
-                              "nothing was written", EXIT_CHECKSUM)
-        if not expected:
-            print(f"warning: the server gave no sha256 for artifact {art['id']}; not verified", file=sys.stderr)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        resp.close()
-    return target, got, size
-
-
 def cmd_download(args: argparse.Namespace) -> int:
     path, sha, size = download_artifact(_client(args), args.id, args.format, args.output)
     print(f"saved {path} ({format_size(size)}), sha256 {sha} verified")
@@ -511,7 +246,7 @@ def exported_summary(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
         return {}
     resp = client.get(f"/artifacts/{report_art['id']}/download", stream=True, what=f"artifact {report_art['id']}")
     try:
-        report = json.loads(b"".join(_chunks(resp)))
+        report = json.loads(b"".join(response_chunks(resp)))
     except ValueError:
         return {}
     finally:
@@ -550,64 +285,40 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ register
 
-def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Print a :class:`ClientError` as one line on stderr and return its exit code."""
-
-    def run(args: argparse.Namespace) -> int:
-        if not args.url:
-            args.url = DEFAULT_URL
-        try:
-            return func(args)
-        except ClientError as e:
-            print(f"error: {e.message}", file=sys.stderr)
-            return e.exit_code
-
-    run.__doc__ = func.__doc__
-    return run
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add submit, jobs, watch, cancel, diff and download to the ``distillery`` parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("DISTILLERY_URL"),
-                        help=f"server root (env DISTILLERY_URL, default {DEFAULT_URL})")
-    common.add_argument("--token", default=os.environ.get("DISTILLERY_TOKEN"),
-                        help="API token (env DISTILLERY_TOKEN)")
-
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add submit, jobs, watch, cancel, diff and download to the ``distillery`` parser; ``common`` is
+    :func:`distillery.api_client.connection_arguments`."""
     p = sub.add_parser("submit", parents=[common], help="submit a job file (YAML or JSON); prints the job id last")
     p.add_argument("file", help="a job body {kind, name, config} or just a config")
     p.add_argument("--name", help="job name (default: the body's name, else the file name)")
     p.add_argument("--priority", choices=list(PRIORITIES),
                    help="the broker starts higher first (default: the body's, else normal); high: admins only")
-    p.set_defaults(func=_guard(cmd_submit))
+    p.set_defaults(func=guard(cmd_submit))
 
     p = sub.add_parser("jobs", parents=[common], help="list jobs as a table")
     p.add_argument("--state", help="queued, running, exporting, succeeded, failed or cancelled (comma-separated)")
     p.add_argument("--kind", choices=list(JOB_KINDS))
     p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
-    p.set_defaults(func=_guard(cmd_jobs))
+    p.set_defaults(func=guard(cmd_jobs))
 
     p = sub.add_parser("watch", parents=[common],
                        help="live progress until the job ends; exit 0 succeeded, 1 failed, 3 cancelled")
     p.add_argument("id", type=int)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
-    p.set_defaults(func=_guard(cmd_watch))
+    p.set_defaults(func=guard(cmd_watch))
 
     p = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
     p.add_argument("id", type=int)
-    p.set_defaults(func=_guard(cmd_cancel))
+    p.set_defaults(func=guard(cmd_cancel))
 
     p = sub.add_parser("diff", parents=[common],
                        help="compare 2-6 jobs: params that differ, val top-1 by epoch, exported top-1/latency/size")
     p.add_argument("ids", type=int, nargs="+", metavar="ID")
-    p.set_defaults(func=_guard(cmd_diff))
+    p.set_defaults(func=guard(cmd_diff))
 
     p = sub.add_parser("download", parents=[common], help="download an artifact and verify its sha256")
     p.add_argument("id", type=int, help="job id")
     p.add_argument("--format", required=True, choices=list(ARTIFACT_FORMATS))
     p.add_argument("--output", help="file or directory (default: the server's file name, here)")
-    p.set_defaults(func=_guard(cmd_download))
+    p.set_defaults(func=guard(cmd_download))
 
-    from . import sweep_client  # sweep submit | watch | download
-
-    sweep_client.register(sub, common, _guard)

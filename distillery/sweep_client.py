@@ -1,11 +1,11 @@
-"""``distillery sweep submit | watch | download``: a sweep from a terminal (REST only, like
-:mod:`distillery.client`).
+"""``distillery sweep submit | watch | download``: a sweep from a terminal (REST only, through
+:mod:`distillery.api_client`, like the job commands in :mod:`distillery.client`).
 
 ``submit`` sends a YAML/JSON file holding the sweep body (``name``, ``config`` (the base distill
 config), ``search_space``, ``trials``, ``parallel``, ``pruner``...; ``kind: sweep`` is implied).
 ``watch`` prints the trials table whenever it changes until the sweep ends. ``download --front``
 fetches every ``.ptl`` on the accuracy-latency (or ``--by size``) front, each sha256-checked and
-written atomically (``distillery.client.download_artifact``); ``--promoted`` fetches the promoted one.
+written atomically (:func:`distillery.artifact_download.download_artifact`); ``--promoted`` fetches the promoted one.
 """
 from __future__ import annotations
 
@@ -17,18 +17,10 @@ from typing import Any, Callable, TextIO
 
 from server.vocabulary import CANCELLED, FINAL_STATES, SUCCEEDED
 
-from .client import (
-    EXIT_JOB_CANCELLED,
-    EXIT_JOB_FAILED,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    ApiClient,
-    ClientError,
-    download_artifact,
-    format_size,
-    format_table,
-    load_job_file,
-)
+from .api_client import EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_OK, ApiClient, ClientError, guard
+from .artifact_download import download_artifact
+from .job_files import load_job_file
+from .text_format import format_size, format_table
 
 PARAM_ORDER = ("student_model", "distillation_type", "alpha", "tau", "lr", "epochs")
 
@@ -123,7 +115,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, guard) -> None:
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``sweep submit | watch | download``; ``common`` is :func:`distillery.api_client.connection_arguments`."""
     p = sub.add_parser("sweep", help="submit, watch and download a sweep (kind: sweep)")
     ss = p.add_subparsers(dest="sweep_command", metavar="SWEEP_COMMAND", required=True)
     q = ss.add_parser("submit", parents=[common], help="submit a sweep file (YAML or JSON); prints the sweep id last")

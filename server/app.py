@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, check_schema: bool = True) -> F
     extensions.init_celery(app, settings)
     api.init_app(app)
     if importlib.util.find_spec("server.dashboard") is not None:
-        from server.dashboard import bp as dashboard_bp
+        from server.dashboard.views import bp as dashboard_bp  # the blueprint with its routes bound
 
         app.register_blueprint(dashboard_bp, url_prefix="/")
     return app

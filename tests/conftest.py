@@ -1,4 +1,6 @@
-"""Shared fixtures: a small real digits ImageFolder and tiny-but-real job configs."""
+"""Shared fixtures: a small real digits ImageFolder and tiny-but-real job configs; and, at the end of a
+run, one line counting the tests that ran under each marker (so `make test` shows what the fast
+selection, `make test-fast`, leaves out)."""
 from __future__ import annotations
 
 import os
@@ -80,3 +82,36 @@ def trained_teacher(small_digits, tmp_path_factory) -> Path:
     r = run_cli("-m", "deit_core.train", "--config", str(cfg), "--output", str(d / "run"))
     assert r.returncode == 0, r.stderr[-3000:]
     return d / "run"
+
+
+# ----------------------------------------------------------------------------- marker summary
+
+MARKERS = ("slow", "integration", "browser")  # registered in pyproject.toml; `make test-fast` deselects them
+_MARKS = pytest.StashKey[dict]()
+
+
+def pytest_collection_modifyitems(config, items):
+    config.stash[_MARKS] = {item.nodeid: {m.name for m in item.iter_markers()} & set(MARKERS) for item in items}
+
+
+def marker_counts(outcomes: dict[str, str], marks: dict[str, set[str]]) -> dict[str, dict[str, int]]:
+    """``{marker or "unmarked": {outcome: tests}}``; a test with two markers counts under both."""
+    counts: dict[str, dict[str, int]] = {}
+    for nodeid, outcome in outcomes.items():
+        for name in sorted(marks.get(nodeid) or {"unmarked"}):
+            counts.setdefault(name, {}).setdefault(outcome, 0)
+            counts[name][outcome] += 1
+    return counts
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    outcomes: dict[str, str] = {}  # nodeid -> its worst outcome over setup, call and teardown
+    for outcome in ("passed", "xpassed", "xfailed", "skipped", "failed", "error"):  # later ones win
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "nodeid", None):
+                outcomes[report.nodeid] = outcome
+    counts = marker_counts(outcomes, config.stash.get(_MARKS, {}))
+    if counts:
+        terminalreporter.write_line("tests by marker: " + "; ".join(
+            f"{name} {sum(c.values())} ({', '.join(f'{n} {o}' for o, n in sorted(c.items()))})"
+            for name, c in sorted(counts.items(), key=lambda kv: (kv[0] == "unmarked", kv[0]))))

@@ -1,26 +1,26 @@
-"""Client pieces that need no server: job files, progress lines, a corrupted download."""
+"""Client pieces that need no server: job files, progress lines, a corrupted download, config diffs."""
 from __future__ import annotations
 
 import hashlib
 
 import pytest
 
-from distillery import client
+from distillery import api_client, artifact_download, client, job_files
 
 
 def test_job_file_bare_config_or_full_body(tmp_path):
     bare = tmp_path / "digits.yaml"
     bare.write_text("kind: teacher\ndata: {train: a, val: b}\n")
-    assert client.load_job_file(str(bare)) == {"kind": "teacher", "name": "digits",
+    assert job_files.load_job_file(str(bare)) == {"kind": "teacher", "name": "digits",
                                                "config": {"kind": "teacher", "data": {"train": "a", "val": "b"}}}
-    assert client.load_job_file(str(bare), name="x")["name"] == "x"
+    assert job_files.load_job_file(str(bare), name="x")["name"] == "x"
     full = tmp_path / "job.json"
     full.write_text('{"kind": "distill", "name": "n", "config": {"data": {}}}')
-    assert client.load_job_file(str(full)) == {"kind": "distill", "name": "n", "config": {"data": {}}}
+    assert job_files.load_job_file(str(full)) == {"kind": "distill", "name": "n", "config": {"data": {}}}
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [")
-    with pytest.raises(client.ClientError, match="not valid YAML"):
-        client.load_job_file(str(bad))
+    with pytest.raises(api_client.ClientError, match="not valid YAML"):
+        job_files.load_job_file(str(bad))
 
 
 def test_progress_line():
@@ -54,14 +54,14 @@ class _Client:
 
 def test_download_refuses_bytes_that_do_not_match(tmp_path):
     target = tmp_path / "m.ptl"
-    with pytest.raises(client.ClientError) as e:
-        client.download_artifact(_Client("0" * 64, b"corrupted"), 1, "ptl", str(target))
-    assert e.value.exit_code == client.EXIT_CHECKSUM
+    with pytest.raises(api_client.ClientError) as e:
+        artifact_download.download_artifact(_Client("0" * 64, b"corrupted"), 1, "ptl", str(target))
+    assert e.value.exit_code == api_client.EXIT_CHECKSUM
     assert list(tmp_path.iterdir()) == []  # nothing written, no temp file left
 
     good = b"model bytes"
     sha = hashlib.sha256(good).hexdigest()
-    path, got, size = client.download_artifact(_Client(sha, good, etag=f'"{sha}"'), 1, "ptl", str(target))
+    path, got, size = artifact_download.download_artifact(_Client(sha, good, etag=f'"{sha}"'), 1, "ptl", str(target))
     assert (path, got, size) == (target, sha, len(good)) and target.read_bytes() == good
 
 
@@ -73,3 +73,21 @@ def test_config_diff_names_only_what_differs():
                       ("train.lr", [1e-3, 2e-3])]
     assert same == 2  # kind, train.epochs
     assert client.config_diff([a, a]) == ([], 4)
+
+
+def test_job_and_sweep_commands_share_the_connection_arguments_and_the_error_guard(capsys):
+    """cli.py wires both command modules; each answers an unreachable server with one line and exit 7."""
+    import socket
+
+    from distillery.cli import build_parser
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    parser = build_parser()
+    for argv in (["jobs", "--limit", "5"], ["sweep", "watch", "3"], ["sweep", "download", "3", "--front"]):
+        args = parser.parse_args([*argv, "--url", url, "--token", "t"])
+        assert (args.url, args.token) == (url, "t")
+        assert args.func(args) == api_client.EXIT_UNREACHABLE, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot reach the distillery server at {url}") and err.count("\n") == 1, err

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from distillery import client
+from distillery import api_client
 from tests.browser.conftest import free_port, teacher_config
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def test_submit_prints_the_job_id_alone_on_the_last_line(live, teacher_job):
 def test_submit_rejected_config_names_the_field(live):
     body = {"kind": "teacher", "name": "bad", "config": teacher_config(live.dataset, batch_size=0)}
     proc = live.cli("submit", str(live.write_job_file("bad.json", body)))
-    assert proc.returncode == client.EXIT_API_ERROR
+    assert proc.returncode == api_client.EXIT_API_ERROR
     assert "train.batch_size" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -65,8 +65,8 @@ def test_cancel_then_watch_exits_3(live):
     proc = live.cli("cancel", str(job_id))
     assert proc.returncode == 0, proc.stderr
     proc = live.cli("watch", str(job_id), "--interval", "0.5", timeout=180)
-    assert proc.returncode == client.EXIT_JOB_CANCELLED, proc.stdout + proc.stderr
-    assert live.cli("cancel", str(job_id)).returncode == client.EXIT_API_ERROR  # 409: already over
+    assert proc.returncode == api_client.EXIT_JOB_CANCELLED, proc.stdout + proc.stderr
+    assert live.cli("cancel", str(job_id)).returncode == api_client.EXIT_API_ERROR  # 409: already over
 
 
 def test_diff_shows_params_curves_and_the_exported_model(live, finished_teacher):
@@ -86,23 +86,23 @@ def test_diff_shows_params_curves_and_the_exported_model(live, finished_teacher)
     assert f"{top1:.2f}" in epoch_row
     ptl_row = next(line for line in out.splitlines() if line.startswith("top-1 %"))
     assert ptl_row.split()[2] != "-" and ptl_row.split()[3] == "-"  # exported vs cancelled
-    assert live.cli("diff", str(other)).returncode == client.EXIT_API_ERROR
+    assert live.cli("diff", str(other)).returncode == api_client.EXIT_API_ERROR
 
 
 def test_wrong_token_is_a_clear_message(live):
     proc = live.cli("jobs", token="dst_not-a-token")
-    assert proc.returncode == client.EXIT_AUTH
+    assert proc.returncode == api_client.EXIT_AUTH
     assert "401" in proc.stderr and "DISTILLERY_TOKEN" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_unknown_job_is_a_clear_message(live):
     for args in (["watch", "999999"], ["cancel", "999999"], ["download", "999999", "--format", "ptl"]):
         proc = live.cli(*args)
-        assert proc.returncode == client.EXIT_NOT_FOUND, (args, proc.stderr)
+        assert proc.returncode == api_client.EXIT_NOT_FOUND, (args, proc.stderr)
         assert "job 999999 not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_server_down_is_a_clear_message(live):
     proc = live.cli("jobs", url=f"http://127.0.0.1:{free_port()}")
-    assert proc.returncode == client.EXIT_UNREACHABLE
+    assert proc.returncode == api_client.EXIT_UNREACHABLE
     assert "cannot reach" in proc.stderr and "connection refused" in proc.stderr and "Traceback" not in proc.stderr

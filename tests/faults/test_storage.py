@@ -134,6 +134,7 @@ def random_png_zip(path: Path, images: int, px: int = 64) -> Path:
     return path
 
 
+@pytest.mark.integration  # starts the service (`distillery up`: gunicorn and a Celery worker)
 def test_upload_to_a_full_disk_and_dataset_permissions(tmp_path):
     """An upload that does not fit answers 507 with a JSON reason and leaves no folder behind; one
     that fits is published with 0755 folders and 0644 files (not mkdtemp's 0700)."""

@@ -1,0 +1,143 @@
+"""The HTTP side every client command shares: one ``requests`` session per command, HTTP failures
+turned into :class:`ClientError` with a distinct exit code, and the ``--url``/``--token`` arguments.
+
+It lives apart from the command modules (:mod:`distillery.client` for jobs, :mod:`distillery.sweep_client`
+for sweeps) so both import it and neither imports the other. It uses ``requests`` only, so the client
+works from any machine with the package installed and never imports Flask, Celery or torch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable
+
+DEFAULT_URL = "http://127.0.0.1:8000"  # `distillery up` default
+
+# Exit codes. 2 is argparse's usage error; `watch` returns the job's outcome.
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_JOB_CANCELLED = 3
+EXIT_API_ERROR = 4  # the server refused the request (validation error, conflict, 5xx)
+EXIT_AUTH = 5  # 401/403: wrong or missing token
+EXIT_NOT_FOUND = 6  # 404: unknown job or artifact
+EXIT_UNREACHABLE = 7  # connection refused, DNS, timeout
+EXIT_CHECKSUM = 8  # downloaded bytes do not match the artifact's sha256
+
+
+class ClientError(Exception):
+    """A request failed in a way the user can fix; ``exit_code`` says which way."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_API_ERROR):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class ApiClient:
+    """Thin wrapper over ``requests`` that turns HTTP failures into :class:`ClientError`.
+
+    Args:
+        url: the service root (``http://host:port``), without ``/api/v1``.
+        token: the API token sent as ``Authorization: Bearer``.
+        timeout: seconds per request; downloads stream so large files are fine.
+    """
+
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0):
+        import requests
+
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method: str, path: str, *, what: str = "", stream: bool = False,
+                **kwargs: Any) -> Any:
+        """Send one request to ``/api/v1{path}``; return the response (``stream``) or its JSON."""
+        import requests
+
+        full = f"{self.url}/api/v1{path}"
+        try:
+            resp = self.session.request(method, full, timeout=self.timeout, stream=stream, **kwargs)
+        except requests.ConnectionError as e:
+            reason = "connection refused" if "refused" in str(e).lower() else "cannot connect"
+            raise ClientError(
+                f"cannot reach the distillery server at {self.url} ({reason}). Is it running "
+                f"(`distillery up`)? Set --url or DISTILLERY_URL.", EXIT_UNREACHABLE) from None
+        except requests.Timeout:
+            raise ClientError(f"the server at {self.url} did not answer within {self.timeout:.0f} s",
+                              EXIT_UNREACHABLE) from None
+        except requests.RequestException as e:
+            raise ClientError(f"request to {full} failed: {e}", EXIT_UNREACHABLE) from None
+        if resp.status_code >= 400:
+            raise _error_from_response(resp, what or path)
+        if stream:
+            return resp
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise ClientError(f"{full} answered HTTP {resp.status_code} with something that is not "
+                              "JSON; is --url pointing at a distillery server?") from None
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+
+def _error_from_response(resp: Any, what: str) -> ClientError:
+    """Map an HTTP error to a message that says what to do next."""
+    err: dict[str, Any] = {}
+    try:
+        body = resp.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+        elif isinstance(body, dict) and isinstance(body.get("error"), str):
+            err = {"message": body["error"]}
+    except ValueError:
+        pass
+    message = err.get("message") or resp.reason or "request failed"
+    if resp.status_code == 401:
+        return ClientError("the server rejected the token (HTTP 401): check --token or "
+                           "DISTILLERY_TOKEN; `distillery token create --user NAME` makes one",
+                           EXIT_AUTH)
+    if resp.status_code == 403:
+        return ClientError(f"not allowed (HTTP 403): {message}", EXIT_AUTH)
+    if resp.status_code == 404:
+        return ClientError(f"{what} not found (HTTP 404)", EXIT_NOT_FOUND)
+    field = err.get("field")
+    prefix = f"{field}: " if field and not str(message).startswith(f"{field}:") else ""
+    return ClientError(f"HTTP {resp.status_code}: {prefix}{message}", EXIT_API_ERROR)
+
+
+# ------------------------------------------------------------------------------- command wiring
+
+def guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Print a :class:`ClientError` as one line on stderr and return its exit code."""
+
+    def run(args: argparse.Namespace) -> int:
+        if not args.url:
+            args.url = DEFAULT_URL
+        try:
+            return func(args)
+        except ClientError as e:
+            print(f"error: {e.message}", file=sys.stderr)
+            return e.exit_code
+
+    run.__doc__ = func.__doc__
+    return run
+
+
+def connection_arguments() -> argparse.ArgumentParser:
+    """The ``--url`` and ``--token`` arguments every client subcommand takes (an argparse parent)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("DISTILLERY_URL"),
+                        help=f"server root (env DISTILLERY_URL, default {DEFAULT_URL})")
+    common.add_argument("--token", default=os.environ.get("DISTILLERY_TOKEN"),
+                        help="API token (env DISTILLERY_TOKEN)")
+    return common

@@ -1,0 +1,39 @@
+"""Job files: the YAML or JSON a user writes, read into a ``POST /jobs`` body, with a
+:class:`~distillery.api_client.ClientError` naming the file when it cannot be read or parsed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .api_client import EXIT_API_ERROR, ClientError
+
+
+def load_job_file(path: str, name: str | None = None) -> dict[str, Any]:
+    """Read a YAML or JSON job file into a ``POST /jobs`` body.
+
+    The file is either the whole body ``{kind, name, config}`` or just a config (with its ``kind``);
+    a bare config is named ``--name`` or, failing that, after the file.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ClientError(f"cannot read {p}: {e.strerror}", EXIT_API_ERROR) from None
+    try:
+        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        kind = "JSON" if p.suffix == ".json" else "YAML"
+        raise ClientError(f"{p} is not valid {kind}: {e}", EXIT_API_ERROR) from None
+    if not isinstance(raw, dict):
+        raise ClientError(f"{p} must hold a mapping (a job body or a config), got {type(raw).__name__}")
+    if isinstance(raw.get("config"), dict):
+        body = dict(raw)
+        body.setdefault("kind", body["config"].get("kind"))
+    else:
+        body = {"kind": raw.get("kind"), "config": raw}
+    body["name"] = name or body.get("name") or p.stem
+    return body
