@@ -133,7 +133,7 @@ def main() -> None:
     live_s, cached_s, teacher_s = epoch_seconds(live), epoch_seconds(cached), epoch_seconds(outputs)
     done_live, done_cached = (next(e for e in ev if e["event"] == "done") for ev in (live, cached))
 
-    from deit_core.teacher_cache import human, row_bytes
+    from deit_core.teacher_cache.store import human, row_bytes
 
     rows = start["steps_per_epoch"] * preset["batch_size"] * start["processes"]
     print(f"{preset['student']} (patch {preset['patch_size'] or 16}) from {preset['teacher']} at {preset['img_size']} px, "

@@ -30,7 +30,7 @@ from .config import DISTILLATION_TYPES, KL_REDUCTIONS
 @dataclass
 class TeacherTargets:
     """The teacher's outputs for one batch: logits (soft; None in an argmax-only cache) and argmax
-    (hard). Given to the loss by the teacher-output cache (deit_core/teacher_cache.py) instead of
+    (hard). Given to the loss by the teacher-output cache (deit_core/teacher_cache/) instead of
     a teacher forward."""
 
     logits: torch.Tensor | None

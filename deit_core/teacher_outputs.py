@@ -2,9 +2,9 @@
 
 Its config is a distill config without the student: the same data, teacher, train settings
 (augmentation, batch, seed, epochs) and processes as the students it serves. It builds exactly the
-loaders and mixup a student run builds, seeds every epoch the same way (``train.seed_epoch``), and
+loaders and mixup a student run builds, seeds every epoch the same way (batches.py), and
 runs only the teacher, in inference mode, on every process: the students' augmented batches at
-inference speed. The cache is published whole at the end (deit_core/teacher_cache.py); a cache
+inference speed. The cache is published whole at the end (deit_core/teacher_cache/); a cache
 over the size cap is refused before the first batch (exit 2, naming the field).
 """
 from __future__ import annotations
@@ -16,13 +16,15 @@ from typing import Any
 
 import torch
 
+from .batches import build_mixup, cap_workers, seed_epoch
 from .config import JobConfig
 from .data import build_train_loader, build_val_loader, load_datasets
 from .engine import StepTimer, predict_teacher
 from .events import MetricsLog
 from .lease import check_lease
 from .models import build_teacher
-from .teacher_cache import CacheOptions, Layout, human, open_feed
+from .teacher_cache.feed import CacheOptions, Layout, open_feed
+from .teacher_cache.store import human
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,6 @@ def _teacher_logits(teacher: torch.nn.Module):
 def fill_cache(cfg: JobConfig, out: Path, events: MetricsLog, acc, options: CacheOptions) -> dict[str, Any]:
     """Run the teacher over ``train.epochs`` epochs of the students' batches into a new cache."""
     from accelerate.utils import set_seed
-    from timm.data import Mixup
-
-    from .train import Run, seed_epoch
 
     t, rank, world = cfg.train, acc.process_index, acc.num_processes
     set_seed(t.seed)
@@ -47,15 +46,13 @@ def fill_cache(cfg: JobConfig, out: Path, events: MetricsLog, acc, options: Cach
     with acc.main_process_first():
         train_ds, val_ds, classes = load_datasets(cfg.data, t)
     pin = acc.device.type == "cuda"
-    loader_t = Run._cap_workers(t, acc.device.type, world)
+    loader_t = cap_workers(t, acc.device.type, world)
     train_loader = build_train_loader(train_ds, loader_t, rank, world, pin)
     val_loader = build_val_loader(val_ds, t.batch_size, rank, world, loader_t.workers, pin)
     events.emit("phase", phase="loading teacher")
     teacher, _ = build_teacher(cfg.teacher.model, len(classes), cfg.teacher.checkpoint, 0.0, classes)
     teacher = teacher.to(acc.device).eval().requires_grad_(False)
-    mixup_fn = None
-    if t.mixup > 0 or t.cutmix > 0:  # as Run builds it: the teacher must see the students' mixed batches
-        mixup_fn = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, label_smoothing=t.smoothing, num_classes=len(classes))
+    mixup_fn = build_mixup(t, len(classes))  # as Run builds it: the teacher must see the students' mixed batches
     steps = len(train_loader)
     val_rows = int(acc.reduce(torch.tensor(len(val_loader.dataset), device=acc.device), reduction="sum"))
     events.emit("start", kind=cfg.kind, architecture=cfg.teacher.model, epochs=t.epochs, start_epoch=0,
@@ -105,8 +102,8 @@ def fill_cache(cfg: JobConfig, out: Path, events: MetricsLog, acc, options: Cach
     manifest = feed.finish(acc)
     metrics: dict[str, Any] = dict(teacher_metrics)
     if manifest is not None:  # rank 0
-        metrics["cache_bytes"] = manifest["bytes"]
-        events.emit("done", cache=manifest["name"], **metrics)
-        log.info("done: teacher-output cache %s (%s)", manifest["name"], human(manifest["bytes"]))
+        metrics["cache_bytes"] = manifest.bytes
+        events.emit("done", cache=manifest.name, **metrics)
+        log.info("done: teacher-output cache %s (%s)", manifest.name, human(manifest.bytes))
     acc.wait_for_everyone()
     return metrics

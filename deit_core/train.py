@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .batches import build_mixup, cap_workers, seed_epoch
 from .checkpoint import LAST, PREV, latest_valid, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, JobConfig, TrainConfig, load_config_file
 from .data import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, build_train_loader, build_val_loader, load_datasets
@@ -32,7 +33,8 @@ from .losses import DistillationLoss, base_criterion
 from .models import build_student, build_teacher, save_final
 from .predictions import VAL_PREDICTIONS, predictions_document, relative_images
 from .preprocess import resize_size
-from .teacher_cache import CacheOptions, Layout, TeacherFeed, open_feed
+from .teacher_cache.feed import CacheOptions, Layout, TeacherFeed, open_feed
+from .teacher_outputs import fill_cache
 from .train_cli import add_cache_arguments, add_resume_arguments
 
 log = logging.getLogger("deit_core.train")
@@ -113,7 +115,6 @@ class Run:
     def __init__(self, cfg: JobConfig, out: Path, resume: bool, events: MetricsLog, accelerator,
                  allow_reshard: bool = False, cache: CacheOptions | None = None):
         from accelerate.utils import set_seed
-        from timm.data import Mixup
 
         t = cfg.train
         self.cfg, self.out, self.events, self.acc = cfg, out, events, accelerator
@@ -131,10 +132,7 @@ class Run:
         self.train_loader, self.val_loader = self._loaders(train_ds, val_ds)
         events.emit("phase", phase="loading teacher" if self.distilled and cfg.distillation.type != "none" else "building model")
         model, self.model_kwargs, self.architecture, self.teacher = self._models()
-        self.mixup_fn = None
-        if t.mixup > 0 or t.cutmix > 0:
-            self.mixup_fn = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, label_smoothing=t.smoothing,
-                                  num_classes=len(self.classes))
+        self.mixup_fn = build_mixup(t, len(self.classes))
         dist = cfg.distillation
         self.criterion = DistillationLoss(base_criterion(self.mixup_fn is not None, t.smoothing), self.teacher,
                                           dist.type if dist else "none", dist.alpha if dist else 0.0,
@@ -155,7 +153,7 @@ class Run:
         acc, t = self.acc, self.cfg.train
         pin = acc.device.type == "cuda"
         rank, world = acc.process_index, acc.num_processes
-        t = self._cap_workers(t, acc.device.type, world)
+        t = cap_workers(t, acc.device.type, world)
         return (build_train_loader(train_ds, t, rank, world, pin),
                 build_val_loader(val_ds, t.batch_size, rank, world, t.workers, pin))
 
@@ -174,21 +172,6 @@ class Run:
             teacher, _ = build_teacher(cfg.teacher.model, len(self.classes), cfg.teacher.checkpoint, 0.0, self.classes)
             teacher = teacher.to(self.acc.device).eval().requires_grad_(False)
         return model, kwargs, cfg.student.model, teacher
-
-    @staticmethod
-    def _cap_workers(t, device_type: str, world: int):
-        """On CPU, loader workers compete with the training threads for the same cores; spinning
-        OpenMP threads then starve them (seen: 10x slower steps on 2 cores). Keep only spare cores."""
-        if device_type != "cpu" or t.workers == 0:
-            return t
-        spare = max((os.cpu_count() or 1) - world * torch.get_num_threads(), 0) // world
-        if spare < t.workers:
-            log.info("using %d loader worker(s) instead of %d: no spare CPU cores beside %d training thread(s) x %d process(es)",
-                     spare, t.workers, torch.get_num_threads(), world)
-            import dataclasses
-
-            t = dataclasses.replace(t, workers=spare)
-        return t
 
     def weight_checksums(self) -> list[float]:
         """A float64 checksum of the weights from every rank: equal values mean the replicas did
@@ -277,7 +260,7 @@ class Run:
         return {**train_stats, **val}
 
     def _open_teacher_feed(self, start_epoch: int, steps: int) -> TeacherFeed | None:
-        """The teacher-output cache for this run (deit_core/teacher_cache.py): None when it neither
+        """The teacher-output cache for this run (deit_core/teacher_cache/): None when it neither
         reads nor writes one, so the loss runs the teacher as it always did."""
         acc, t = self.acc, self.cfg.train
         layout = Layout(epochs=t.epochs, start_epoch=start_epoch, world=acc.num_processes, rank=acc.process_index,
@@ -382,15 +365,6 @@ class Run:
         return metrics
 
 
-def seed_epoch(t: TrainConfig, epoch: int, rank: int) -> None:
-    """Every source of randomness in the epoch is a function of (seed, epoch, rank): see data.py.
-    Mixup and cutmix draw from numpy's RNG seeded here, so the teacher_outputs job, which calls
-    this too, mixes exactly the batches the students will."""
-    from accelerate.utils import set_seed
-
-    set_seed(t.seed + 1000 * epoch + rank)
-
-
 def build_optimization(model: torch.nn.Module, t: TrainConfig, global_batch: int, updates_per_epoch: int):
     """AdamW and DeiT's per-update cosine schedule; returns (optimizer, scheduler, peak lr).
 
@@ -425,8 +399,6 @@ def run(cfg: JobConfig, out: Path, resume: bool = False, allow_reshard: bool = F
     events = MetricsLog(out / METRICS_FILE if acc.is_main_process else None)
     try:
         if cfg.kind == "teacher_outputs":
-            from .teacher_outputs import fill_cache
-
             return fill_cache(cfg, out, events, acc, cache or CacheOptions())
         return Run(cfg, out, resume, events, acc, allow_reshard, cache).execute()
     finally:

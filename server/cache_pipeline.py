@@ -10,7 +10,7 @@ teacher_outputs job's config is the first student's without the student (same da
 augmentation, batch, seed, processes; epochs = the most any student asks for; it stores logits if
 any student is soft), and each student waits for it, then starts with the teacher checkpoint and
 ``distillation.teacher_cache`` = the cache's name. So every student must have the cache's key
-fields (deit_core.cache_key.CONFIG_KEY_FIELDS) equal to the first student's: a 400 names the first
+fields (deit_core.teacher_cache.key.CONFIG_KEY_FIELDS) equal to the first student's: a 400 names the first
 field that differs. Without ``teacher_outputs``, ``students`` are just more students of the same
 teacher job (or of their own checkpoints).
 
@@ -24,8 +24,9 @@ from typing import Any, Mapping
 
 from sqlalchemy.orm import Session
 
-from deit_core.cache_key import AUTO, CONFIG_KEY_FIELDS, accepts, config_key_values, resolved_store
 from deit_core.config import ConfigError, parse_config
+from deit_core.teacher_cache.codecs import AUTO, accepts, resolved_store
+from deit_core.teacher_cache.key import CONFIG_KEY_FIELDS, config_key_values
 
 from . import submissions as sub
 from .models import Artifact, User

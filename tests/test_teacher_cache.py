@@ -153,16 +153,14 @@ def parsed(cfg: dict):
 
 
 def test_key_ignores_student_settings_and_names_what_differs(small_digits, teacher_weights):
-    from deit_core.teacher_cache import cache_key, key_fields
+    from deit_core.teacher_cache.key import differing, key_digest, key_fields
 
     base = student(small_digits, teacher_weights, "hard", 1)
     other_student = student(small_digits, teacher_weights, "soft", 3, alpha=0.9, tau=3.0)
     other_student["student"] = {"model": "deit_small_distilled_patch16_224", "patch_size": 8}
     other_student["train"] = {**other_student["train"], "lr": 0.01, "weight_decay": 0.1, "drop_path": 0.3}
     fields = key_fields(parsed(base), 1, "cpu", "no")
-    assert cache_key(fields) == cache_key(key_fields(parsed(other_student), 1, "cpu", "no"))  # a sweep shares one cache
-
-    from deit_core.cache_key import differing
+    assert key_digest(fields) == key_digest(key_fields(parsed(other_student), 1, "cpu", "no"))  # a sweep shares one cache
 
     for section, key, value in (("train", "seed", 1), ("train", "mixup", 0.5), ("train", "batch_size", 8)):
         changed = json.loads(json.dumps(base))
@@ -189,3 +187,91 @@ def test_cache_settings_are_checked_naming_the_field(small_digits, teacher_weigh
     with pytest.raises(ConfigError) as e:
         parse_config(cfg)
     assert e.value.field == field
+
+
+def test_key_covers_the_transform_code_version(small_digits, teacher_weights, monkeypatch):
+    """An edit to the augmentation code must miss: its version is a key field, and the version
+    follows the source of the transform and batch code the cached batches come from."""
+    from deit_core import batches, data
+    from deit_core.teacher_cache.key import TRANSFORM_FIELD, differing, key_digest, key_fields, transform_code_version
+
+    cfg = parsed(student(small_digits, teacher_weights, "hard", 1))
+    v1, v2 = key_fields(cfg, 1, "cpu", "no", "v1"), key_fields(cfg, 1, "cpu", "no", "v2")
+    assert key_digest(v1) != key_digest(v2) and differing(v1, v2) == [TRANSFORM_FIELD]
+    version = transform_code_version()
+    assert key_fields(cfg, 1, "cpu", "no")[TRANSFORM_FIELD] == version == transform_code_version()
+
+    def train_transform(img_size, t, mean=data.IMAGENET_MEAN, std=data.IMAGENET_STD):  # an edited transform
+        return None
+
+    monkeypatch.setattr(data, "train_transform", train_transform)
+    edited = transform_code_version()
+    assert edited != version
+    monkeypatch.setattr(batches, "seed_epoch", lambda t, epoch, rank: None)
+    assert transform_code_version() not in (version, edited)
+    monkeypatch.undo()
+    assert transform_code_version() == version
+
+
+# ------------------------------------------------------------------------------ codecs and the manifest
+def test_each_codec_round_trips_its_form_in_the_bytes_it_estimates():
+    from deit_core.teacher_cache.codecs import CODECS
+    from deit_core.teacher_cache.store import row_bytes
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 10) * 4
+    rows = slice(1, 5)
+    decoded = {}
+    for name, codec in CODECS.items():
+        stored = codec.encode(logits, codec.stored_topk(3), torch.int16)
+        payload = sum(t[0].numel() * t.element_size() for t in stored.values())
+        assert row_bytes(name, 10, 3) == 8 + 2 + 2 + payload, name
+        decoded[name] = codec.decode(stored, rows, 10, torch.device("cpu"))
+    assert decoded["argmax"] is None
+    assert torch.equal(decoded["fp32"], logits[rows])
+    assert torch.equal(decoded["fp16"], logits[rows].half().float())
+    top = logits[rows].topk(3, dim=1)
+    assert torch.equal(decoded["topk"].gather(1, top.indices), top.values.half().float())
+    others = torch.ones_like(logits[rows], dtype=torch.bool).scatter_(1, top.indices, False)
+    rest = ((logits[rows].sum(1) - top.values.sum(1)) / 7).half().float()
+    assert torch.equal(decoded["topk"][others].reshape(4, 7), rest[:, None].expand(4, 7))
+
+
+@pytest.mark.parametrize("distillation, stored, why", [
+    ({"type": "hard"}, {"store": "argmax"}, None),
+    ({"type": "hard"}, {"store": "topk", "topk": 5}, None),
+    ({"type": "soft"}, {"store": "fp32"}, None),
+    ({"type": "soft"}, {"store": "argmax"}, "soft distillation reads fp16 or fp32 logits"),
+    ({"type": "soft"}, {"store": "topk", "topk": 5}, "name topk explicitly"),
+    ({"type": "soft", "teacher_cache_store": "topk", "teacher_cache_topk": 5}, {"store": "topk", "topk": 5}, None),
+    ({"type": "soft", "teacher_cache_store": "topk", "teacher_cache_topk": 5}, {"store": "topk", "topk": 10}, "top 10"),
+    ({"type": "hard", "teacher_cache_store": "fp16"}, {"store": "fp32"}, "asks for fp16"),
+    ({"type": "hard"}, {"store": "bf8"}, "no stored form"),
+])
+def test_a_stored_form_serves_only_the_losses_it_can(distillation, stored, why):
+    from deit_core.teacher_cache.codecs import accepts
+
+    got = accepts(distillation, stored)
+    assert got is None if why is None else why in got
+
+
+def test_manifest_round_trips_and_a_broken_one_is_a_miss(tmp_path):
+    from deit_core.teacher_cache.key import CACHE_FORMAT
+    from deit_core.teacher_cache.manifest import MANIFEST, FileRecord, Manifest, Miss
+
+    m = Manifest(format=CACHE_FORMAT, key="k" * 64, key_fields={"train.seed": 0}, name="kkk-fp16-2ep", store="fp16",
+                 topk=None, epochs=2, world_size=1, batch_size=16, steps_per_epoch=10, num_classes=10,
+                 estimate_bytes=1234, files={"e0000-r000.pt": FileRecord(bytes=5, sha256="0" * 64)}, bytes=5)
+    m.write(tmp_path)
+    assert Manifest.read(tmp_path) == m
+    assert json.loads((tmp_path / MANIFEST).read_text())["files"] == {"e0000-r000.pt": {"bytes": 5, "sha256": "0" * 64}}
+    raw = m.to_json()
+    del raw["epochs"]
+    (tmp_path / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(Miss, match="lacks epochs"):
+        Manifest.read(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps({**m.to_json(), "format": CACHE_FORMAT + 1}))
+    with pytest.raises(Miss, match="not a teacher-output cache"):
+        Manifest.read(tmp_path)
+    with pytest.raises(Miss, match="no readable"):
+        Manifest.read(tmp_path / "absent")

@@ -1,4 +1,4 @@
-"""The worker's side of the teacher-output cache (deit_core/teacher_cache.py).
+"""The worker's side of the teacher-output cache (deit_core/teacher_cache/).
 
 - Runs get the store ``<storage>/teacher_cache`` and the size cap (``--teacher-cache-dir``,
   ``--teacher-cache-max-bytes`` from ``DISTILLERY_TEACHER_CACHE_MAX_BYTES``).
@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 from deit_core.files import sha256_file
+from deit_core.teacher_cache.manifest import EVENT, MANIFEST, CacheStatus, Manifest
 from server import lifecycle
 from server.models import Artifact, Job
 from server.settings import Settings
@@ -64,38 +65,38 @@ def published(run_dir: Path, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
             ev = json.loads(line)
         except ValueError:
             continue
-        if isinstance(ev, dict) and ev.get("event") == "teacher_cache" and ev.get("status") in statuses:
+        if isinstance(ev, dict) and ev.get("event") == EVENT and ev.get("status") in statuses:
             out.append(ev)
     return out
 
 
-def register(runner, statuses: tuple[str, ...] = ("written",)) -> list[tuple[int, str]]:
+def register(runner, statuses: tuple[str, ...] = (CacheStatus.WRITTEN,)) -> list[tuple[int, str]]:
     """Register the caches the run published as artifacts of its job; returns [(artifact id, name)]."""
     done = []
     for ev in published(runner.run_dir, statuses):
         folder = Path(ev["path"])
-        manifest_path = folder / "manifest.json"
-        manifest = json.loads(manifest_path.read_text())
+        manifest_path = folder / MANIFEST
+        manifest = Manifest.read(folder)
         digest = sha256_file(manifest_path)
-        meta = {"store": manifest["store"], "topk": manifest.get("topk"), "epochs": manifest["epochs"],
-                "key": manifest["key"], "key_fields": manifest["key_fields"], "world_size": manifest["world_size"],
-                "batch_size": manifest["batch_size"], "num_classes": manifest["num_classes"],
-                "files": len(manifest["files"]), "estimate_bytes": manifest.get("estimate_bytes"), "folder": str(folder)}
+        meta = {"store": manifest.store, "topk": manifest.topk, "epochs": manifest.epochs,
+                "key": manifest.key, "key_fields": manifest.key_fields, "world_size": manifest.world_size,
+                "batch_size": manifest.batch_size, "num_classes": manifest.num_classes,
+                "files": len(manifest.files), "estimate_bytes": manifest.estimate_bytes, "folder": str(folder)}
 
         def add(s, manifest=manifest, manifest_path=manifest_path, digest=digest, meta=meta) -> int:
             if not lifecycle.fence(s, runner.job_id, *runner.lease):
                 runner.keeper.lost.set()
                 runner._check_lease()  # raises the runner's LeaseLost
             art = Artifact(job_id=runner.job_id, kind=CACHE_KIND, format=CACHE_FORMAT, path=str(manifest_path),
-                           size=int(manifest["bytes"]), sha256=digest, meta=meta, name=manifest["name"])
+                           size=manifest.bytes, sha256=digest, meta=meta, name=manifest.name)
             s.add(art)
             s.commit()
             return art.id
 
         art_id = runner._with_db(add)
-        runner.log.info("registered teacher-output cache %s as artifact %d (%d bytes)", manifest["name"], art_id,
-                        manifest["bytes"])
-        done.append((art_id, manifest["name"]))
+        runner.log.info("registered teacher-output cache %s as artifact %d (%d bytes)", manifest.name, art_id,
+                        manifest.bytes)
+        done.append((art_id, manifest.name))
     return done
 
 
