@@ -161,13 +161,15 @@ def cancel(db: Session, celery, job: Job, by: str, settings: Settings | None = N
     """Queued: cancelled at once (the message is revoked when ``settings.broker_broadcasts``; a late
     delivery finds the state changed). Running/exporting: flag the row (``stop_reason`` cancelled);
     the worker supervising it stops the process group and ends it cancelled (:func:`stop_outcome`).
-    ``settings`` None (``worker.sweep`` until it passes its own): revoke is tried, as before.
+    ``settings`` None (``worker.sweep`` until it passes its own): no revoke, which is only an
+    optimisation (the claim CAS already makes the message a no-op) and may pile up files on a broker
+    without broadcasts.
 
     Raises:
         JobConflict: the job has already ended.
     """
     if transition(db, job.id, QUEUED, CANCELLED, error=f"cancelled by {by}"):
-        if job.task_id and (settings is None or settings.broker_broadcasts):
+        if job.task_id and settings is not None and settings.broker_broadcasts:
             try:
                 celery.control.revoke(job.task_id)
             except Exception:  # revoke is an optimisation; the CAS already made the message a no-op

@@ -226,6 +226,9 @@ def test_cancel_does_not_revoke_on_a_broker_without_broadcasts(db, tmp_path):
     job, celery = add(db, task_id="task-9"), SentTasks()
     lifecycle.cancel(db, celery, job, by="alice", settings=Settings(storage=str(tmp_path), broker_url="filesystem://"))
     assert celery.revoked == [] and fresh(db, job).state == CANCELLED
+    other = add(db, task_id="task-10")
+    lifecycle.cancel(db, celery, other, by="sweep 3")  # no settings: no revoke either
+    assert celery.revoked == [] and fresh(db, other).state == CANCELLED
 
 
 @pytest.mark.parametrize("state", [RUNNING, EXPORTING])
