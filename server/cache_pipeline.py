@@ -16,10 +16,16 @@ teacher job (or of their own checkpoints).
 
 The jobs are created in the order teacher, teacher_outputs, the extra students, the first student
 (the response is that one; ``pipeline`` lists every id in that order).
+
+:mod:`server.job_requests` drives it: :func:`pipeline_keys` checks these keys first, the rest of
+the body is validated once by :func:`server.submissions.validate_submission`, then
+:func:`expand` turns those specs into the pipeline. This module uses the submission checks but
+never calls the validation back.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from sqlalchemy.orm import Session
@@ -29,13 +35,24 @@ from deit_core.teacher_cache.codecs import AUTO, accepts, resolved_store
 from deit_core.teacher_cache.key import CONFIG_KEY_FIELDS, config_key_values
 
 from . import submissions as sub
-from .models import Artifact, User
+from .job_spec import JobSpec, ParentRef
+from .models import User
 from .settings import Settings
 from .vocabulary import DISTILL, TEACHER, TEACHER_OUTPUTS
 
 MAX_STUDENTS = 16
 STUDENT_KEYS = {"name", "config"}
 TEACHER_OUTPUTS_KEYS = {"name"}
+PIPELINE_KEYS = ("teacher_outputs", "students")
+
+
+@dataclass(frozen=True)
+class PipelineKeys:
+    """The checked ``students`` and ``teacher_outputs`` of a body, and the name of the job asked for."""
+
+    name: str
+    students: list[Mapping[str, Any]]
+    teacher_outputs: Mapping[str, Any] | None
 
 
 def _students(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -75,8 +92,8 @@ def _student_config(db: Session, settings: Settings, user: User, raw: Any, prefi
                 raise sub.SubmissionError(f"{prefix}teacher.checkpoint", "must be null or absent in a pipeline "
                                           "(the teacher job's checkpoint is filled in)")
             raw = {**raw, "teacher": {**teacher_raw, "model": teacher_raw.get("model", teacher_model)}}
-    cfg = sub._parse(raw, prefix, DISTILL, placeholder_teacher=waits, db=db, user=user)
-    return sub._resolve_paths(db, settings, user, cfg, prefix)
+    cfg = sub.parse_job_config(raw, prefix, DISTILL, placeholder_teacher=waits, db=db, user=user)
+    return sub.resolve_paths(db, settings, user, cfg, prefix)
 
 
 def _check_shares_cache(first: dict[str, Any], cfg: dict[str, Any], prefix: str, store: dict[str, Any]) -> None:
@@ -116,52 +133,54 @@ def _outputs_config(students: list[dict[str, Any]]) -> dict[str, Any]:
         raise sub.SubmissionError(f"config.{e.field}", f"{e.message} (in the teacher_outputs job derived from config)") from None
 
 
-def pipeline_specs(db: Session, settings: Settings, user: User, body: Mapping[str, Any], kind: str,
-                   name: str) -> list[dict[str, Any]]:
-    """The job specs for a body with ``teacher_outputs`` and/or ``students`` (see the module doc)."""
+def pipeline_keys(db: Session, settings: Settings, user: User, body: Mapping[str, Any], kind: str,
+                  name: str) -> PipelineKeys:
+    """Check ``teacher_outputs`` and ``students`` and the user's in-flight cap for every job of the
+    pipeline, before the rest of the body is validated."""
     if kind != DISTILL:
         raise sub.SubmissionError("students" if "students" in body else "teacher_outputs", "only a distill job takes this key")
     extra, to_spec = _students(body), _teacher_outputs(body)
     sub.check_in_flight(db, settings, user, 1 + len(extra) + ("teacher_job" in body) + (to_spec is not None)
                         + (body.get("baseline") is True))
-    rest = {k: v for k, v in body.items() if k not in ("teacher_outputs", "students")}
-    base = sub.validate_submission(db, settings, user, rest)  # the teacher job, the first student, its baseline
-    teacher = next((s for s in base if s["kind"] == TEACHER), None)
-    first = next(s for s in base if s["kind"] == DISTILL and s.get("baseline_of") is None)
-    baseline = next((s for s in base if s.get("baseline_of") is not None), None)
-    waits = teacher is not None or to_spec is not None
-    model = first["config"]["teacher"]["model"]
-    configs = [_student_config(db, settings, user, item["config"], f"students.{i}.config.", model, waits)
-               for i, item in enumerate(extra)]
-    names = [sub._name(item.get("name", f"{name[:180]}-{i + 2}"), f"students.{i}.name") for i, item in enumerate(extra)]
+    return PipelineKeys(name, extra, to_spec)
 
-    specs: list[dict[str, Any]] = [teacher] if teacher is not None else []
-    parent = {"parent_index": 0} if teacher is not None else {}
+
+def expand(db: Session, settings: Settings, user: User, keys: PipelineKeys, base: list[JobSpec]) -> list[JobSpec]:
+    """The pipeline's specs (see the module doc) from ``base``, the validated rest of the body: its
+    teacher job (if any), the first student and its baseline twin (if any)."""
+    teacher = next((s for s in base if s.kind == TEACHER), None)
+    first = next(s for s in base if s.kind == DISTILL and s.baseline_of is None)
+    baseline = next((s for s in base if s.baseline_of is not None), None)
+    to_spec, name = keys.teacher_outputs, keys.name
+    waits = teacher is not None or to_spec is not None
+    model = first.config["teacher"]["model"]
+    configs = [_student_config(db, settings, user, item["config"], f"students.{i}.config.", model, waits)
+               for i, item in enumerate(keys.students)]
+    names = [sub.job_name(item.get("name", f"{name[:180]}-{i + 2}"), f"students.{i}.name")
+             for i, item in enumerate(keys.students)]
+
+    specs: list[JobSpec] = [teacher] if teacher is not None else []
+    parent = ParentRef.earlier(0) if teacher is not None else None
     if to_spec is not None:
-        if first["config"]["distillation"]["teacher_cache"] != AUTO:
+        if first.config["distillation"]["teacher_cache"] != AUTO:
             raise sub.SubmissionError("config.distillation.teacher_cache",
                                       "must be auto (or absent) with teacher_outputs: the pipeline fills in its cache")
-        out_cfg = _outputs_config([*configs, first["config"]])
+        out_cfg = _outputs_config([*configs, first.config])
         stored = {"store": resolved_store(out_cfg["distillation"]), "topk": out_cfg["distillation"]["teacher_cache_topk"]}
         for i, cfg in enumerate(configs):
-            _check_shares_cache(first["config"], cfg, f"students.{i}.config.", stored)
-        _check_shares_cache(first["config"], first["config"], "config.", stored)
-        out_name = sub._name(to_spec.get("name", f"{name[:180]}-teacher-outputs"), "teacher_outputs.name")
-        out = {"kind": TEACHER_OUTPUTS, "name": out_name, "config": out_cfg, "after_previous": False, **parent}
-        ref = out_cfg["teacher"]["checkpoint"]
-        if teacher is None and isinstance(ref, int):  # lineage: the job whose checkpoint it runs
-            out["parent_id"] = db.get(Artifact, ref).job_id
-        specs.append(out)
-        parent = {"parent_index": len(specs) - 1}
-        for cfg in (*configs, first["config"]):  # they start with the checkpoint and the cache, when it exists
+            _check_shares_cache(first.config, cfg, f"students.{i}.config.", stored)
+        _check_shares_cache(first.config, first.config, "config.", stored)
+        out_name = sub.job_name(to_spec.get("name", f"{name[:180]}-teacher-outputs"), "teacher_outputs.name")
+        # lineage without a teacher job: the job whose checkpoint it runs
+        specs.append(JobSpec(TEACHER_OUTPUTS, out_name, out_cfg,
+                             parent=parent or sub.checkpoint_parent(db, out_cfg["teacher"]["checkpoint"])))
+        parent = ParentRef.earlier(len(specs) - 1)
+        for cfg in (*configs, first.config):  # they start with the checkpoint and the cache, when it exists
             cfg["teacher"]["checkpoint"] = None
     for student_name, cfg in zip(names, configs):
-        spec = {"kind": DISTILL, "name": student_name, "config": cfg, "after_previous": False, **parent}
-        ref = cfg["teacher"]["checkpoint"]
-        if not parent and isinstance(ref, int):
-            spec["parent_id"] = db.get(Artifact, ref).job_id
-        specs.append(spec)
-    specs.append({**first, "after_previous": False, **parent})
+        lineage = parent or sub.checkpoint_parent(db, cfg["teacher"]["checkpoint"])
+        specs.append(JobSpec(DISTILL, student_name, cfg, parent=lineage))
+    specs.append(replace(first, parent=parent or first.parent))
     if baseline is not None:
-        specs.append({**baseline, "baseline_of": len(specs) - 1})
+        specs.append(replace(baseline, baseline_of=len(specs) - 1))
     return specs

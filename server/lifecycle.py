@@ -1,30 +1,35 @@
-"""The job life cycle, in one place: create, queue, claim, finish, cancel, retry, a new attempt.
+"""The job life cycle, in one place: create, queue, claim, finish, cancel, prune, retry, a new attempt.
 
 State only moves through :func:`transition`, an ``UPDATE ... WHERE id = :id AND state IN (...)``:
 whoever changes the row first wins, so a Celery message delivered twice, a cancel racing a start,
 or two workers racing each other can never run a job twice or resurrect a finished one. The API
-and the worker both call the functions below; neither writes ``Job.state`` itself.
+and the worker both call the functions below; neither writes ``Job.state`` itself. Leases (which
+worker may write for an attempt) are :mod:`server.leases`; every job these create comes from a
+:class:`server.job_spec.JobSpec`. A job's ``stop_reason`` (``server.vocabulary.STOP_REASONS``) is
+written here whenever it stops or is asked to stop; settings come in as arguments.
 """
 from __future__ import annotations
 
 import copy
 import logging
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import routing
-from .models import Job, User, utcnow
+from . import leases, routing
+from .job_spec import JobSpec
+from .leases import LeaseLost, fence, lease_held, new_lease
+from .models import Job, User, utcnow, waits_for_teacher
+from .serializers import iso_utc
 from .settings import Settings
 from .vocabulary import (
     ACTIVE_STATES,
     CANCELLED,
-    DEFAULT_PRIORITY,
     FAILED,
     FINAL_STATES,
     IN_PROGRESS_STATES,
+    LEASE_LOST,
     PRUNED,
     QUEUED,
     RETRYABLE_STATES,
@@ -34,16 +39,28 @@ from .vocabulary import (
     SWEEP,
 )
 
+# Until worker/ imports them from server.leases and server.serializers (issue 21, item 1): the names
+# it reaches through this module today. Nothing in server/ uses them from here; one class, LeaseLost.
+LeaseLostError = LeaseLost
+renew_lease, take_over_lease, expired_leases = leases.renew_lease, leases.take_over_lease, leases.expired_leases
+lease_expired_where, record_launch = leases.lease_expired_where, leases.record_launch
+
 log = logging.getLogger(__name__)
 
 # What a new attempt starts without: the previous attempt's progress, owner, lease and outcome.
 FRESH_ATTEMPT = {"progress": {}, "metrics": {}, "started_at": None, "finished_at": None, "worker": None,
                  "pid": None, "cancel_requested": False, "run_dir": None, "error": None,
                  "lease_owner": None, "lease_expires_at": None, "heartbeat_at": None,
-                 "launcher": None, "launcher_job_id": None}  # a re-attach must never find the last attempt's Slurm job
+                 "launcher": None, "launcher_job_id": None,  # a re-attach must never find the last attempt's Slurm job
+                 "stop_reason": None}
 # How an attempt was followed (``then`` in its history entry): the service started the next one on
 # its own (counts against ``max_attempts``), a user retried, or a stopping worker handed it back.
 RESTARTED, RETRIED, HANDED_BACK = "restarted", "retried", "handed_back"
+# The outcome of an attempt whose lease ran out without a heartbeat (``worker.reconciler``); a job
+# that ends failed after it has stop_reason lease_lost.
+LEASE_EXPIRED = "lease_expired"
+# The stop_reason a final state gets unless the caller says otherwise (a success has none).
+STOP_REASON_OF = {SUCCEEDED: None, FAILED: FAILED, CANCELLED: CANCELLED, PRUNED: PRUNED}
 
 
 class JobConflict(ValueError):
@@ -60,15 +77,17 @@ class JobConflict(ValueError):
 def transition(db: Session, job_id: int, from_states: str | Iterable[str], to_state: str, *,
                where: tuple = (), **values: Any) -> bool:
     """Move job ``job_id`` to ``to_state`` only if it is in one of ``from_states`` (and ``where``,
-    e.g. :func:`lease_held`, holds); commit.
+    e.g. :func:`server.leases.lease_held`, holds); commit. A final state also sets ``finished_at``
+    and ``stop_reason`` (:data:`STOP_REASON_OF`) unless ``values`` name them.
 
     Returns:
         True if this caller made the change (exactly one caller can win).
     """
     states = (from_states,) if isinstance(from_states, str) else tuple(from_states)
     values = {"state": to_state, "updated_at": utcnow(), **values}
-    if to_state in FINAL_STATES and "finished_at" not in values:
-        values["finished_at"] = utcnow()
+    if to_state in FINAL_STATES:
+        values.setdefault("finished_at", utcnow())
+        values.setdefault("stop_reason", STOP_REASON_OF[to_state])
     res = db.execute(update(Job).where(Job.id == job_id, Job.state.in_(states), *where).values(**values)
                      .execution_options(synchronize_session=False))
     db.commit()
@@ -78,25 +97,21 @@ def transition(db: Session, job_id: int, from_states: str | Iterable[str], to_st
 # ---------------------------------------------------------------------------------------------
 # Creating and queueing
 # ---------------------------------------------------------------------------------------------
-def create_jobs(db: Session, user: User, specs: list[dict[str, Any]]) -> list[Job]:
-    """Insert validated specs (:func:`server.submissions.validate_submission`) in one transaction;
-    a dependent job gets the previous one as parent."""
+def create_jobs(db: Session, user: User, specs: Iterable[JobSpec | Mapping[str, Any]]) -> list[Job]:
+    """Insert validated specs (:func:`server.job_requests.validate_request`) in one transaction; a
+    spec's parent (and baseline) given by index is a job created earlier in the same call. A dict is
+    the trial spec ``worker.sweep`` builds today (:meth:`JobSpec.from_mapping`)."""
     jobs: list[Job] = []
-    for spec in specs:
-        job = Job(kind=spec["kind"], name=spec["name"], config=spec["config"], owner_id=user.id,
+    for raw in specs:
+        spec = raw if isinstance(raw, JobSpec) else JobSpec.from_mapping(raw)
+        job = Job(kind=spec.kind, name=spec.name, config=spec.config, owner_id=user.id,
                   state=QUEUED, attempt=1, progress={}, metrics={}, attempt_history=[],
-                  max_attempts=int((spec["config"].get("resources") or {}).get("max_attempts", 3)),
-                  priority=spec.get("priority") or DEFAULT_PRIORITY)
-        if spec["after_previous"]:
-            job.parent_id = jobs[-1].id
-        elif spec.get("parent_index") is not None:  # a pipeline's student after its teacher_outputs job
-            job.parent_id = jobs[spec["parent_index"]].id
-        elif spec.get("parent_id") is not None:
-            job.parent_id = spec["parent_id"]
-        if spec.get("trial_number") is not None:  # a sweep's trial (worker.sweep)
-            job.trial_number = spec["trial_number"]
-        if spec.get("baseline_of") is not None:  # the same student without a teacher (submissions.baseline_spec)
-            job.baseline_of = jobs[spec["baseline_of"]].id
+                  max_attempts=int((spec.config.get("resources") or {}).get("max_attempts", 3)),
+                  priority=spec.priority, trial_number=spec.trial_number)
+        if spec.parent is not None:
+            job.parent_id = spec.parent.job_id if spec.parent.index is None else _earlier(jobs, spec.parent.index).id
+        if spec.baseline_of is not None:  # the same student without a teacher (submissions.baseline_spec)
+            job.baseline_of = _earlier(jobs, spec.baseline_of).id
         db.add(job)
         db.flush()
         jobs.append(job)
@@ -104,9 +119,10 @@ def create_jobs(db: Session, user: User, specs: list[dict[str, Any]]) -> list[Jo
     return jobs
 
 
-def waits_for_teacher(job: Job) -> bool:
-    """A pipeline's distill job waits (queued, no message) until its teacher checkpoint exists."""
-    return job.parent_id is not None and job.config.get("teacher", {}).get("checkpoint") is None
+def _earlier(jobs: list[Job], index: int) -> Job:
+    if not 0 <= index < len(jobs):
+        raise ValueError(f"a job spec refers to spec {index}, which is not created before it")
+    return jobs[index]
 
 
 def enqueue(db: Session, celery, settings: Settings, job_id: int) -> str:
@@ -122,7 +138,7 @@ def enqueue(db: Session, celery, settings: Settings, job_id: int) -> str:
     return result.id
 
 
-def submit(db: Session, celery, settings: Settings, user: User, specs: list[dict[str, Any]]) -> list[Job]:
+def submit(db: Session, celery, settings: Settings, user: User, specs: list[JobSpec]) -> list[Job]:
     """Create the jobs and queue those that can start. A broker that cannot take the message fails
     the recorded job with the reason (nothing submitted is hidden) and re-raises."""
     jobs = create_jobs(db, user, specs)
@@ -141,51 +157,55 @@ def submit(db: Session, celery, settings: Settings, user: User, specs: list[dict
 # ---------------------------------------------------------------------------------------------
 # User actions
 # ---------------------------------------------------------------------------------------------
-def cancel(db: Session, celery, job: Job, by: str) -> None:
-    """Queued: cancelled at once (the message is revoked; a late delivery finds the state changed).
-    Running/exporting: flag the row; the worker supervising it stops the process group.
+def cancel(db: Session, celery, job: Job, by: str, settings: Settings | None = None) -> None:
+    """Queued: cancelled at once (the message is revoked when ``settings.broker_broadcasts``; a late
+    delivery finds the state changed). Running/exporting: flag the row (``stop_reason`` cancelled);
+    the worker supervising it stops the process group and ends it cancelled (:func:`stop_outcome`).
+    ``settings`` None (``worker.sweep`` until it passes its own): no revoke, which is only an
+    optimisation (the claim CAS already makes the message a no-op) and may pile up files on a broker
+    without broadcasts.
 
     Raises:
         JobConflict: the job has already ended.
     """
     if transition(db, job.id, QUEUED, CANCELLED, error=f"cancelled by {by}"):
-        settings = getattr(celery, "distillery_settings", None)
-        if job.task_id and (settings is None or settings.broker_broadcasts):
+        if job.task_id and settings is not None and settings.broker_broadcasts:
             try:
                 celery.control.revoke(job.task_id)
             except Exception:  # revoke is an optimisation; the CAS already made the message a no-op
                 log.warning("job %s: revoke of %s failed", job.id, job.task_id, exc_info=True)
         fail_children(db, job, "was cancelled", state=CANCELLED)
         return
-    flagged = db.execute(update(Job).where(Job.id == job.id, Job.state.in_(IN_PROGRESS_STATES))
-                         .values(cancel_requested=True)).rowcount == 1  # a CAS too: a worker may have just claimed it
+    flagged = db.execute(update(Job).where(Job.id == job.id, Job.state.in_(IN_PROGRESS_STATES))  # a CAS too: a
+                         .values(cancel_requested=True, stop_reason=CANCELLED)).rowcount == 1  # worker may just have claimed it
     db.commit()
     if not flagged:
         db.refresh(job)
         raise JobConflict(f"job {job.id} is {job.state}; only queued or running jobs can be cancelled")
 
 
-# A sweep's pruner stops a running trial through the cancel path; the reason it leaves in ``error``
-# (starting with this) tells the worker to end the attempt ``pruned`` rather than ``cancelled``.
+# How the pruner's human-readable reason starts (``worker.sweep`` writes it into ``error``); nothing
+# reads it back: ``stop_reason`` pruned is what makes the worker end the attempt pruned.
 PRUNE_REASON = "pruned by sweep"
 
 
 def prune(db: Session, job: Job, reason: str) -> bool:
-    """Stop a sweep's trial (``reason`` starts with :data:`PRUNE_REASON`): queued -> pruned at once;
-    running -> flagged like a cancel, and the worker ends it ``pruned`` (:func:`stop_outcome`)."""
-    if transition(db, job.id, QUEUED, PRUNED, error=reason):
+    """Stop a sweep's trial with ``reason`` (shown in ``error``): queued -> pruned at once; running
+    -> flagged like a cancel with ``stop_reason`` pruned, and the worker ends it pruned
+    (:func:`stop_outcome`). False for a job that is not a running or queued trial."""
+    if transition(db, job.id, QUEUED, PRUNED, where=(Job.trial_number.is_not(None),), error=reason[:4000]):
         return True
     res = db.execute(update(Job).where(Job.id == job.id, Job.state == RUNNING, Job.trial_number.is_not(None))
-                     .values(cancel_requested=True, error=reason[:4000]))
+                     .values(cancel_requested=True, stop_reason=PRUNED, error=reason[:4000]))
     db.commit()
     return res.rowcount == 1
 
 
 def stop_outcome(job: Job) -> tuple[str, str]:
     """How a run stopped on request ends: (state, reason) -- ``pruned`` with the pruner's reason
-    for a trial the sweep pruned, else ``cancelled``."""
-    if job.trial_number is not None and (job.error or "").startswith(PRUNE_REASON):
-        return PRUNED, job.error
+    when its ``stop_reason`` says the sweep pruned it, else ``cancelled``."""
+    if job.stop_reason == PRUNED:
+        return PRUNED, job.error or "pruned by its sweep"
     return CANCELLED, "cancelled by user"
 
 
@@ -241,16 +261,16 @@ def new_attempt(db: Session, celery, settings: Settings, job_id: int, from_state
 def claim(db: Session, job_id: int, attempt: int, worker: str, run_dir: str, lease_owner: str, lease_s: float) -> bool:
     """``queued -> running`` of ``attempt`` for this worker, taking the attempt's lease; False for
     a duplicate or late delivery."""
-    now = utcnow()
-    return transition(db, job_id, QUEUED, RUNNING, where=(Job.attempt == attempt,), started_at=now, worker=worker,
-                      run_dir=run_dir, lease_owner=lease_owner, heartbeat_at=now,
-                      lease_expires_at=now + timedelta(seconds=lease_s))
+    lease = new_lease(lease_owner, lease_s)
+    return transition(db, job_id, QUEUED, RUNNING, where=(Job.attempt == attempt,), started_at=lease["heartbeat_at"],
+                      worker=worker, run_dir=run_dir, **lease)
 
 
 def finish(db: Session, job_id: int, state: str, from_states: str | Iterable[str] = IN_PROGRESS_STATES,
            error: str | None = None, lease: tuple[int, str] | None = None) -> bool:
     """End the attempt in ``state`` (a final state) with ``error`` (cut to 4000 characters) and
-    record it in the attempt history. ``lease`` = (attempt, owner): only while that lease is held."""
+    record it in the attempt history; ``stop_reason`` follows the state (:data:`STOP_REASON_OF`).
+    ``lease`` = (attempt, owner): only while that lease is held."""
     job = db.get(Job, job_id)
     if job is None:
         return False
@@ -265,78 +285,12 @@ def finish(db: Session, job_id: int, state: str, from_states: str | Iterable[str
     return transition(db, job_id, from_states, state, where=where, **values)
 
 
-# ---------------------------------------------------------------------------------------------
-# Leases: the database decides which attempt of a job runs, and which worker may write for it
-# ---------------------------------------------------------------------------------------------
-def lease_held(attempt: int, owner: str) -> tuple:
-    """The WHERE clause of every write a worker does for an attempt: it still holds the lease."""
-    return (Job.attempt == attempt, Job.lease_owner == owner, Job.state.in_(IN_PROGRESS_STATES))
-
-
-def renew_lease(db: Session, job_id: int, attempt: int, owner: str, lease_s: float) -> bool:
-    """The heartbeat: extend the lease if this owner still holds it. False: it was taken away
-    (the attempt ended, was cancelled, or expired and was restarted) and the run must stop."""
-    now = utcnow()
-    res = db.execute(update(Job).where(Job.id == job_id, *lease_held(attempt, owner))
-                     .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s))
-                     .execution_options(synchronize_session=False))
-    db.commit()
-    return res.rowcount == 1
-
-
-def fence(db: Session, job_id: int, attempt: int, owner: str) -> bool:
-    """Lock the job row if this owner holds the lease, without committing: the caller's writes in
-    the same transaction (progress, metric points, an artifact) then commit only under the lease,
-    and a reconciler taking the job over waits for that commit (or wins first and this is False)."""
-    res = db.execute(update(Job).where(Job.id == job_id, *lease_held(attempt, owner)).values(updated_at=utcnow())
-                     .execution_options(synchronize_session=False))
-    return res.rowcount == 1
-
-
-def record_launch(db: Session, job_id: int, lease: tuple[int, str], **values: Any) -> None:
-    """Where the attempt runs (``pid``; for Slurm ``launcher`` and ``launcher_job_id``), written
-    only under the attempt's lease; raises :class:`LeaseLostError` when it is no longer held."""
-    res = db.execute(update(Job).where(Job.id == job_id, *lease_held(*lease)).values(**values)
-                     .execution_options(synchronize_session=False))
-    db.commit()
-    if res.rowcount != 1:
-        raise LeaseLostError(f"job {job_id}: lease {lease[1]} of attempt {lease[0]} is no longer held")
-
-
-class LeaseLostError(RuntimeError):
-    """A fenced write found the lease gone (the attempt ended, was cancelled or taken over)."""
-
-
-def take_over_lease(db: Session, job_id: int, attempt: int, owner: str | None, expires: datetime | None,
-                    new_owner: str, worker: str, lease_s: float) -> bool:
-    """Re-attach: give the expired lease of a running attempt to ``new_owner`` for the SAME attempt
-    (compare-and-set on the old owner and expiry, like :func:`lease_expired_where`), so a restarted
-    worker supervises a Slurm job that outlived its worker instead of starting another. True: this
-    caller won; the old owner's writes are fenced off from now on."""
-    now = utcnow()
-    res = db.execute(update(Job).where(Job.id == job_id, Job.attempt == attempt, Job.state == RUNNING,
-                                       *lease_expired_where(owner, expires))
-                     .values(lease_owner=new_owner, worker=worker, heartbeat_at=now, updated_at=now,
-                             lease_expires_at=now + timedelta(seconds=lease_s))
-                     .execution_options(synchronize_session=False))
-    db.commit()
-    return res.rowcount == 1
-
-
-def expired_leases(db: Session, now: datetime | None = None) -> list[tuple[int, int, str | None, datetime | None]]:
-    """(job id, attempt, lease owner, expiry) of running/exporting jobs whose lease has run out."""
-    now = now or utcnow()
-    rows = db.execute(select(Job.id, Job.attempt, Job.lease_owner, Job.lease_expires_at)
-                      .where(Job.state.in_(IN_PROGRESS_STATES), Job.lease_expires_at.is_not(None),
-                             Job.lease_expires_at < now)).all()
-    return [tuple(r) for r in rows]
-
-
 def restart_or_fail(db: Session, celery, settings: Settings, job_id: int, attempt: int, outcome: str, reason: str,
                     where: tuple = ()) -> str | None:
     """Attempt ``attempt`` ended without finishing the job (its lease expired, or its run crashed):
     queue attempt N+1 (it resumes from the last checkpoint) while the job has used fewer than
-    ``max_attempts`` runs in a row, else fail it with ``reason`` and the history. Returns
+    ``max_attempts`` runs in a row, else fail it with ``reason`` and the history (``stop_reason``
+    lease_lost after an expired lease, :data:`LEASE_EXPIRED`, else failed). Returns
     ``"restarted"``, ``"failed"`` or None (someone else changed the job first)."""
     job = db.get(Job, job_id)
     if job is None:
@@ -350,7 +304,8 @@ def restart_or_fail(db: Session, celery, settings: Settings, job_id: int, attemp
     values = {"pid": None, "lease_expires_at": None,
               "error": (f"{reason} (gave up after {runs} attempt(s) in a row, resources.max_attempts="
                         f"{job.max_attempts}; see attempt_history)")[:4000],
-              "attempt_history": [*(job.attempt_history or []), _entry(job, outcome, reason)]}
+              "attempt_history": [*(job.attempt_history or []), _entry(job, outcome, reason)],
+              "stop_reason": LEASE_LOST if outcome == LEASE_EXPIRED else FAILED}
     ok = transition(db, job_id, IN_PROGRESS_STATES, FAILED, where=(Job.attempt == attempt, *where), **values)
     return FAILED if ok else None
 
@@ -364,20 +319,6 @@ def consecutive_restarts(history: list[dict[str, Any]]) -> int:
         elif entry.get("then") != HANDED_BACK:
             break
     return n
-
-
-def lease_expired_where(owner: str | None, expires: datetime | None) -> tuple:
-    """CAS for taking over an expired lease: still the same owner and expiry (no heartbeat since)."""
-    return (Job.lease_owner.is_(None) if owner is None else Job.lease_owner == owner,
-            Job.lease_expires_at == expires, Job.lease_expires_at < utcnow())
-
-
-def iso_utc(ts: datetime | None) -> str | None:
-    if ts is None:
-        return None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _entry(job: Job, outcome: str, reason: str | None) -> dict[str, Any]:

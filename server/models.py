@@ -126,9 +126,18 @@ class Job(Base):
     launcher_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     # A sweep's trial: its number in the sweep's Optuna study (the sweep is the parent job).
     trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Why the job stopped or was asked to stop (server.vocabulary.STOP_REASONS; migration 0006): the
+    # worker ends a run stopped on request in this state (pruned or cancelled), and the API shows it.
+    stop_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     owner: Mapped[User] = relationship()
     artifacts: Mapped[list["Artifact"]] = relationship(back_populates="job", order_by="Artifact.id")
+
+
+def waits_for_teacher(job: Job) -> bool:
+    """A pipeline's distill job waits (queued, no message) until its teacher checkpoint exists.
+    Here, beside the row it reads, because lifecycle, the worker registry and the reconciler ask it."""
+    return job.parent_id is not None and job.config.get("teacher", {}).get("checkpoint") is None
 
 
 class MetricPoint(Base):

@@ -66,5 +66,5 @@ def make_celery(settings: Settings) -> Celery:
         task_time_limit=None,
         enable_utc=True,
     )
-    app.distillery_settings = settings  # read by the tasks; plain attribute, no global state
+    app.distillery_settings = settings  # read by worker.tasks only; server code is passed its settings
     return app

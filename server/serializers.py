@@ -49,12 +49,16 @@ def baseline_info(job: Job) -> dict[str, Any] | None:
             "gain": round(mine - theirs, 2) if both else None}
 
 
-def iso(ts: datetime | None) -> str | None:
+def iso_utc(ts: datetime | None) -> str | None:
+    """A timestamp as the API, the attempt history and the logs write it: ISO 8601 in UTC with ``Z``."""
     if ts is None:
         return None
     if ts.tzinfo is None:  # SQLite returns naive datetimes; they were written as UTC
         ts = ts.replace(tzinfo=timezone.utc)
     return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+iso = iso_utc  # the short name server.api.tokens and server.cli import
 
 
 def serialize_artifact(a: Artifact) -> dict[str, Any]:
@@ -74,6 +78,7 @@ def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None 
         "parent_id": job.parent_id, "owner": job.owner.name if job.owner else None,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "updated_at": iso(job.updated_at), "error": job.error,
+        "stop_reason": job.stop_reason,
         "cancel_requested": bool(job.cancel_requested), "worker": job.worker,
         "max_attempts": job.max_attempts, "attempt_history": list(job.attempt_history or []),
         "lease": ({"owner": job.lease_owner, "expires_at": iso(job.lease_expires_at), "heartbeat_at": iso(job.heartbeat_at)}

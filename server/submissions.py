@@ -1,7 +1,10 @@
 """Validation of a ``POST /jobs`` body: the engine's schema, server paths and artifact references.
 
-Nothing here writes: :func:`validate_submission` returns the specs that
-:func:`server.lifecycle.create_jobs` inserts, so a refused submission leaves nothing behind.
+Nothing here writes: :func:`validate_submission` returns the :class:`~server.job_spec.JobSpec` list
+that :func:`server.lifecycle.create_jobs` inserts, so a refused submission leaves nothing behind.
+The checks a config goes through (:func:`parse_job_config`, :func:`resolve_paths`, :func:`job_name`,
+:func:`check_in_flight`) are also what :mod:`server.cache_pipeline` builds its extra students with;
+:mod:`server.job_requests` calls this module once per submission and never the other way round.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from deit_core.config import ConfigError, parse_config
 
 from . import quotas
 from .checkpoint_match import CheckpointMismatch, check_classes, fill_from_checkpoints
+from .job_spec import JobSpec, ParentRef
 from .models import Artifact, Dataset, Job, User
 from .settings import Settings
 from .storage import PathRefused, check_links, check_safe_path, is_private, is_under, resolve_server_dir
@@ -174,8 +178,8 @@ def check_priority(user: User, body: Mapping[str, Any]) -> str:
     return priority
 
 
-def _parse(raw: Any, prefix: str, kind: str | None, placeholder_teacher: bool,
-           db: Session | None = None, user: User | None = None) -> dict[str, Any]:
+def parse_job_config(raw: Any, prefix: str, kind: str | None, placeholder_teacher: bool,
+                     db: Session | None = None, user: User | None = None) -> dict[str, Any]:
     """parse_config (the engine's schema) with field names prefixed by their place in the body; what
     the caller left out that a checkpoint artifact's own config says (model, image size, data) is
     filled from it first, and what contradicts it is refused (see :mod:`server.checkpoint_match`)."""
@@ -206,7 +210,7 @@ def _parse(raw: Any, prefix: str, kind: str | None, placeholder_teacher: bool,
     return cfg
 
 
-def _resolve_paths(db: Session, settings: Settings, user: User, cfg: dict[str, Any], prefix: str) -> dict[str, Any]:
+def resolve_paths(db: Session, settings: Settings, user: User, cfg: dict[str, Any], prefix: str) -> dict[str, Any]:
     check_limits(settings, cfg, prefix)
     scope = Scope(db, settings, user)
     cfg["data"]["train"] = resolve_data_path(db, settings, user, cfg["data"]["train"], f"{prefix}data.train", scope)
@@ -240,45 +244,46 @@ def check_cache_name(db: Session, user: User, cfg: dict[str, Any], prefix: str) 
                               "'off' or the name of a cache artifact (GET /api/v1/artifacts?format=teacher_outputs)")
 
 
-def _name(value: Any, field: str) -> str:
+def job_name(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise SubmissionError(field, "must be a non-empty string of at most 200 characters")
     return value.strip()
 
 
-def validate_submission(db: Session, settings: Settings, user: User, body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Check a ``POST /jobs`` body; return the jobs to create, teacher first for a pipeline.
-
-    Each returned item is ``{"kind", "name", "config", "after_previous"}``. Nothing is written.
-    """
+def kind_and_name(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The first checks of any body: a known ``kind``, a ``name``, a ``config``."""
     kind = body.get("kind")
     if kind not in JOB_KINDS:
         raise SubmissionError("kind", f"must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
-    name = _name(body.get("name"), "name")
+    name = job_name(body.get("name"), "name")
     if "config" not in body:
         raise SubmissionError("config", "is required")
+    return kind, name
+
+
+def validate_submission(db: Session, settings: Settings, user: User, body: Mapping[str, Any]) -> list[JobSpec]:
+    """Check a ``POST /jobs`` body without ``teacher_outputs``/``students`` (those are
+    :mod:`server.cache_pipeline`'s, see :func:`server.job_requests.validate_request`); return the jobs
+    to create, teacher first for a pipeline, a baseline twin last. Nothing is written."""
+    kind, name = kind_and_name(body)
     if kind == SWEEP:
         return [sweep_spec(db, settings, user, body, name)]
-    if {"teacher_outputs", "students"} & body.keys():  # one teacher, many students (server/cache_pipeline.py)
-        from .cache_pipeline import pipeline_specs  # it builds on this module's checks
-
-        return pipeline_specs(db, settings, user, body, kind, name)
+    for key in sorted({"teacher_outputs", "students"} & body.keys()):
+        raise SubmissionError(key, "is expanded by server.cache_pipeline; submit through server.job_requests")
     refuse_sweep_keys(body)
     teacher_spec = body.get("teacher_job")
     check_in_flight(db, settings, user, (1 if teacher_spec is None else 2) + (body.get("baseline") is True))
     if teacher_spec is None:
-        cfg = _resolve_paths(db, settings, user, _parse(body["config"], "config.", kind, placeholder_teacher=False,
+        cfg = resolve_paths(db, settings, user, parse_job_config(body["config"], "config.", kind, placeholder_teacher=False,
                                                         db=db, user=user), "config.")
-        spec = {"kind": kind, "name": name, "after_previous": False, "config": cfg}
         teacher_ref = cfg["teacher"]["checkpoint"] if kind == DISTILL else None
-        if isinstance(teacher_ref, int):  # lineage: the job whose checkpoint teaches this one
-            spec["parent_id"] = db.get(Artifact, teacher_ref).job_id
+        spec = JobSpec(kind, name, cfg, parent=checkpoint_parent(db, teacher_ref))
         return [spec, *baseline_spec(body, kind, name, cfg, 0)]
     return teacher_job_specs(db, settings, user, body, kind, name, teacher_spec)
 
 
 def teacher_job_specs(db: Session, settings: Settings, user: User, body: Mapping[str, Any], kind: str, name: str,
-                      teacher_spec: Any) -> list[dict[str, Any]]:
+                      teacher_spec: Any) -> list[JobSpec]:
     """A pipeline: train the teacher, then distill from its checkpoint."""
     if kind != DISTILL:
         raise SubmissionError("teacher_job", "only a distill job can name a teacher_job")
@@ -287,10 +292,10 @@ def teacher_job_specs(db: Session, settings: Settings, user: User, body: Mapping
     for key in teacher_spec:
         if key not in TEACHER_JOB_KEYS:
             raise SubmissionError(f"teacher_job.{key}", "unknown key; allowed keys: config, name")
-    t_name = _name(teacher_spec.get("name", f"{name}-teacher"), "teacher_job.name")
+    t_name = job_name(teacher_spec.get("name", f"{name}-teacher"), "teacher_job.name")
     if "config" not in teacher_spec:
         raise SubmissionError("teacher_job.config", "is required")
-    t_cfg = _parse(teacher_spec["config"], "teacher_job.config.", TEACHER, placeholder_teacher=False, db=db, user=user)
+    t_cfg = parse_job_config(teacher_spec["config"], "teacher_job.config.", TEACHER, placeholder_teacher=False, db=db, user=user)
     d_raw = body["config"]
     if isinstance(d_raw, Mapping):
         teacher_raw = d_raw.get("teacher") or {}
@@ -299,15 +304,19 @@ def teacher_job_specs(db: Session, settings: Settings, user: User, body: Mapping
                 raise SubmissionError("config.teacher.checkpoint",
                                       "must be null or absent when teacher_job is given (it is the teacher's checkpoint)")
             d_raw = {**d_raw, "teacher": {**teacher_raw, "model": teacher_raw.get("model", t_cfg["teacher"]["model"])}}
-    d_cfg = _parse(d_raw, "config.", DISTILL, placeholder_teacher=True, db=db, user=user)
+    d_cfg = parse_job_config(d_raw, "config.", DISTILL, placeholder_teacher=True, db=db, user=user)
     if d_cfg["teacher"]["model"] != t_cfg["teacher"]["model"]:
         raise SubmissionError("config.teacher.model",
                               f"must be the teacher job's model {t_cfg['teacher']['model']!r}, got {d_cfg['teacher']['model']!r}")
-    t_cfg = _resolve_paths(db, settings, user, t_cfg, "teacher_job.config.")
-    d_cfg = _resolve_paths(db, settings, user, d_cfg, "config.")
-    return [{"kind": TEACHER, "name": t_name, "config": t_cfg, "after_previous": False},
-            {"kind": DISTILL, "name": name, "config": d_cfg, "after_previous": True},
+    t_cfg = resolve_paths(db, settings, user, t_cfg, "teacher_job.config.")
+    d_cfg = resolve_paths(db, settings, user, d_cfg, "config.")
+    return [JobSpec(TEACHER, t_name, t_cfg), JobSpec(DISTILL, name, d_cfg, parent=ParentRef.earlier(0)),
             *baseline_spec(body, kind, name, d_cfg, 1)]
+
+
+def checkpoint_parent(db: Session, ref: Any) -> ParentRef | None:
+    """Lineage: the job whose checkpoint artifact (by id) teaches this one; None for a path or timm."""
+    return ParentRef.existing(db.get(Artifact, ref).job_id) if isinstance(ref, int) else None
 
 
 def refuse_sweep_keys(body: Mapping[str, Any]) -> None:
@@ -315,23 +324,23 @@ def refuse_sweep_keys(body: Mapping[str, Any]) -> None:
         raise SubmissionError(key, "only a sweep (kind: sweep) takes this key")
 
 
-def sweep_spec(db: Session, settings: Settings, user: User, body: Mapping[str, Any], name: str) -> dict[str, Any]:
+def sweep_spec(db: Session, settings: Settings, user: User, body: Mapping[str, Any], name: str) -> JobSpec:
     """``kind: sweep``: ``config`` is the base distill config of every trial; the search space,
     trials, parallel, pruner and seed are checked by :func:`server.sweeps.validate_sweep`."""
     for key in ("teacher_job", "baseline"):
         if key in body:
             raise SubmissionError(key, "a sweep takes no " + key)
     check_in_flight(db, settings, user, 1)
-    base = _resolve_paths(db, settings, user, _parse(body["config"], "config.", DISTILL, placeholder_teacher=False,
+    base = resolve_paths(db, settings, user, parse_job_config(body["config"], "config.", DISTILL, placeholder_teacher=False,
                                                      db=db, user=user), "config.")
     try:
         cfg = validate_sweep(body, base, settings.sweep_max_trials, lambda c: check_limits(settings, c, "config."))
     except SweepError as e:
         raise SubmissionError(e.field, e.message) from None
-    return {"kind": SWEEP, "name": name, "after_previous": False, "config": cfg}
+    return JobSpec(SWEEP, name, cfg)
 
 
-def baseline_spec(body: Mapping[str, Any], kind: str, name: str, cfg: dict[str, Any], index: int) -> list[dict[str, Any]]:
+def baseline_spec(body: Mapping[str, Any], kind: str, name: str, cfg: dict[str, Any], index: int) -> list[JobSpec]:
     """``baseline: true``: the same student, seed and budget trained without a teacher, so the distill
     job's page can say what the teacher was worth. Returned as a spec linked to the job at ``index``."""
     wanted = body.get("baseline", False)
@@ -344,5 +353,4 @@ def baseline_spec(body: Mapping[str, Any], kind: str, name: str, cfg: dict[str, 
     b_cfg = copy.deepcopy(cfg)
     b_cfg["distillation"]["type"] = "none"
     b_cfg["teacher"]["checkpoint"] = None
-    return [{"kind": DISTILL, "name": f"{name[:190]}-baseline", "config": b_cfg, "after_previous": False,
-             "baseline_of": index}]
+    return [JobSpec(DISTILL, f"{name[:190]}-baseline", b_cfg, baseline_of=index)]

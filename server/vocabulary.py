@@ -18,6 +18,13 @@ IN_PROGRESS_STATES = (RUNNING, EXPORTING)  # a worker owns the job
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED, PRUNED)
 RETRYABLE_STATES = (FAILED, CANCELLED)
 
+# Why a job stopped (``Job.stop_reason``; null while it runs on and when it succeeds). Set when the
+# stop is asked for (cancel, prune: the worker reads it to pick the final state) or when the job ends:
+# cancelled (by a user or its sweep), pruned (a sweep's pruner), lease_lost (its worker vanished: the
+# last attempt's lease expired with no attempts left), failed (the run or its queueing failed).
+LEASE_LOST = "lease_lost"
+STOP_REASONS = (CANCELLED, PRUNED, LEASE_LOST, FAILED)
+
 # The engine's kinds (deit_core.config.KINDS) plus the service's own: a sweep runs no process of
 # its own; it drives an Optuna study whose trials are distill jobs (its children).
 TEACHER, DISTILL, TEACHER_OUTPUTS = KINDS
@@ -45,4 +52,4 @@ RUN_TASK = "distillery.run_job"
 __all__ = ["DISTILLATION_TYPES", "JOB_KINDS", "JOB_STATES", "ACTIVE_STATES", "IN_PROGRESS_STATES", "FINAL_STATES",
            "RETRYABLE_STATES", "ARTIFACT_FORMATS", "RUN_TASK", "QUEUED", "RUNNING", "EXPORTING", "SUCCEEDED",
            "FAILED", "CANCELLED", "PRUNED", "TEACHER", "DISTILL", "TEACHER_OUTPUTS", "SWEEP", "PRIORITIES",
-           "DEFAULT_PRIORITY", "LAUNCHERS", "LOCAL", "SLURM", "MAX_ID"]
+           "DEFAULT_PRIORITY", "LAUNCHERS", "LOCAL", "SLURM", "MAX_ID", "LEASE_LOST", "STOP_REASONS"]

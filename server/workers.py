@@ -17,8 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import routing
-from .lifecycle import waits_for_teacher
-from .models import Job, Worker, utcnow
+from .models import Job, Worker, utcnow, waits_for_teacher
 from .vocabulary import QUEUED
 
 HEARTBEAT_S = 5.0  # how often a worker renews last_seen_at

@@ -1,6 +1,6 @@
 """Jobs: submit, list, read, metrics, logs, cancel, retry.
 
-Each handler is fetch-or-404 -> one call into :mod:`server.lifecycle` or :mod:`server.submissions`
+Each handler is fetch-or-404 -> one call into :mod:`server.lifecycle` or :mod:`server.job_requests`
 -> serialize. Their errors (``SubmissionError``, ``JobConflict``) become 4xx answers in
 ``server.api.init_app``.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import g, jsonify, request
 from sqlalchemy import select
 
-from .. import lifecycle, submissions
+from .. import job_requests, lifecycle, submissions
 from ..auth import login_required
 from ..errors import ApiError
 from ..models import Job, MetricPoint
@@ -26,10 +26,7 @@ from .base import arg_int, arg_name, celery, db, get_object_or_404, json_body, p
 def create_job():
     body = json_body(submissions.JOB_BODY_KEYS, required={"kind", "name", "config"})
     s = db()
-    priority = submissions.check_priority(g.user, body)
-    specs = submissions.validate_submission(s, settings(), g.user, body)
-    for spec in specs:  # a pipeline's teacher and a baseline twin run at the job's priority too
-        spec["priority"] = priority
+    specs = job_requests.validate_request(s, settings(), g.user, body)
     try:
         jobs = lifecycle.submit(s, celery(), settings(), g.user, specs)
     except Exception as e:  # broker down: the row exists and says so; tell the caller
@@ -108,7 +105,7 @@ def _serialized(job_id: int):
 @login_required
 def cancel_job(job_id: int):
     job = get_object_or_404(Job, job_id)
-    lifecycle.cancel(db(), celery(), job, by=g.user.name)
+    lifecycle.cancel(db(), celery(), job, by=g.user.name, settings=settings())
     return _serialized(job.id)
 
 

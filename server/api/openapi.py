@@ -122,6 +122,7 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "owner": {"type": "string"}, "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
             "finished_at": {"type": ["string", "null"]}, "updated_at": {"type": "string"}, "error": {"type": ["string", "null"]},
             "cancel_requested": {"type": "boolean"},
+            "stop_reason": {"type": ["string", "null"], "description": "why it stopped or was asked to stop (server.vocabulary.STOP_REASONS)"},
             "worker": {"type": ["string", "null"], "description": "the name of the worker running it (DISTILLERY_WORKER_NAME)"},
             "priority": {"type": "string", "enum": list(PRIORITIES)},
             "waiting_reason": {"type": ["string", "null"], "description": "a queued job: why it has not started (its teacher job, "

@@ -143,7 +143,7 @@ def test_cancel_running_job_leaves_no_process(service):
     r = service.api("POST", f"/jobs/{job_id}/cancel")
     assert r.status_code == 202 and r.json()["cancel_requested"]
     job = service.wait(job_id, timeout=60)
-    assert job["state"] == "cancelled"
+    assert (job["state"], job["stop_reason"]) == ("cancelled", "cancelled")
     gone, alive = psutil.wait_procs(procs, timeout=5)
     assert not alive and not processes_of(run_dir)
     # cancelling again is a conflict; retry runs it again as attempt 2 (then cancel that too)

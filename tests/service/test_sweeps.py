@@ -70,6 +70,7 @@ def test_a_sweep_runs_prunes_and_reports_its_fronts(service, teacher_checkpoint)
     assert sorted(trials) == [0, 1]
     assert [trials[n]["state"] for n in (0, 1)] == [SUCCEEDED, PRUNED], table["trials"]
     assert "pruned by sweep" in trials[1]["error"] and "epoch 2" in trials[1]["error"]
+    assert service.api("GET", f"/jobs/{trials[1]['job_id']}").json()["stop_reason"] == PRUNED  # what the worker read
     prep = table["teacher_outputs_job"]
     assert prep["state"] == SUCCEEDED and prep["id"] < min(t["job_id"] for t in trials.values())  # the cache first
     done = trials[0]

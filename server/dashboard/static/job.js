@@ -172,7 +172,8 @@
     const kept = (j.artifacts || []).map((a) => a.format === "report" && (a.metadata || {}).rejected ? "the rejected export report (below)"
       : a.format === "checkpoint" ? `the trained checkpoint (artifact ${a.id}, ${D.bytes(a.size)}): usable as a teacher or to resume` : a.format);
     box.replaceChildren(
-      D.el("strong", { text: j.state === "cancelled" ? "Cancelled: " : "Failed: " }), reason,
+      D.el("strong", { text: j.state === "cancelled" ? "Cancelled: "
+        : j.stop_reason === "lease_lost" ? "Failed (its worker was lost): " : "Failed: " }), reason,
       D.el("p", { class: "muted", style: "margin:6px 0 0", text: kept.length ? "What survived:" : (j.state === "failed"
         ? "Nothing survived: the run ended before its first checkpoint; the log below has the details." : "") }),
       kept.length ? D.el("ul", { class: "survived", "data-testid": "survived" }, ...kept.map((k) => D.el("li", { text: k }))) : "");
