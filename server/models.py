@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from .vocabulary import QUEUED
+from .vocabulary import LOCAL, QUEUED
 
 # Stable constraint names, so migrations on PostgreSQL and SQLite (batch mode) agree.
 NAMING = {
@@ -188,7 +188,7 @@ class Worker(Base):
     host: Mapped[str] = mapped_column(String(200))
     slots: Mapped[int] = mapped_column(Integer, default=1)
     gpus: Mapped[bool] = mapped_column(Boolean, default=False)
-    launcher: Mapped[str] = mapped_column(String(16), default="local")
+    launcher: Mapped[str] = mapped_column(String(16), default=LOCAL)
     queues: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from .models import Artifact, Dataset, Job
-from .vocabulary import QUEUED, SWEEP
+from .vocabulary import LOCAL, QUEUED, SWEEP
 from .workers import Capacity, live_capacity, waiting_reason
 
 PROGRESS_KEYS = ("epoch", "epochs", "step", "steps_per_epoch", "fraction", "eta_s", "phase", "num_classes")
@@ -95,7 +95,7 @@ def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None 
         capacity = live_capacity(object_session(job))
     out["waiting_reason"] = waiting_reason(job, capacity) if job.state == QUEUED and capacity is not None else None
     # How the attempt was started: "slurm" with its Slurm job id, or the local launcher (null id).
-    out["launcher"] = {"kind": job.launcher or "local", "job_id": job.launcher_job_id}
+    out["launcher"] = {"kind": job.launcher or LOCAL, "job_id": job.launcher_job_id}
     if with_config:  # the detail view (lists stay small)
         out["config"] = job.config
         if job.kind == SWEEP:  # its trials, best and fronts, as the worker last stored them (worker.sweep)

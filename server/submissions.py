@@ -25,7 +25,7 @@ from .models import Artifact, Dataset, Job, User
 from .settings import Settings
 from .storage import PathRefused, check_links, check_safe_path, is_private, is_under, resolve_server_dir
 from .sweeps import SWEEP_BODY_KEYS, SweepError, validate_sweep
-from .vocabulary import DEFAULT_PRIORITY, DISTILL, JOB_KINDS, PRIORITIES, SWEEP, TEACHER
+from .vocabulary import DEFAULT_PRIORITY, DISTILL, JOB_KINDS, MAX_ID, PRIORITIES, SWEEP, TEACHER
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def resolve_checkpoint_ref(db: Session, settings: Settings, user: User, value: A
     if value is None or value == "timm":
         return value
     if isinstance(value, int):
-        art = db.get(Artifact, value) if 0 < value < 2**31 else None
+        art = db.get(Artifact, value) if 0 < value <= MAX_ID else None
         if art is None or art.format != "checkpoint" or not (user.is_admin or art.job.owner_id == user.id):
             raise SubmissionError(field, f"no checkpoint artifact with id {value}")
         return value

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from deit_core.config import ConfigError, parse_config
 
 from .models import Job
-from .vocabulary import DISTILLATION_TYPES, FINAL_STATES, SUCCEEDED
+from .vocabulary import DISTILLATION_TYPES, FINAL_STATES, MAX_ID, SUCCEEDED
 
 # Search-space name -> (config section, key, value type). The user names these, and only these.
 PARAMS: dict[str, tuple[str, str, type]] = {
@@ -231,7 +231,7 @@ def validate_sweep(body: Mapping[str, Any], base: dict[str, Any], max_trials: in
     space = validate_search_space(body.get("search_space"), base, check)
     trials = _int(body, "trials", 8, 1, max_trials)
     parallel = _int(body, "parallel", 1, 1, trials)
-    seed = _int(body, "seed", 0, 0, 2**31 - 1)
+    seed = _int(body, "seed", 0, 0, MAX_ID)
     teacher_outputs = body.get("teacher_outputs", True)
     if not isinstance(teacher_outputs, bool):
         raise SweepError("teacher_outputs", f"must be true or false, got {teacher_outputs!r}")
