@@ -160,3 +160,47 @@ def latest_valid(ckpt_dir: Path) -> Path | None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --- what a resumed run may change -----------------------------------------------------------
+# The fields that shape the per-update lr schedule (deit_core.train.build_optimization).
+SCHEDULE_FIELDS = ("epochs", "lr", "min_lr", "warmup_epochs", "warmup_lr")
+
+
+def saved_train_config(state: dict[str, Any]) -> dict[str, Any]:
+    """The ``train`` section of the config a checkpoint was written with ({} for a very old one)."""
+    return (state.get("config") or {}).get("train") or {}
+
+
+def batch_size_refusal(state: dict[str, Any], batch_size: int) -> str | None:
+    """Why ``--resume`` refuses this checkpoint for a run with per-process ``batch_size``, or None.
+
+    Refused, even with ``--allow-reshard``: the batch size is part of the recipe, not of the
+    layout. It changes the global batch, hence the scaled lr, the steps per epoch (so the saved
+    update count no longer marks an epoch boundary) and which images share a batch; a resumed run
+    would silently be another run. Moving to other processes keeps it and changes
+    ``train.accum_steps`` or the process count under ``--allow-reshard`` instead.
+    """
+    old = saved_train_config(state).get("batch_size")
+    if old is None or int(old) == batch_size:
+        return None
+    return (f"the checkpoint was written with train.batch_size {old}, this config has {batch_size}: the global batch, "
+            f"the lr and the steps per epoch would change under the resumed run. Resume with train.batch_size {old}, "
+            "or start a new run")
+
+
+def schedule_changes(state: dict[str, Any], train: Any) -> list[str]:
+    """The schedule fields (:data:`SCHEDULE_FIELDS`) whose value in ``train`` (a TrainConfig)
+    differs from the checkpoint's config, as ``"train.epochs 10 -> 20"``."""
+    saved = saved_train_config(state)
+    return [f"train.{name} {saved[name]} -> {getattr(train, name)}" for name in SCHEDULE_FIELDS
+            if name in saved and saved[name] != getattr(train, name)]
+
+
+def epochs_refusal(state: dict[str, Any], epochs: int) -> str | None:
+    """Why a run of ``epochs`` epochs cannot continue this checkpoint (it has done more), or None."""
+    done = int(state.get("epoch", 0))
+    if epochs >= done:
+        return None
+    return (f"the checkpoint has done {done} epochs, more than this config's {epochs}: "
+            f"set train.epochs to at least {done} to continue it")

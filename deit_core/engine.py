@@ -15,6 +15,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .losses import TeacherTargets
+
 
 @dataclass
 class StepTimer:
@@ -58,14 +60,19 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, s
 
     ``on_step`` receives a dict (step, loss, lr, img_per_s, s_per_step) every ``log_every`` steps
     and after the last step, for progress events. ``teacher_feed`` (deit_core.teacher_cache.TeacherFeed)
-    gives each batch's teacher outputs, from the cache when it holds them; without it the loss
-    runs the teacher itself.
+    gives each batch's teacher outputs, from the cache when it holds them; without it the teacher
+    runs here, once per batch, and its outputs go to the loss (as the cache's do).
+
+    When a teacher takes part, the metrics add ``teacher_train_top1``: the teacher's top-1 on the
+    very inputs the student trains on (see :func:`teacher_hits`), from the outputs the loss uses
+    (no extra teacher forward), summed over all processes.
     """
     model.train()
     device = accelerator.device
     steps = len(loader)
     timer = StepTimer(global_batch=loader.batch_size * accelerator.num_processes)
     loss_sum = torch.zeros((), device=device)
+    teacher_right, teacher_seen = torch.zeros((), device=device), torch.zeros((), device=device)
     seen = 0
     for step, (images, labels) in enumerate(loader, start=1):
         images = images.to(device, non_blocking=True)
@@ -79,8 +86,11 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, s
         with contextlib.nullcontext() if update else accelerator.no_sync(model):
             with accelerator.autocast():
                 outputs = model(images)
-                teacher = teacher_feed.targets(step, images, sample_labels) if teacher_feed is not None else None
+                teacher = batch_teacher_targets(criterion, teacher_feed, step, images, sample_labels)
                 loss = criterion(images, outputs, labels, teacher)
+            if teacher is not None:
+                teacher_right += teacher_hits(teacher.argmax, labels)
+                teacher_seen += labels.shape[0]
             accelerator.backward(loss / accumulation_window(step, steps, accum_steps))
         if update:
             if clip_grad is not None:
@@ -105,7 +115,44 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, s
             on_step({"step": step, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
                      "img_per_s": ips, "s_per_step": s_per_step})
     mean_loss = accelerator.reduce(loss_sum / max(seen, 1), reduction="mean")
-    return {"loss": float(mean_loss), "lr": optimizer.param_groups[0]["lr"]}, num_updates
+    stats = {"loss": float(mean_loss), "lr": optimizer.param_groups[0]["lr"]}
+    if teacher_active(criterion, teacher_feed):  # the same on every rank, so every rank joins the reduce
+        right = accelerator.reduce(teacher_right, reduction="sum")
+        total = accelerator.reduce(teacher_seen, reduction="sum")
+        stats["teacher_train_top1"] = float(100.0 * right / total.clamp(min=1))
+    return stats, num_updates
+
+
+def teacher_active(criterion: nn.Module, teacher_feed=None) -> bool:
+    """Whether the loss uses a teacher's outputs (a distillation loss of type hard or soft)."""
+    return teacher_feed is not None or (getattr(criterion, "teacher", None) is not None
+                                        and getattr(criterion, "type", "none") != "none")
+
+
+def batch_teacher_targets(criterion: nn.Module, teacher_feed, step: int, images: torch.Tensor,
+                          sample_labels: torch.Tensor) -> TeacherTargets | None:
+    """The teacher's outputs for this batch, which the loss then uses: from the feed (cache or live)
+    when there is one, else one forward of the loss's own teacher here. Running it here rather than
+    inside the loss is the same single forward; it lets the loop score it (``teacher_train_top1``)."""
+    if teacher_feed is not None:
+        return teacher_feed.targets(step, images, sample_labels)
+    if not teacher_active(criterion):
+        return None
+    logits = criterion.teacher_logits(images)
+    return TeacherTargets(logits=logits, argmax=logits.argmax(dim=1))
+
+
+def teacher_hits(teacher_argmax: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """How many of the batch's teacher predictions match its label (a 0-d tensor, not synced).
+
+    ``labels`` are what the student's loss sees: class indices, or with mixup/cutmix the mixed
+    (and smoothed) target rows, which are scored against their *dominant* label, the class with
+    the largest weight (the image that covers more of the mixed crop; on an exact 50/50 tie the
+    lower class index). So this is the teacher's top-1 on the student's actual augmented, mixed
+    training inputs: what hard distillation copies as its label.
+    """
+    dominant = labels.argmax(dim=1) if labels.ndim == 2 else labels
+    return (teacher_argmax.to(dominant.device) == dominant).sum()
 
 
 def _topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:

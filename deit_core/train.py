@@ -22,7 +22,18 @@ from typing import Any
 import torch
 
 from .batches import build_mixup, cap_workers, seed_epoch
-from .checkpoint import LAST, PREV, latest_valid, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    LAST,
+    PREV,
+    batch_size_refusal,
+    epochs_refusal,
+    latest_valid,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    schedule_changes,
+    set_rng_state,
+)
 from .config import ConfigError, JobConfig, TrainConfig, load_config_file
 from .data import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, build_train_loader, build_val_loader, load_datasets
 from .engine import evaluate, predict_teacher, predict_val, train_one_epoch
@@ -34,6 +45,7 @@ from .models import build_student, build_teacher, save_final
 from .predictions import VAL_PREDICTIONS, predictions_document, relative_images
 from .preprocess import resize_size
 from .teacher_cache.feed import CacheOptions, Layout, TeacherFeed, open_feed
+from .teacher_fitness import fitness_warning
 from .teacher_outputs import fill_cache
 from .train_cli import add_cache_arguments, add_resume_arguments
 
@@ -148,6 +160,7 @@ class Run:
             self.ema = ModelEmaV2(model, decay=t.ema_decay)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.progress = Progress()
+        self.fitness_warned = False  # the teacher-fitness warning is given once per run
 
     def _loaders(self, train_ds, val_ds):
         acc, t = self.acc, self.cfg.train
@@ -204,14 +217,27 @@ class Run:
     def restore(self, path: Path) -> None:
         """Load ``path`` into the model, optimizer, schedule, EMA, RNGs and ``progress``.
 
+        A changed schedule (``train.epochs``, ``lr``, ``min_lr``, ``warmup_epochs``, ``warmup_lr``)
+        is honoured, not refused: the cosine schedule built from this config takes over at the
+        resumed update (:func:`follow_schedule`), instead of the saved one silently going on with the
+        old values. Extending a run (more epochs) or lowering a diverging lr is why people edit the
+        config before resuming; refusing would leave only a fresh start, losing the epochs done.
+        The lr then jumps to where the new schedule is at that update, which is what was asked for.
+
         Raises:
-            ConfigError: another model or class list, or (without ``allow_reshard``) another number
-                of processes or ``train.accum_steps``, which would silently change the schedule.
+            ConfigError: another model or class list; another ``train.batch_size``
+                (:func:`deit_core.checkpoint.batch_size_refusal`); fewer ``train.epochs`` than done;
+                or (without ``allow_reshard``) another number of processes or ``train.accum_steps``,
+                which would silently change the schedule.
         """
         state = load_checkpoint(path)
         if state.get("architecture") != self.architecture or state.get("classes") != self.classes:
             raise ConfigError("resume", f"{path} is a checkpoint of {state.get('architecture')} on classes "
                               f"{state.get('classes')}, not of this run's config")
+        for field, refusal in (("train.batch_size", batch_size_refusal(state, self.cfg.train.batch_size)),
+                               ("train.epochs", epochs_refusal(state, self.cfg.train.epochs))):
+            if refusal:
+                raise ConfigError(field, f"cannot resume {path}: {refusal}")
         changes = reshard_changes(state, self.acc.num_processes, self.cfg.train.accum_steps)
         if changes and not self.allow_reshard:
             raise ConfigError("resume", f"{path} was written with different {'; '.join(changes)}: the global batch, "
@@ -223,7 +249,9 @@ class Run:
                         "; ".join(changes), int(state["num_updates"]))
         self.acc.unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        new_schedule = schedule_changes(state, self.cfg.train)
+        if not new_schedule:
+            self.scheduler.load_state_dict(state["scheduler"])
         scaler = getattr(self.acc, "scaler", None)
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -232,6 +260,11 @@ class Run:
         set_rng_state(state["rng"])
         self.progress.epoch, self.progress.num_updates = int(state["epoch"]), int(state["num_updates"])
         self.progress.best_top1 = float(state["best_top1"])
+        if new_schedule:
+            follow_schedule(self.scheduler, self.optimizer, self.progress.num_updates)
+            log.warning("resuming with a new schedule (%s): from update %d the lr follows this config's schedule "
+                        "(now %.3g)", "; ".join(new_schedule), self.progress.num_updates,
+                        self.optimizer.param_groups[0]["lr"])
 
     # --- the loop ---------------------------------------------------------------------------
     def resume_from_last(self) -> None:
@@ -258,6 +291,16 @@ class Run:
         if self.ema is not None:
             val["val_top1_ema"] = evaluate(self.ema.module, self.val_loader, acc, self.distilled)["val_top1"]
         return {**train_stats, **val}
+
+    def warn_if_teacher_unfit(self, epoch: int, train_top1: float, val_top1: float | None) -> None:
+        """Once per run: log and emit a ``warning`` event (field ``teacher``) when the teacher is often
+        wrong on the student's training crops (deit_core/teacher_fitness.py says when and what to do)."""
+        dist = self.cfg.distillation
+        text = None if self.fitness_warned else fitness_warning(train_top1, val_top1, dist.type, dist.alpha)
+        if text:
+            self.fitness_warned = True
+            log.warning("epoch %d: %s", epoch + 1, text)
+            self.events.emit("warning", epoch=epoch + 1, field="teacher", message=text, teacher_train_top1=train_top1)
 
     def _open_teacher_feed(self, start_epoch: int, steps: int) -> TeacherFeed | None:
         """The teacher-output cache for this run (deit_core/teacher_cache/): None when it neither
@@ -338,6 +381,8 @@ class Run:
                         loss=s["loss"], lr=s["lr"], img_per_s=s["img_per_s"], eta_s=round(remaining * s["s_per_step"], 1))
 
             epoch_metrics = self.run_epoch(epoch, teacher_preds, on_step)
+            if "teacher_train_top1" in epoch_metrics:
+                self.warn_if_teacher_unfit(epoch, epoch_metrics["teacher_train_top1"], teacher_metrics.get("teacher_top1"))
             is_best = epoch_metrics["val_top1"] > self.progress.best_top1
             self.progress.best_top1 = max(self.progress.best_top1, epoch_metrics["val_top1"])
             self.progress.epoch = epoch + 1
@@ -380,6 +425,15 @@ def build_optimization(model: torch.nn.Module, t: TrainConfig, global_batch: int
         optimizer, t_initial=t.epochs * updates_per_epoch, lr_min=t.min_lr,
         warmup_t=t.warmup_epochs * updates_per_epoch, warmup_lr_init=t.warmup_lr, t_in_epochs=False)
     return optimizer, scheduler, lr
+
+
+def follow_schedule(scheduler, optimizer, num_updates: int) -> None:
+    """Make a freshly built ``scheduler`` (from this config) drive an optimizer whose state was
+    loaded from a checkpoint: the loaded param groups carry the old run's ``initial_lr``, so it is
+    set to the new schedule's base lr, and the lr to where the new schedule is at ``num_updates``."""
+    for group, base in zip(optimizer.param_groups, scheduler.base_values):
+        group["initial_lr"] = base
+    scheduler.step_update(num_updates)
 
 
 def log_placement(rank: int, world: int) -> None:

@@ -196,7 +196,8 @@ def validate_first_trials(raw: Any, space: Mapping[str, dict[str, Any]], trials:
 def validate_pruner(raw: Any) -> dict[str, Any]:
     """``{"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0}`` (default), ``{"type":
     "threshold", "lower": 50.0}`` (prune a trial whose val top-1 is below ``lower`` at an epoch after
-    the warm-up), or ``{"type": "none"}``."""
+    the warm-up), or ``{"type": "none"}``. ``n_warmup_steps`` N spares a trial's epochs 1..N; the
+    last epoch is never pruned (worker.sweep.may_prune)."""
     raw = {"type": "median"} if raw is None else raw
     if not isinstance(raw, Mapping):
         raise SweepError("pruner", "must be an object {type: median | threshold | none, ...}")

@@ -248,3 +248,79 @@ def test_a_sweep_is_not_retried(sqlite_db, tmp_path):
     with sqlite_db.session() as s, pytest.raises(lifecycle.JobConflict) as e:
         lifecycle.retry(s, None, Settings(database_url=sqlite_db.url, storage=str(tmp_path)), s.get(Job, sweep_id))
     assert e.value.field == "kind"
+
+
+# ----------------------------------------------------------------------------- the pruner's rules
+def median_study(n_startup_trials: int = 1):
+    import optuna
+
+    from worker.sweep import pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = {"pruner": {"type": "median", "n_startup_trials": n_startup_trials, "n_warmup_steps": 0}}
+    return optuna.create_study(direction="maximize", pruner=pruner(cfg))  # in memory: no service
+
+
+def finished_trial(st, curve: dict[int, float], epochs: int) -> None:
+    """A completed trial, reported as the driver reports one (worker.sweep.judge, no pruning)."""
+    from worker.sweep import judge
+
+    t = st.ask()
+    judge(t, {}, curve, epochs, 0, prune=False)
+    st.tell(t, curve[max(curve)])
+
+
+def test_an_epoch_is_reported_at_its_share_of_the_trials_own_schedule():
+    from worker.sweep import schedule_step
+
+    assert [schedule_step(e, 4) for e in range(5)] == [0, 25, 50, 75, 100]
+    assert [schedule_step(e, 3) for e in (1, 2, 3)] == [33, 67, 100]
+    assert schedule_step(1, 400) == 1 and schedule_step(400, 400) == 100
+    st = median_study()
+    finished_trial(st, {1: 10.0, 2: 20.0}, epochs=2)
+    values = st.trials[0].intermediate_values
+    assert sorted(values) == list(range(50, 101))  # every percent from its first epoch's, so trials of any length meet
+    assert values[50] == values[99] == 10.0 and values[100] == 20.0  # what it had done by that share
+
+
+def test_a_long_schedule_is_compared_at_the_same_share_not_the_same_epoch():
+    """A 4-epoch trial ends at 80% top-1; a 10-epoch one at its epoch 4 has run 40% of its schedule.
+    By absolute epoch (the old rule) the long trial is far below at epoch 4; at the same share it is not."""
+    from worker.sweep import judge
+
+    st = median_study()
+    finished_trial(st, {1: 10.0, 2: 30.0, 3: 50.0, 4: 80.0}, epochs=4)
+    long = st.ask()
+    assert judge(long, {}, {1: 5.0, 2: 8.0, 3: 28.0, 4: 35.0}, epochs=10, warmup_epochs=0) is None
+    assert sorted(st.trials[1].intermediate_values) == list(range(10, 41))
+    assert not long.should_prune()  # 35 at 40% against the short trial's 10 at 25%
+
+    # and a long trial that is weak at its share is still pruned, at the first epoch it is behind
+    long2 = st.ask()
+    assert judge(long2, {}, {1: 5.0, 2: 8.0, 3: 9.0, 4: 35.0}, epochs=10, warmup_epochs=0) == (3, 9.0)  # 9 < 10 at 30%
+
+
+def test_warm_up_spares_the_epochs_it_names():
+    from worker.sweep import judge, may_prune
+
+    assert [e for e in range(1, 6) if may_prune(e, 5, 2)] == [3, 4]  # 1..2 spared, 5 is the last
+    assert [e for e in range(1, 6) if may_prune(e, 5, 0)] == [1, 2, 3, 4]
+    st = median_study()
+    finished_trial(st, {1: 50.0, 2: 60.0, 3: 70.0, 4: 80.0}, epochs=4)
+    weak = st.ask()
+    assert judge(weak, {}, {1: 1.0}, epochs=4, warmup_epochs=1) is None  # epoch 1 is warm-up 1's
+    assert weak.should_prune()  # what Optuna alone would have done (its warm-up 1 spares only step 0)
+    assert judge(weak, {25: 1.0}, {1: 1.0, 2: 2.0}, epochs=4, warmup_epochs=1) == (2, 2.0)
+
+
+def test_a_trial_is_never_pruned_at_its_final_epoch():
+    from worker.sweep import judge
+
+    st = median_study()
+    finished_trial(st, {1: 50.0, 2: 60.0}, epochs=2)
+    weak = st.ask()
+    assert judge(weak, {}, {1: 1.0}, epochs=1, warmup_epochs=0) is None  # its only epoch is its last
+    assert weak.should_prune()  # what Optuna alone would have done
+    weak2 = st.ask()
+    assert judge(weak2, {}, {1: 1.0, 2: 2.0}, epochs=2, warmup_epochs=0) == (1, 1.0)
+    assert judge(st.ask(), {}, {2: 2.0}, epochs=2, warmup_epochs=0) is None  # only the last epoch is new

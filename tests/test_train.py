@@ -89,7 +89,7 @@ def test_two_process_torchrun_distillation(trained_teacher, odd_val_digits, tmp_
     assert done["event"] == "done"
     sums = done["rank_weight_checksums"]
     assert len(sums) == 2 and sums[0] == sums[1], "ranks ended with different weights"
-    assert {"teacher_top1", "val_agreement", "val_top1_cls", "val_top1_dist"} <= done.keys()
+    assert {"teacher_top1", "val_agreement", "val_top1_cls", "val_top1_dist", "teacher_train_top1"} <= done.keys()
     assert (out / "checkpoints/last.pt").is_file()
     assert load_file(str(out / "final/model.safetensors"))["dist_token"].shape[-1] == 192
     # gathered from both ranks (40 + 39 images), each image once, in one order
@@ -190,6 +190,60 @@ def test_resume_with_other_accum_steps_needs_allow_reshard(trained_teacher, smal
     assert start["resumed"] and start["start_epoch"] == 1 and start["global_batch"] == 32
     assert [e["epoch"] for e in ev[ev.index(start):] if e["event"] == "epoch"] == [2]
     assert torch.load(run / "checkpoints/last.pt", weights_only=True)["config"]["train"]["accum_steps"] == 2
+
+
+def test_a_distill_run_records_the_teachers_fitness_each_epoch(trained_teacher, small_digits, tmp_path):
+    """``teacher_train_top1`` (the teacher's top-1 on the student's mixed training crops) in every
+    epoch event; the warning event exactly when deit_core.teacher_fitness says the teacher is unfit."""
+    from deit_core.teacher_fitness import fitness_warning
+
+    cfg = write(tmp_path / "d.json", distill_config(small_digits, str(trained_teacher / "final"), "hard", epochs=2,
+                                                      mixup=0.8, cutmix=1.0))
+    out = tmp_path / "run"
+    r = run_cli("-m", "deit_core.train", "--config", str(cfg), "--output", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = events(out)
+    epochs = [e for e in ev if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(0.0 <= e["teacher_train_top1"] <= 100.0 for e in epochs)
+    val_top1 = next(e for e in ev if e["event"] == "teacher")["teacher_top1"]
+    unfit = [e["epoch"] for e in epochs if fitness_warning(e["teacher_train_top1"], val_top1, "hard", 0.5)]
+    warnings = [e for e in ev if e["event"] == "warning"]
+    assert [w["epoch"] for w in warnings] == unfit[:1]  # once per run, at the first unfit epoch
+    assert all(w["field"] == "teacher" and "distillation.alpha" in w["message"] for w in warnings)
+
+
+def test_resume_with_another_batch_size_is_refused(trained_teacher, small_digits, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_teacher, run)  # one finished epoch at batch_size 16
+    cfg = write(tmp_path / "t.json", teacher_config(small_digits, epochs=2, ema=True, ema_decay=0.9, batch_size=8))
+    r = run_cli("-m", "deit_core.train", "--config", str(cfg), "--output", str(run), "--resume", "--allow-reshard")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "train.batch_size 16" in r.stderr and "this config has 8" in r.stderr
+    err = events(run)[-1]
+    assert err["event"] == "error" and err["field"] == "train.batch_size" and err["exit_code"] == 2
+    assert torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_resume_with_more_epochs_and_another_lr_follows_the_new_schedule(trained_teacher, small_digits, tmp_path):
+    from deit_core.config import parse_config
+    from deit_core.train import build_optimization
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_teacher, run)  # one finished epoch of a 1-epoch schedule at lr 1e-3
+    raw = teacher_config(small_digits, epochs=3, ema=True, ema_decay=0.9, lr=5.0e-4)
+    r = run_cli("-m", "deit_core.train", "--config", str(write(tmp_path / "t.json", raw)), "--output", str(run), "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming with a new schedule (train.epochs 1 -> 3; train.lr 0.001 -> 0.0005)" in r.stderr
+    ev = events(run)
+    start = [e for e in ev if e["event"] == "start"][-1]
+    steps = start["steps_per_epoch"]
+    _, expected, _ = build_optimization(torch.nn.Linear(2, 2), parse_config(raw).train, start["global_batch"], steps)
+    for e in [e for e in ev[ev.index(start):] if e["event"] == "epoch"]:
+        expected.step_update(e["epoch"] * steps)  # the lr after the epoch's last update, on the new schedule
+        assert e["lr"] == pytest.approx(expected.optimizer.param_groups[0]["lr"], rel=1e-9), e["epoch"]
+    assert e["epoch"] == 3 and e["lr"] > 0
 
 
 # ----------------------------------------------------------------------------- data and accumulation

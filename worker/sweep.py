@@ -116,14 +116,88 @@ def distributions(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Pruning: on the share of each trial's own schedule
+# ---------------------------------------------------------------------------------------------
+# Trials of one sweep may run for different ``epochs`` (and ``lr``, hence cosine schedules of other
+# lengths). Compared at the same absolute epoch, a 10-epoch trial at epoch 3 is still at high lr
+# while a 4-epoch one has nearly annealed, so the median pruner stopped long schedules for being
+# early, not for being weak. So a trial's epoch ``e`` of ``E`` is reported to Optuna at step
+# ``round(100 * e / E)``, the percent of its own schedule it has run, and each percent after it, up
+# to the next epoch's, carries its value (the val top-1 of the last epoch done by that share).
+# Trials of any lengths then meet at every step: the median at a trial's step compares it with
+# where each finished trial stood at the same share of its own schedule, or a little before (never
+# after, so a coarse trial is not credited with epochs it had not yet run). (Comparing only trials
+# of equal ``epochs`` would leave a sweep over epochs with few or no trials to compare.)
+# Optuna's own warm-up counts steps, which are now percents, so it is built with none and the
+# warm-up is applied here in epochs, as the user wrote it (:func:`may_prune`).
+SCHEDULE_STEPS = 100
+
+
+def schedule_step(epoch: int, epochs: int) -> int:
+    """The Optuna step of a trial's ``epoch`` (numbered from 1) of ``epochs``: the percent of its
+    own schedule done, 1 to :data:`SCHEDULE_STEPS` (0 before its first epoch)."""
+    if epoch <= 0:
+        return 0
+    return min(SCHEDULE_STEPS, max(1, round(SCHEDULE_STEPS * epoch / epochs)))
+
+
+def may_prune(epoch: int, epochs: int, warmup_epochs: int) -> bool:
+    """Whether a trial may be pruned after ``epoch`` (numbered from 1, as the runs number them).
+
+    ``n_warmup_steps`` = N spares epochs 1..N (Optuna's own rule, ``step < N``, spared only 1..N-1
+    of our 1-based epochs). The last epoch is never pruned: the trial has spent its whole budget,
+    and its result is a finished trial's, which Optuna should be told, not thrown away.
+    """
+    return warmup_epochs < epoch < epochs
+
+
+def judge(trial, reported: dict[int, float], curve: dict[int, float], epochs: int, warmup_epochs: int,
+          prune: bool = True) -> tuple[int, float] | None:
+    """Report a trial's new epochs to Optuna (``trial``, an ``optuna.Trial``) in order, each at its
+    :func:`schedule_step`, the percents between the previous epoch's and it carrying the previous
+    epoch's value, asking the pruner after each epoch that :func:`may_prune` (never with ``prune``
+    false: a finished trial's last epochs, reported so later trials meet it at every step; its
+    steps after the last epoch's, none, since that is 100). ``reported``: the steps Optuna holds
+    already. Returns (epoch, val top-1) where the pruner stops the trial, else None.
+
+    A schedule of over 100 epochs has epochs that share a percent; those are judged once, at the
+    first of them.
+    """
+    before: tuple[int, float] | None = None  # the previous epoch of the curve and its value
+    for epoch, value in sorted(curve.items()):
+        step = schedule_step(epoch, epochs)
+        if step in reported:
+            before = (step, value)
+            continue
+        if before is not None:
+            for s in range(before[0] + 1, step):
+                if s not in reported:
+                    trial.report(before[1], s)
+        trial.report(value, step)
+        reported = {**reported, step: value}
+        before = (step, value)
+        if prune and may_prune(epoch, epochs, warmup_epochs) and trial.should_prune():
+            return epoch, value
+    if not prune:
+        return None
+    if curve:  # nothing new, but other trials' epochs may have moved the median
+        epoch, value = max(curve.items())
+        if may_prune(epoch, epochs, warmup_epochs) and trial.should_prune():
+            return epoch, value
+    return None
+
+
 def pruner(cfg: dict[str, Any]):
+    """The sweep's Optuna pruner, with no warm-up of its own: :func:`may_prune` applies the
+    sweep's ``n_warmup_steps`` in epochs (steps are percents of a schedule, see above)."""
     import optuna
 
     p = cfg["pruner"]
     if p["type"] == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p["n_startup_trials"], n_warmup_steps=p["n_warmup_steps"])
+        return optuna.pruners.MedianPruner(n_startup_trials=p["n_startup_trials"], n_warmup_steps=0)
     if p["type"] == "threshold":
-        return optuna.pruners.ThresholdPruner(lower=p["lower"], n_warmup_steps=p["n_warmup_steps"])
+        return optuna.pruners.ThresholdPruner(lower=p["lower"], n_warmup_steps=0)
     return optuna.pruners.NopPruner()
 
 
@@ -272,9 +346,11 @@ class Driver:
 
         if ft.state.is_finished():
             return
+        epochs, warmup = int(job.config["train"]["epochs"]), self.cfg["pruner"].get("n_warmup_steps", 0)
         if job.state == SUCCEEDED:
             top1 = (job.metrics or {}).get("val_top1")
             if isinstance(top1, (int, float)):
+                judge(Trial(st, ft._trial_id), dict(ft.intermediate_values), self._val_top1(job), epochs, warmup, prune=False)
                 st.tell(ft.number, float(top1))
             else:
                 st.tell(ft.number, state=TrialState.FAIL)
@@ -283,18 +359,9 @@ class Driver:
         elif job.state in (FAILED, CANCELLED):
             st.tell(ft.number, state=TrialState.FAIL)
         elif job.state == RUNNING and not job.cancel_requested:
-            trial, curve = Trial(st, ft._trial_id), self._val_top1(job)
-            pruned_at = None
             # Epochs are reported in order and the pruner asked after each, so a trial is stopped
             # at the first epoch the pruner rejects, however late this call comes.
-            for epoch, value in sorted(curve.items()):
-                if epoch not in ft.intermediate_values:
-                    trial.report(value, epoch)
-                    if trial.should_prune():
-                        pruned_at = (epoch, value)
-                        break
-            if pruned_at is None and curve and trial.should_prune():  # a median moved by other trials' epochs
-                pruned_at = max(curve.items())
+            pruned_at = judge(Trial(st, ft._trial_id), dict(ft.intermediate_values), self._val_top1(job), epochs, warmup)
             if pruned_at is not None:
                 reason = (f"{lifecycle.PRUNE_REASON} {self.sweep.id} ({self.cfg['pruner']['type']} pruner) at epoch "
                           f"{pruned_at[0]}: val top-1 {pruned_at[1]:.2f}%")

@@ -37,7 +37,7 @@ def teacher_checkpoint(service) -> int:
 def sweep_body(service, checkpoint: int, **over) -> dict:
     return {"kind": "sweep", "name": "tiny-sweep", "config": tiny("distill", str(service.data), checkpoint=checkpoint),
             "search_space": {"epochs": [1, 3], "alpha": {"low": 0.2, "high": 0.8}},
-            "trials": 2, "parallel": 2, "pruner": {"type": "threshold", "lower": 100.0, "n_warmup_steps": 2},
+            "trials": 2, "parallel": 2, "pruner": {"type": "threshold", "lower": 100.0, "n_warmup_steps": 1},
             "first_trials": [{"epochs": 1}, {"epochs": 3}], **over}
 
 
