@@ -17,7 +17,7 @@ from server.models import Artifact
 from server.storage import link_or_copy
 
 from .attempt import Attempt
-from .run_contract import CHECKPOINT_ARTIFACT, EXPORT_FILES, EXPORT_REPORT, attempt_dir
+from .run_contract import CHECKPOINT_ARTIFACT, EXPORT_FILES, EXPORT_REPORT, FINAL_CONFIG, FINAL_WEIGHTS, attempt_dir
 
 
 def add_row(attempt: Attempt, **values: Any) -> int:
@@ -45,17 +45,17 @@ def register_file(attempt: Attempt, artifacts_root: Path, src: Path, kind: str, 
 
 def register_checkpoint(attempt: Attempt, artifacts_root: Path, final: Path) -> int:
     """final/model.safetensors (+ config.json beside it): the folder the engine loads."""
-    cfg_path = final / "config.json"
-    link_or_copy(cfg_path, attempt_dir(artifacts_root, attempt.job_id, attempt.number) / CHECKPOINT_ARTIFACT / "config.json")
-    meta: dict[str, Any] = {"files": ["model.safetensors", "config.json"]}
+    cfg_path = final / FINAL_CONFIG
+    link_or_copy(cfg_path, attempt_dir(artifacts_root, attempt.job_id, attempt.number) / CHECKPOINT_ARTIFACT / FINAL_CONFIG)
+    meta: dict[str, Any] = {"files": [FINAL_WEIGHTS, FINAL_CONFIG]}
     try:  # config.json is small and is what a client needs to rebuild the model: keep it inline
         model_config = json.loads(cfg_path.read_text())
         meta["architecture"] = model_config.get("architecture")
         meta["config_json"] = model_config
     except (OSError, ValueError, AttributeError):
         pass
-    return register_file(attempt, artifacts_root, final / "model.safetensors", "checkpoint", "checkpoint", meta,
-                         name=f"{CHECKPOINT_ARTIFACT}/model.safetensors")
+    return register_file(attempt, artifacts_root, final / FINAL_WEIGHTS, "checkpoint", "checkpoint", meta,
+                         name=f"{CHECKPOINT_ARTIFACT}/{FINAL_WEIGHTS}")
 
 
 def register_export(attempt: Attempt, artifacts_root: Path, out: Path) -> None:
