@@ -40,7 +40,6 @@ from .run_contract import OUTPUT_LOG, SLURM_SCRIPT
 
 log = logging.getLogger(__name__)
 
-SCRIPT = SLURM_SCRIPT
 RDZV_PORT_BASE, RDZV_PORT_SPAN = 29500, 20000
 # Slurm job states in which processes of the job may still exist (squeue's long names).
 ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED", "REQUEUE_HOLD",
@@ -269,8 +268,8 @@ class SlurmLauncher:
             env["CUDA_VISIBLE_DEVICES"] = ""
         text = sbatch_script(self.settings, spec.job_id, spec.attempt, spec.run_dir, spec.nodes, spec.processes_per_node,
                              spec.train_args())
-        script = spec.run_dir / SCRIPT
-        os.replace(write_temp_beside(script, text.encode(), SCRIPT), script)  # atomic: never half a script
+        script = spec.run_dir / SLURM_SCRIPT
+        os.replace(write_temp_beside(script, text.encode(), SLURM_SCRIPT), script)  # atomic: never half a script
         with open(spec.run_dir / OUTPUT_LOG, "ab") as out:
             out.write(f"$ sbatch --parsable {script}\n".encode())
         slurm_id = submit(script, env)
