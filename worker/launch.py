@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -20,10 +21,37 @@ import psutil
 log = logging.getLogger(__name__)
 
 
-def train_command(config_path: Path, run_dir: Path, processes: int, resume: bool = False) -> list[str]:
+def train_args(config_path: Path, run_dir: Path, resume: bool = False, extra: tuple[str, ...] = ()) -> list[str]:
+    """``deit_core.train``'s arguments, the same under every launcher (local torchrun or Slurm)."""
+    return ["--config", str(config_path), "--output", str(run_dir)] + (["--resume"] if resume else []) + list(extra)
+
+
+def train_command(config_path: Path, run_dir: Path, processes: int, resume: bool = False,
+                  extra: tuple[str, ...] = ()) -> list[str]:
     """``torchrun --standalone`` picks a free rendezvous port, so parallel runs never clash."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "deit_core.train", "--config", str(config_path), "--output", str(run_dir)] + (["--resume"] if resume else [])
+            "-m", "deit_core.train", *train_args(config_path, run_dir, resume, extra)]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One attempt's training, as data: every launcher builds its command line from this."""
+
+    job_id: int
+    attempt: int
+    run_dir: Path
+    config_path: Path
+    nodes: int = 1
+    processes_per_node: int = 1
+    resume: bool = False
+    extra_args: tuple[str, ...] = ()  # e.g. the teacher-output cache store and cap
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.processes_per_node
+
+    def train_args(self) -> list[str]:
+        return train_args(self.config_path, self.run_dir, self.resume, self.extra_args)
 
 
 def export_command(final_dir: Path, out_dir: Path, val_dir: str | None, extra: tuple[str, ...] = (),

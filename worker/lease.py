@@ -28,7 +28,14 @@ from deit_core.lease import read_lease_file, write_lease_file
 from server import lifecycle
 from server.db import Database, database_unavailable
 
+from .run_contract import attempt_dir_name
+
 log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the attempt's lease; the run's processes are (or are being)
+    stopped and nothing more may be written for the attempt. The worker's one lease-lost error."""
 
 
 class LocalLeases:
@@ -154,7 +161,7 @@ def wait_for_earlier_attempts(job_root: Path, attempt: int, lease_s: float, shou
     and none of its processes is alive on this host. Processes still alive a whole lease after
     their lease ran out are stale (their lease is gone from the database) and are killed."""
     for earlier in range(attempt - 1, 0, -1):
-        run_dir = job_root / f"attempt-{earlier}"
+        run_dir = job_root / attempt_dir_name(earlier)
         lease = read_lease_file(run_dir)
         deadline = (lease["expires_at"] if lease else 0.0) + lease_s / 3
         told = False

@@ -88,14 +88,23 @@ def parse_failures(text: str) -> list[RankFailure]:
     return failures
 
 
-def failure_reason(log_path: Path, engine_error: str | None) -> str | None:
-    """The reason to report for a failed distributed run (see the module docstring), or None."""
+def read_log_tail(log_path: Path) -> str:
+    """The last :data:`TAIL_BYTES` of a run's log ('' when it cannot be read): torchrun's summary is there."""
     try:
         with open(log_path, "rb") as f:
             f.seek(max(0, f.seek(0, 2) - TAIL_BYTES))
-            text = f.read().decode(errors="replace")
+            return f.read().decode(errors="replace")
     except OSError:
-        text = ""
+        return ""
+
+
+def failure_reason(log_path: Path, engine_error: str | None) -> str | None:
+    """The reason to report for a failed distributed run (see the module docstring), or None."""
+    return failure_reason_in(read_log_tail(log_path), engine_error)
+
+
+def failure_reason_in(text: str, engine_error: str | None) -> str | None:
+    """:func:`failure_reason` on the log's text (no file access, so the outcome of an attempt is a pure function)."""
     failures = parse_failures(text)
     killed = sorted((f for f in failures if f.signal and f.signal not in AGENT_SIGNALS), key=lambda f: not f.root)
     if killed:

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from celery import Celery
 
@@ -31,6 +32,7 @@ from server.settings import Settings
 from server.vocabulary import RUNNING
 
 from . import slurm
+from .launchers import Run
 from .lease import LocalLeases
 from .runner import JobRunner
 
@@ -43,8 +45,9 @@ class SlurmReattach:
     reconciler should restart or fail it as usual."""
 
     def __init__(self, celery: Celery, settings: Settings, database: Database, local: LocalLeases,
-                 stopping: threading.Event):
+                 stopping: threading.Event, sweep_hook: Callable[[int], None] | None = None):
         self.celery, self.settings, self.db, self.local, self.stopping = celery, settings, database, local, stopping
+        self.sweep_hook = sweep_hook  # the run task's (worker.tasks): a re-attached trial's sweep goes on as it runs
 
     def __call__(self, job_id: int, attempt: int, owner: str | None, expires) -> bool:
         with self.db.session() as s:
@@ -68,7 +71,7 @@ class SlurmReattach:
         if st.state is None:
             self._expire_lease_file(run_dir, owner)
             return False
-        runner = JobRunner(self.celery, self.settings, self.db, job_id, self.stopping, self.local)
+        runner = JobRunner(self.celery, self.settings, self.db, job_id, self.stopping, self.local, self.sweep_hook)
         new_owner = f"{runner.worker_name}#{attempt}"
         with self.db.session() as s:
             won = lifecycle.take_over_lease(s, job_id, attempt, owner, expires, new_owner, runner.worker_name,
@@ -77,13 +80,13 @@ class SlurmReattach:
             return True  # another worker re-attached first, or the job moved on
         log.warning("job %s: attempt %d's worker (%s) is gone but its Slurm job %s is %s; re-attaching",
                     job_id, attempt, owner, slurm_id, st.state)
-        run = slurm.SlurmRun(slurm_id, self.settings.slurm_poll_s)
+        run = runner.launcher.reattach(slurm_id)
         threading.Thread(target=self._supervise, args=(runner, attempt, new_owner, run),
                          name=f"reattach-{job_id}-{attempt}", daemon=True).start()
         return True
 
     @staticmethod
-    def _supervise(runner: JobRunner, attempt: int, owner: str, run: slurm.SlurmRun) -> None:
+    def _supervise(runner: JobRunner, attempt: int, owner: str, run: Run) -> None:
         try:
             runner.reattach(attempt, owner, run)
         except Exception:  # the thread must say why it ended; the lease then expires and is judged again

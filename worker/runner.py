@@ -4,54 +4,66 @@ dependants. Every state change goes through :mod:`server.lifecycle`.
 Tasks take a job id, reload everything from the database and keep no ORM object across steps,
 so the session is short-lived even when the run takes hours. Every log record carries the job id.
 
-The attempt runs under a lease (``worker.lease``): every write for it (progress, metric points,
-artifacts, released children, the final state) is fenced by ``lifecycle.lease_held``/``fence``, so a
-worker that lost the job (it looked dead and the job was restarted elsewhere) cannot write over the
-new attempt. The database may go away for a while: progress and metric points are buffered and
-written when it is back, and the steps that must reach it wait for it.
+The runner only sequences the steps; each job is elsewhere:
+
+- :class:`worker.attempt.Attempt`: every write under the attempt's lease, waiting out a database outage;
+- ``worker.launchers``: starting, polling, stopping and re-attaching runs (local torchrun or Slurm);
+- ``worker.supervise`` + ``worker.progress``: watching a run and streaming its metrics;
+- :func:`worker.outcome.attempt_outcome`: what an exit code, the processes' errors and a stop
+  request mean for the attempt (a pure function);
+- ``worker.artifacts`` and ``worker.teacher_cache``: what the run produced, registered.
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
-import time
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 from celery import Celery
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select
 
-from deit_core.files import sha256_file
-from deit_core.lease import EXIT_LEASE_EXPIRED
+from deit_core.config import JobConfig
+from deit_core.files import write_json_atomic
 from server import lifecycle
-from server.db import Database, database_unavailable
-from server.models import Artifact, Job, MetricPoint, utcnow
+from server.db import Database
+from server.models import Job, MetricPoint
 from server.settings import Settings
-from server.storage import link_or_copy
-from server.vocabulary import CANCELLED, EXPORTING, FAILED, IN_PROGRESS_STATES, QUEUED, RUNNING, SUCCEEDED, TEACHER
+from server.vocabulary import CANCELLED, EXPORTING, FAILED, QUEUED, RUNNING, SUCCEEDED, TEACHER
 
-from . import launch, slurm, sweep
+from . import launch
 from . import teacher_cache as caches
-from .launchers import LocalRun
-from .lease import LeaseKeeper, LocalLeases, wait_for_earlier_attempts
-from .rank_failure import failure_reason
+from .artifacts import register_checkpoint, register_export, register_rejected_report
+from .attempt import Attempt
+from .job_config import resolved_config, stored_config
+from .launchers import LocalLauncher, Run, launcher_for
+from .lease import LeaseKeeper, LeaseLost, LocalLeases, wait_for_earlier_attempts
+from .outcome import (
+    CONTINUE,
+    DETACH,
+    EXPORT,
+    FAIL,
+    LEASE_LOST,
+    LOSE,
+    REQUEUE,
+    RETRY,
+    STOP,
+    SUCCEED,
+    TRAIN,
+    Outcome,
+    StepErrors,
+    StopRequest,
+    attempt_outcome,
+)
+from .progress import ProgressWriter
+from .rank_failure import read_log_tail
 from .registry import worker_name
-from .retention import prune_attempts
-from .tail import MetricsTail, RunProgress
+from .retention import carry_over_checkpoint, prune_attempts
+from .run_contract import EXPORT_DIR, EXPORT_ERROR, EXPORT_REJECTED, FINAL, JOB_JSON, METRICS, OUTPUT_LOG, attempt_dir
+from .supervise import Ended, supervise
 
 logger = logging.getLogger(__name__)
-
-EXPORT_FILES = {  # file in the export dir -> (artifact kind, format)
-    "model.ptl": ("mobile", "ptl"),
-    "model.pte": ("mobile", "pte"),
-    "model_int8.pt": ("server", "pt"),
-    "labels.json": ("metadata", "labels"),
-    "report.json": ("report", "report"),
-}
-EXPORT_GATE_FAILED = 3
-BAD_CONFIG = 2  # the engine's exit code for a config it rejects: no retry can fix it
 
 
 class JobLog(logging.LoggerAdapter):
@@ -62,487 +74,216 @@ class JobLog(logging.LoggerAdapter):
         return f"[job {self.extra['job_id']}] {msg}", kwargs
 
 
-class Cancelled(Exception):
-    """The user asked to cancel; the processes are already stopped."""
-
-
-class WorkerStopping(Exception):
-    """The worker is shutting down (SIGTERM); the run's processes are already stopped."""
-
-
-class Detached(Exception):
-    """The worker is shutting down and left the run (a Slurm job) going: the next worker re-attaches."""
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds the attempt's lease; the run's processes are already stopped and
-    nothing more may be written for the attempt."""
-
-
 class JobRunner:
-    """Runs one job from ``queued`` to a final state. One instance per delivery."""
+    """Runs one job from ``queued`` to a final state. One instance per delivery. ``sweep_hook(job_id)``
+    (the run task's one place that consults a sweep) runs after each stored validation point of a
+    sweep's trial and after the delivery ends."""
 
     def __init__(self, celery: Celery, settings: Settings, database: Database, job_id: int,
-                 stopping: threading.Event | None = None, local_leases: LocalLeases | None = None):
+                 stopping: threading.Event | None = None, local_leases: LocalLeases | None = None,
+                 sweep_hook: Callable[[int], None] | None = None):
         self.celery, self.settings, self.db, self.job_id = celery, settings, database, job_id
         self.stopping = stopping or threading.Event()
         self.local_leases = local_leases
+        self.sweep_hook = sweep_hook
         self.log = JobLog(logger, {"job_id": job_id})
         self.worker_name = worker_name(settings)  # DISTILLERY_WORKER_NAME or host:pid (worker.registry)
-        self._pending_points: list[dict[str, Any]] = []
-        self._db_down = False
-        self._dirty = False  # progress not yet written
-        self.points_after: int | None = None  # metric points up to this step are stored (re-attach)
-        self.is_trial = False  # a sweep's trial: its sweep is advanced after each epoch
+        self.launcher = launcher_for(settings)  # training: local torchrun or Slurm (DISTILLERY_LAUNCHER)
+        self.exporter = LocalLauncher(settings.worker_gpus[:1])  # the exporter always runs here, on one GPU at most
 
     # -- entry ------------------------------------------------------------------------------------
     def run(self) -> str:
-        with self.db.session() as s:
-            job = s.get(Job, self.job_id)
-            if job is None:
-                self.log.warning("no such job; ignoring the message")
-                return "missing"
-            attempt = job.attempt
-            if self.stopping.is_set() and job.state == QUEUED:
-                # Messages are acked on receipt; one taken during shutdown is handed back, not lost.
-                lifecycle.enqueue(s, self.celery, self.settings, self.job_id)
-                self.log.info("worker shutting down; message handed back to the queue")
-                return "deferred"
-            self.run_dir = self.settings.runs_path / str(self.job_id) / f"attempt-{attempt}"
-            self.owner = f"{self.worker_name}#{attempt}"
-            if not lifecycle.claim(s, self.job_id, attempt, self.worker_name, str(self.run_dir), self.owner,
-                                   self.settings.lease_s):
-                self.log.info("not queued (state %s); duplicate or cancelled delivery, nothing to do", job.state)
-                return "skipped"
-        self.attempt = attempt
-        self.lease = (attempt, self.owner)
-        self.log.info("claimed attempt %d (lease %s); run directory %s", attempt, self.owner, self.run_dir)
-        self.keeper = LeaseKeeper(self.db, self.job_id, attempt, self.owner, self.settings.lease_s, self.run_dir,
-                                  self.local_leases, self.log, file_grace_s=self._lease_file_grace())
-        self.keeper.start()
-        return self._guarded(self._run)
+        try:
+            with self.db.session() as s:
+                job = s.get(Job, self.job_id)
+                if job is None:
+                    self.log.warning("no such job; ignoring the message")
+                    return "missing"
+                number = job.attempt
+                if self.stopping.is_set() and job.state == QUEUED:
+                    # Messages are acked on receipt; one taken during shutdown is handed back, not lost.
+                    lifecycle.enqueue(s, self.celery, self.settings, self.job_id)
+                    self.log.info("worker shutting down; message handed back to the queue")
+                    return "deferred"
+                run_dir = attempt_dir(self.settings.runs_path, self.job_id, number)
+                owner = f"{self.worker_name}#{number}"
+                if not lifecycle.claim(s, self.job_id, number, self.worker_name, str(run_dir), owner, self.settings.lease_s):
+                    self.log.info("not queued (state %s); duplicate or cancelled delivery, nothing to do", job.state)
+                    return "skipped"
+            self.log.info("claimed attempt %d (lease %s); run directory %s", number, owner, run_dir)
+            attempt = self._hold(number, owner, run_dir)
+            return self._guarded(attempt, lambda: self._run(attempt, run_dir))
+        finally:
+            self._consult_sweep()
 
-    def reattach(self, attempt: int, owner: str, run: slurm.SlurmRun) -> str:
-        """Supervise attempt ``attempt``'s Slurm job, still running (or ended) after its worker
-        stopped, under the lease this worker just took over (``lifecycle.take_over_lease``); then
-        go on as if this worker had started it (export, artifacts, final state)."""
-        with self.db.session() as s:
-            job = s.get(Job, self.job_id)
-            self.run_dir = Path(job.run_dir)
-            self.points_after = s.scalar(select(func.max(MetricPoint.step)).where(
-                MetricPoint.job_id == self.job_id, MetricPoint.attempt == attempt))
-        self.attempt, self.owner, self.lease = attempt, owner, (attempt, owner)
-        self.log.info("re-attached to attempt %d's %s (lease %s)", attempt, run.describe(), owner)
-        self.keeper = LeaseKeeper(self.db, self.job_id, attempt, owner, self.settings.lease_s, self.run_dir,
-                                  self.local_leases, self.log, file_grace_s=self._lease_file_grace())
-        self.keeper.start()
-        return self._guarded(lambda: self._run(attached=run))
+    def reattach(self, number: int, owner: str, run: Run) -> str:
+        """Supervise attempt ``number``'s run (a Slurm job), still running (or ended) after its
+        worker stopped, under the lease this worker just took over (``lifecycle.take_over_lease``);
+        then go on as if this worker had started it (export, artifacts, final state)."""
+        try:
+            with self.db.session() as s:
+                run_dir = Path(s.get(Job, self.job_id).run_dir)
+                points_after = s.scalar(select(func.max(MetricPoint.step)).where(
+                    MetricPoint.job_id == self.job_id, MetricPoint.attempt == number))
+            self.log.info("re-attached to attempt %d's %s (lease %s)", number, run.describe(), owner)
+            attempt = self._hold(number, owner, run_dir)
+            return self._guarded(attempt, lambda: self._run(attempt, run_dir, attached=run, points_after=points_after))
+        finally:
+            self._consult_sweep()
 
-    def _lease_file_grace(self) -> float:
-        return slurm.lease_file_grace_s(self.settings) if self.settings.launcher == "slurm" else 0.0
+    def _hold(self, number: int, owner: str, run_dir: Path) -> Attempt:
+        """Start the heartbeats of the attempt's lease; the attempt that writes under it."""
+        keeper = LeaseKeeper(self.db, self.job_id, number, owner, self.settings.lease_s, run_dir, self.local_leases,
+                             self.log, file_grace_s=self.launcher.lease_file_grace_s())
+        keeper.start()
+        return Attempt(self.db, self.job_id, number, owner, keeper, self.log, outage_s=max(300.0, 10 * self.settings.lease_s))
 
-    def _guarded(self, body) -> str:
-        """``body()`` with every way an attempt can end mapped to the job's state."""
-        attempt = self.attempt
+    def _guarded(self, attempt: Attempt, body: Callable[[], str]) -> str:
+        """``body()``; a lost lease or anything unexpected still ends the attempt as it must."""
         try:
             return body()
-        except Detached:
-            self.keeper.keep_file = True  # the run goes on; its lease file must outlive this worker
-            self.log.info("worker shutting down; left %s running for the next worker to re-attach",
-                          self._launched.describe())
-            return "detached"
-        except Cancelled:  # by a user, or (a sweep's trial) by its pruner: then it ends pruned
-            state, reason = self._quietly(lambda s: lifecycle.stop_outcome(s.get(Job, self.job_id))) or \
-                (CANCELLED, "cancelled by user")
-            self._finish(state, error=reason)
-            self._fail_children("was cancelled", state=CANCELLED)
-            return state
-        except WorkerStopping:
-            return self._requeue()
         except LeaseLost:
-            self.log.warning("lost the lease of attempt %d; its run is stopped and nothing more is written", attempt)
-            return "lease_lost"
+            return self._end(attempt, Outcome(LOSE))
         except Exception as e:  # anything unexpected ends the job failed, with the reason
             self.log.exception("failed")
-            self._finish(FAILED, error=f"{type(e).__name__}: {e}")
-            self._fail_children("failed")
-            return FAILED
+            return self._end(attempt, Outcome(FAIL, FAILED, f"{type(e).__name__}: {e}", fail_children=True))
         finally:
-            self.keeper.stop()
+            attempt.keeper.stop()
 
-    def _run(self, attached: slurm.SlurmRun | None = None) -> str:
+    def _consult_sweep(self) -> None:
+        if self.sweep_hook is not None:
+            self.sweep_hook(self.job_id)
+
+    # -- the steps --------------------------------------------------------------------------------
+    def _run(self, attempt: Attempt, run_dir: Path, attached: Run | None = None, points_after: int | None = None) -> str:
         with self.db.session() as s:
             job = s.get(Job, self.job_id)
-            kind, config = job.kind, self._resolve(s, job.config)
-            self.is_trial = job.trial_number is not None
-        if attached is not None:  # re-attached: the run was started by an earlier worker
-            tail = RunProgress()
-            return self._after_training(self._supervise([], {}, tail=tail, run=attached), tail, kind, config)
-        wait_for_earlier_attempts(self.run_dir.parent, self.attempt, self.settings.lease_s,
-                                  lambda: self.stopping.is_set() or self.keeper.lost.is_set(), self.log)
-        self._check_lease()
-        (self.run_dir / "job.json").write_text(json.dumps(config, indent=2))
-        processes = int(config.get("resources", {}).get("processes", 1))
+            kind, trial = job.kind, job.trial_number is not None
+            stored = stored_config(job.config)
+            config = resolved_config(s, stored)
+        on_val_point = (lambda: self._consult_sweep()) if trial else None  # a sweep's pruner judges each epoch
+        progress = ProgressWriter(attempt, run_dir / METRICS, points_after, on_val_point)
+        run = attached if attached is not None else self._start(attempt, run_dir, config)
+        ended = self._supervise(run, attempt, progress)
+        outcome = attempt_outcome(TRAIN, ended.exit_code, StepErrors(read_log_tail(run_dir / OUTPUT_LOG), progress.engine_error,
+                                                                     launcher=run.ended_reason()), self._stop(ended, attempt))
+        if outcome.action != CONTINUE:
+            return self._end(attempt, outcome, run)
+        if kind == caches.TEACHER_OUTPUTS:  # no model, no export: register the cache, release the students
+            if not caches.finish_teacher_outputs(attempt, self.celery, self.settings, run_dir, stored.teacher.checkpoint):
+                return self._stopped(attempt)
+            self.log.info("succeeded")
+            return SUCCEEDED
+        # the checkpoint (a pipeline's distill job can start from here)
+        if not attempt.move(RUNNING, EXPORTING):
+            return self._stopped(attempt)
+        ckpt_id = register_checkpoint(attempt, self.settings.artifacts_path, run_dir / FINAL)
+        caches.register(attempt, run_dir)  # a teacher-output cache this run wrote ("auto"), for later students
+        if kind == TEACHER:
+            released = attempt.release_children(self.celery, self.settings, ckpt_id)
+            if released:
+                self.log.info("released dependent jobs %s with checkpoint artifact %d", released, ckpt_id)
+        return self._export(attempt, run_dir, config)
 
-        # 1. train
-        env = launch.child_env(self.settings.worker_gpus, processes)
-        resume = self._carry_over_checkpoint(config)
-        pruned = prune_attempts(self.run_dir.parent, self.attempt, self.settings.keep_attempts)
+    def _start(self, attempt: Attempt, run_dir: Path, config: JobConfig) -> Run:
+        """A new run of the attempt, once no earlier attempt can still be training; it resumes from
+        an earlier attempt's checkpoint when the config is the same."""
+        wait_for_earlier_attempts(run_dir.parent, attempt.number, self.settings.lease_s,
+                                  lambda: self.stopping.is_set() or attempt.lost, self.log)
+        attempt.check()
+        config_path = run_dir / JOB_JSON
+        write_json_atomic(config_path, config.to_dict())
+        resume = carry_over_checkpoint(run_dir.parent, attempt.number, run_dir, config.to_dict(), self.log)
+        pruned = prune_attempts(run_dir.parent, attempt.number, self.settings.keep_attempts)
         if pruned:
             self.log.info("removed old run directories %s (DISTILLERY_KEEP_ATTEMPTS=%d)",
                           [p.name for p in pruned], self.settings.keep_attempts)
-        cmd = launch.train_command(self.run_dir / "job.json", self.run_dir, processes, resume=resume)
-        cmd += caches.train_args(self.settings)  # the teacher-output cache store and cap (worker/teacher_cache.py)
-        run = None
-        if self.settings.launcher == "slurm":  # sbatch: srun + torchrun on each node (worker/slurm.py)
-            env = launch.child_env((), int(config["resources"].get("nodes", 1)) * processes)
-            run = slurm.start_training(self.settings, self.job_id, self.attempt, self.run_dir, config["resources"],
-                                       cmd[cmd.index("deit_core.train") + 1:], env, self.log)
-        elif int(config["resources"].get("nodes", 1)) > 1:  # torchrun --standalone would shrink the world
-            raise ValueError(f"resources.nodes={config['resources']['nodes']} needs a worker with the Slurm launcher "
-                             "(DISTILLERY_LAUNCHER=slurm); this worker runs on one host")
-        else:
-            self.log.info("training: %s", " ".join(cmd))
-        tail = RunProgress()
-        rc = self._supervise(cmd, env, tail=tail, run=run)
-        return self._after_training(rc, tail, kind, config)
+        spec = launch.TrainSpec(self.job_id, attempt.number, run_dir, config_path, nodes=config.resources.nodes,
+                                processes_per_node=config.resources.processes, resume=resume,
+                                extra_args=tuple(caches.train_args(self.settings)))  # the cache store and cap
+        return self.launcher.start(spec, self.log)
 
-    def _after_training(self, rc: int, tail: RunProgress, kind: str, config: dict[str, Any]) -> str:
-        if rc != 0:
-            return self._training_failed(rc, tail)
-        if kind == caches.TEACHER_OUTPUTS:  # no model, no export: register the cache, release the students
-            if not caches.finish_teacher_outputs(self):
-                self._check_lease()
-                raise Cancelled()
-            self.log.info("succeeded")
-            return SUCCEEDED
-
-        # 2. checkpoint (a pipeline's distill job can start from here)
-        moved = self._with_db(lambda s: lifecycle.transition(s, self.job_id, RUNNING, EXPORTING,
-                                                             where=lifecycle.lease_held(*self.lease)))
-        if not moved:
-            self._check_lease()
-            raise Cancelled()
-        ckpt_id = self._register_checkpoint(self.run_dir / "final")
-        caches.register(self)  # a teacher-output cache this run wrote ("auto"), for later students
-        if kind == TEACHER:
-            released = self._with_db(lambda s: lifecycle.release_children(
-                s, self.celery, self.settings, s.get(Job, self.job_id), ckpt_id, lease=self.lease))
-            if released:
-                self.log.info("released dependent jobs %s with checkpoint artifact %d", released, ckpt_id)
-
-        # 3. export
-        return self._export(config)
-
-    def _export(self, config: dict[str, Any]) -> str:
+    def _export(self, attempt: Attempt, run_dir: Path, config: JobConfig) -> str:
         """Run the exporter; it says why it failed in ``export.error.json`` (exit 3: parity gate)."""
-        out = self.run_dir / "export"
-        rejected = self.run_dir / "export.rejected"
-        error_file = self.run_dir / "export.error.json"
+        out, rejected, error_file = run_dir / EXPORT_DIR, run_dir / EXPORT_REJECTED, run_dir / EXPORT_ERROR
         for d in (out, rejected):
             shutil.rmtree(d, ignore_errors=True)
         error_file.unlink(missing_ok=True)
-        cmd = launch.export_command(self.run_dir / "final", out, config["data"].get("val"), self.settings.export_args,
-                                    error_file=error_file)
+        cmd = launch.export_command(run_dir / FINAL, out, config.data.val, self.settings.export_args, error_file=error_file)
         self.log.info("exporting: %s", " ".join(cmd))
-        rc = self._supervise(cmd, launch.child_env(self.settings.worker_gpus[:1], 1))
-        if rc == 0:
-            self._register_export(out)
-            if not self._finish(SUCCEEDED, from_states=EXPORTING):
-                self._check_lease()
-                raise Cancelled()
+        run = self.exporter.run_command(cmd, run_dir / OUTPUT_LOG, launch.child_env(self.settings.worker_gpus[:1], 1))
+        ended = self._supervise(run, attempt)
+        errors = StepErrors(read_log_tail(run_dir / OUTPUT_LOG), error_file=_read_text(error_file))
+        outcome = attempt_outcome(EXPORT, ended.exit_code, errors, self._stop(ended, attempt))
+        if outcome.action == SUCCEED:
+            register_export(attempt, self.settings.artifacts_path, out)
+            if not attempt.finish(SUCCEEDED, from_states=EXPORTING):
+                return self._stopped(attempt)
             self.log.info("succeeded")
             return SUCCEEDED
-        err = read_error_file(error_file) or f"exit code {rc}, no reason recorded; see the log ({self._last_lines()})"
-        if rc == EXPORT_GATE_FAILED:
-            if (rejected / "report.json").exists():
-                self._register(rejected / "report.json", "report", "report", {"rejected": True})
-            reason = f"export parity gate failed: {err}"
-        else:
-            reason = f"export failed (exit {rc}): {err}"
-        self.log.warning(reason)
-        self._finish(FAILED, from_states=EXPORTING, error=reason)
-        return FAILED
+        if outcome.keep_rejected_report:
+            register_rejected_report(attempt, self.settings.artifacts_path, rejected)
+        return self._end(attempt, outcome, run)
 
-    def _training_failed(self, rc: int, tail: RunProgress) -> str:
-        """A run that crashed is started again as a new attempt (from its last checkpoint), up to
-        ``max_attempts`` in a row; a config the engine rejects (exit 2) fails at once."""
-        self._check_lease()
-        if rc == EXIT_LEASE_EXPIRED:
-            raise LeaseLost()
-        # torchrun's summary names a rank that was killed (the others then fail with gloo errors)
-        cause = failure_reason(self.run_dir / "output.log", tail.error)
-        reason = f"training failed (exit {rc}): {cause or self._last_lines() or f'exit code {rc}'}"
-        if (ended := self._launched.ended_reason()) is not None:  # Slurm's state and reason come first
-            reason = f"{ended}; {reason}"
-        self.log.warning(reason)
-        self.keeper.ending = True
-        if rc == BAD_CONFIG:
-            self._finish(FAILED, error=reason)
-            self._fail_children("failed")
-            return FAILED
-        outcome = self._with_db(lambda s: lifecycle.restart_or_fail(
-            s, self.celery, self.settings, self.job_id, self.attempt, FAILED, reason,
-            where=lifecycle.lease_held(*self.lease)))
-        if outcome == FAILED:
-            self._fail_children("failed")
-        elif outcome is None:
-            self._check_lease()
-            self.log.warning("could not restart or fail (state changed meanwhile)")
-        else:
-            self.log.info("queued attempt %d (resumes from the last checkpoint)", self.attempt + 1)
-        return outcome or FAILED
+    def _supervise(self, run: Run, attempt: Attempt, progress: ProgressWriter | None = None) -> Ended:
+        return supervise(run, attempt, self.stopping, self.settings.poll_s, self.settings.cancel_grace_s, progress)
 
-    # -- the database, which may be away for a while ----------------------------------------------
-    def _check_lease(self) -> None:
-        if self.keeper.lost.is_set():
-            raise LeaseLost()
+    @staticmethod
+    def _stop(ended: Ended, attempt: Attempt) -> StopRequest | None:
+        """The stop request the watch acted on, or a lease lost since the run ended."""
+        if ended.stop is not None:
+            return ended.stop
+        return StopRequest(LEASE_LOST) if attempt.lost else None
 
-    def _with_db(self, fn, what: str = "the database"):
-        """``fn(session)``, retried every second while the database is unreachable (the run's lease
-        file stays alive meanwhile, see ``worker.lease``), for up to max(300 s, 10 leases)."""
-        deadline = time.monotonic() + max(300.0, 10 * self.settings.lease_s)
-        told = False
-        while True:
-            self._check_lease()
-            try:
-                with self.db.session() as s:
-                    return fn(s)
-            except Exception as e:
-                if not database_unavailable(e) or time.monotonic() > deadline:
-                    raise
-                if not told:
-                    self.log.warning("waiting for %s: %s", what, str(e).splitlines()[0][:200])
-                    told = True
-            time.sleep(1.0)
+    # -- the end ------------------------------------------------------------------------------------
+    def _stopped(self, attempt: Attempt) -> str:
+        """The state changed under a step (a cancel or a prune) while the lease is still held."""
+        attempt.check()
+        return self._end(attempt, attempt_outcome(TRAIN, None, stop=attempt.stop_request()))
 
-    # -- helpers ----------------------------------------------------------------------------------
-    def _resolve(self, s, config: dict[str, Any]) -> dict[str, Any]:
-        """Artifact ids -> checkpoint folders, so the engine only ever sees paths."""
-        config = json.loads(json.dumps(config))
-        refs = [("teacher", "checkpoint")]
-        if config.get("student"):
-            refs.append(("student", "init"))
-        for section, key in refs:
-            value = config.get(section, {}).get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                art = s.get(Artifact, value)
-                if art is None or art.format != "checkpoint":
-                    raise ValueError(f"{section}.{key}: checkpoint artifact {value} no longer exists")
-                config[section][key] = str(Path(art.path).parent)
-        caches.resolve_name(s, config)  # distillation.teacher_cache: a cache artifact's name -> its folder
-        return config
+    def _end(self, attempt: Attempt, outcome: Outcome, run: Run | None = None) -> str:
+        return carry_out(outcome, attempt, self.celery, self.settings, run)
 
-    def _supervise(self, cmd: list[str], env: dict[str, str], tail: RunProgress | None = None, run=None) -> int:
-        """Run ``cmd`` (or supervise ``run``, a started Slurm job); stream metrics into the DB; stop
-        it if a cancel is requested. A Slurm job is left running when the worker stops."""
-        proc = self._launched = run or LocalRun(launch.start(cmd, self.run_dir / "output.log", env, cwd=Path.cwd()))
-        try:  # a Slurm job id must reach the row (a restarted worker re-attaches by it); a pid may wait
-            (self._with_db if run is not None else self._quietly)(
-                lambda s: lifecycle.record_launch(s, self.job_id, self.lease, **proc.row_values()))
-        except (lifecycle.LeaseLostError, LeaseLost):
-            self.keeper.lost.set()  # stopped just below
-        reader = MetricsTail(self.run_dir / "metrics.jsonl") if tail is not None else None
-        while True:
-            rc = proc.poll()
-            if reader is not None:
-                try:
-                    self._apply(reader, tail)
-                except LeaseLost:
-                    rc = None
-            if self.keeper.lost.is_set():
-                self.log.warning("lease lost; stopping %s", proc.describe())
-                proc.stop(self.settings.cancel_grace_s, self.log)
-                raise LeaseLost()
-            if rc is not None:
-                if reader is not None and self._pending_points:
-                    self._with_db(lambda s: self._write_progress(s, tail), "the database to store the last metrics")
-                return rc
-            cancel = self._quietly(lambda s: s.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
-            if cancel:
-                self.log.info("cancel requested; stopping %s", proc.describe())
-                proc.stop(self.settings.cancel_grace_s, self.log)
-                raise Cancelled()
-            if self.stopping.is_set():
-                if proc.detachable:
-                    raise Detached()
-                self.log.info("worker shutting down; stopping %s", proc.describe())
-                proc.stop(self.settings.cancel_grace_s, self.log)
-                raise WorkerStopping()
-            time.sleep(self.settings.poll_s)
 
-    def _carry_over_checkpoint(self, config: dict[str, Any]) -> bool:
-        """A later attempt (a retry, or a run requeued when its worker stopped) continues from the
-        newest earlier attempt's ``last.pt`` when that attempt ran the same config, instead of
-        throwing away hours of training. Returns whether the run should ``--resume``."""
-        for earlier in range(self.attempt - 1, 0, -1):
-            prev = self.settings.runs_path / str(self.job_id) / f"attempt-{earlier}"
-            src = prev / "checkpoints"
-            try:
-                same = json.loads((prev / "job.json").read_text()) == config
-            except (OSError, ValueError):
-                continue
-            # last.pt, the last.prev.pt it replaced, and their sha256 sidecars: the engine takes
-            # the newest intact one (deit_core.checkpoint.latest_valid). Files are only ever
-            # replaced by rename, never written in place, so hard links are safe and cost no space.
-            files = [f for f in src.glob("last*") if f.name.split(".sha256")[0] in ("last.pt", "last.prev.pt")] \
-                if src.is_dir() else []
-            if same and any(f.suffix == ".pt" for f in files):
-                for f in files:
-                    link_or_copy(f, self.run_dir / "checkpoints" / f.name)
-                self.log.info("resuming from attempt %d's checkpoints %s", earlier, sorted(f.name for f in files))
-                return True
-        return False
-
-    def _requeue(self) -> str:
-        """The worker is stopping mid-run: put the job back in the queue as a new attempt, so the
-        next worker (or this one after a restart) runs it, resuming from the last checkpoint;
-        nothing is left half-supervised."""
-        self.keeper.ending = True
-        try:
-            moved = self._with_db(lambda s: lifecycle.new_attempt(
-                s, self.celery, self.settings, self.job_id, IN_PROGRESS_STATES, self.attempt, then=lifecycle.HANDED_BACK,
-                outcome="worker_stopped", reason="the worker was shut down", where=lifecycle.lease_held(*self.lease)))
-        except LeaseLost:
-            moved = False
-        self.log.warning("worker stopped during the run; %s", "re-queued as a new attempt" if moved else "state changed")
+def carry_out(outcome: Outcome, attempt: Attempt, celery: Celery, settings: Settings, run: Run | None = None) -> str:
+    """Carry out ``outcome`` (``worker.outcome``): the job's state, its dependants, the log. Returns
+    what the delivery did (a final state, or lease_lost, detached, requeued)."""
+    log = attempt.log
+    if outcome.action == LOSE:
+        log.warning("lost the lease of attempt %d; its run is stopped and nothing more is written", attempt.number)
+        return "lease_lost"
+    if outcome.action == DETACH:
+        attempt.keeper.keep_file = True  # the run goes on; its lease file must outlive this worker
+        log.info("worker shutting down; left %s running for the next worker to re-attach",
+                 run.describe() if run is not None else "the run")
+        return "detached"
+    if outcome.action == REQUEUE:
+        moved = attempt.hand_back(celery, settings)
+        log.warning("worker stopped during the run; %s", "re-queued as a new attempt" if moved else "state changed")
         return "requeued"
-
-    def _quietly(self, fn):
-        """``fn(session)`` for a step that may be skipped while the database is away (returns None)."""
-        try:
-            with self.db.session() as s:
-                return fn(s)
-        except Exception as e:
-            if not database_unavailable(e):
-                raise
-            return None
-
-    def _apply(self, reader: MetricsTail, tail: RunProgress) -> None:
-        """New events -> progress and metric points in the DB. While the database is away the
-        points are kept and written, in order, once it answers again."""
-        events = reader.read_new()
-        if events:
-            points = tail.apply(events)
-            if self.points_after is not None:  # re-attached: the earlier worker stored these already
-                points = [p for p in points if p["step"] > self.points_after]
-            self._pending_points += points
-            self._dirty = True
-        if not self._dirty:
-            return
-        new_epoch = any(p["name"] == "val_top1" for p in self._pending_points)
-        try:
-            with self.db.session() as s:
-                self._write_progress(s, tail)
-        except Exception as e:
-            if not database_unavailable(e):
-                raise
-            if not self._db_down:
-                self.log.warning("database unavailable; training goes on, metrics are buffered (%s)",
-                                 str(e).splitlines()[0][:200])
-            self._db_down = True
-            return
-        if self._db_down:
-            self.log.info("database back; wrote the buffered metrics")
-            self._db_down = False
-        if new_epoch and self.is_trial:  # a sweep's pruner judges each epoch as it lands, not at the next tick
-            try:
-                sweep.advance_parent(self.celery, self.settings, self.db, self.job_id)
-            except Exception:  # the reconciler advances it later; training goes on
-                self.log.exception("advancing the sweep after an epoch failed")
-
-    def _write_progress(self, s, tail: RunProgress) -> None:
-        """Progress + pending points in one transaction, under the lease (raises LeaseLost)."""
-        if not lifecycle.fence(s, self.job_id, *self.lease):
-            s.rollback()
-            self.keeper.lost.set()
-            raise LeaseLost()
-        if self._pending_points:
-            s.execute(insert(MetricPoint), [{"job_id": self.job_id, "attempt": self.attempt, **p}
-                                            for p in self._pending_points])
-        s.execute(update(Job).where(Job.id == self.job_id).values(
-            progress=dict(tail.progress), metrics=dict(tail.metrics), updated_at=utcnow()))
-        s.commit()
-        self._pending_points = []
-        self._dirty = False
-
-    def _last_lines(self, n: int = 5) -> str:
-        path = self.run_dir / "output.log"
-        if not path.exists():
-            return ""
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith("$ ")]
-        return " | ".join(lines[-n:])
-
-    def _finish(self, state: str, from_states=IN_PROGRESS_STATES, error: str | None = None) -> bool:
-        self.keeper.ending = True
-        try:
-            done = self._with_db(lambda s: lifecycle.finish(s, self.job_id, state, from_states, error, lease=self.lease))
-        except LeaseLost:
-            done = False
-        if not done:
-            self.log.warning("could not move to %s (state changed meanwhile, or the lease was lost)", state)
-        return done
-
-    def _fail_children(self, reason: str, state: str = FAILED) -> None:
-        try:
-            failed = self._with_db(lambda s: lifecycle.fail_children(s, s.get(Job, self.job_id), reason, state))
-        except LeaseLost:  # the job was restarted elsewhere; its children wait for that attempt
-            return
-        if failed:
-            self.log.info("failed dependent jobs %s", failed)
-
-    def _register(self, src: Path, kind: str, fmt: str, meta: dict[str, Any] | None = None,
-                  name: str | None = None) -> int:
-        dest = self.settings.artifacts_path / str(self.job_id) / f"attempt-{self.attempt}" / (name or src.name)
-        link_or_copy(src, dest)
-        size, digest = dest.stat().st_size, sha256_file(dest)
-
-        def add(s) -> int:
-            if not lifecycle.fence(s, self.job_id, *self.lease):
-                self.keeper.lost.set()
-                raise LeaseLost()
-            art = Artifact(job_id=self.job_id, kind=kind, format=fmt, path=str(dest), size=size, sha256=digest,
-                           meta=meta or {})
-            s.add(art)
-            s.flush()
-            return art.id
-
-        art_id = self._with_db(add)
-        self.log.info("registered %s artifact %d (%s)", fmt, art_id, dest.name)
-        return art_id
-
-    def _register_checkpoint(self, final: Path) -> int:
-        """final/model.safetensors (+ config.json beside it): the folder the engine loads."""
-        cfg_path = final / "config.json"
-        dest_dir = self.settings.artifacts_path / str(self.job_id) / f"attempt-{self.attempt}" / "checkpoint"
-        link_or_copy(cfg_path, dest_dir / "config.json")
-        meta: dict[str, Any] = {"files": ["model.safetensors", "config.json"]}
-        try:  # config.json is small and is what a client needs to rebuild the model: keep it inline
-            model_config = json.loads(cfg_path.read_text())
-            meta["architecture"] = model_config.get("architecture")
-            meta["config_json"] = model_config
-        except (OSError, ValueError, AttributeError):
-            pass
-        return self._register(final / "model.safetensors", "checkpoint", "checkpoint", meta,
-                              name="checkpoint/model.safetensors")
-
-    def _register_export(self, out: Path) -> None:
-        """Register every file the exporter wrote; the report's gate result goes into its metadata.
-        A missing or unreadable report after a successful export is an error, not something to skip."""
-        try:
-            report = json.loads((out / "report.json").read_text())
-            gate = report["gate"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RuntimeError(f"the exporter exited 0 but its report.json is unreadable: {e}") from e
-        for filename, (kind, fmt) in EXPORT_FILES.items():
-            if (out / filename).exists():
-                self._register(out / filename, kind, fmt, {"gate": gate} if fmt == "report" else {})
+    if outcome.action == STOP:  # by a user, or (a sweep's trial) by its pruner: then it ends pruned
+        attempt.finish(outcome.state, error=outcome.reason)
+        attempt.fail_children("was cancelled", state=CANCELLED)
+        return outcome.state
+    log.warning(outcome.reason)
+    if outcome.action == RETRY:  # a new attempt (from the last checkpoint), up to max_attempts in a row
+        result = attempt.restart_or_fail(celery, settings, outcome.reason)
+        if result == FAILED:
+            attempt.fail_children("failed")
+        elif result is None:
+            attempt.check()
+            log.warning("could not restart or fail (state changed meanwhile)")
+        else:
+            log.info("queued attempt %d (resumes from the last checkpoint)", attempt.number + 1)
+        return result or FAILED
+    attempt.finish(FAILED, from_states=outcome.from_states, error=outcome.reason)
+    if outcome.fail_children:
+        attempt.fail_children("failed")
+    return FAILED
 
 
-def read_error_file(path: Path) -> str:
-    """The reason a child process recorded in its JSON error file (``{"error": ...}``), or ''."""
+def _read_text(path: Path) -> str:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return path.read_text()
+    except OSError:
         return ""
-    return str(data.get("error") or "") if isinstance(data, dict) else ""

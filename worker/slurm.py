@@ -16,7 +16,8 @@ every step on every node). A job that ends FAILED, TIMEOUT, PREEMPTED, NODE_FAIL
 attempt with Slurm's state and reason in the job's error.
 
 Unlike a local run, a Slurm job does not die with its worker: a worker that stops (SIGTERM) leaves
-it running, and the next worker re-attaches to it (:func:`reattach`) instead of starting another.
+it running, and the next worker re-attaches to it (``worker.reattach``, :meth:`SlurmLauncher.reattach`)
+instead of starting another.
 """
 from __future__ import annotations
 
@@ -33,9 +34,12 @@ from pathlib import Path
 from deit_core.files import write_temp_beside
 from server.settings import Settings
 
+from . import launch
+from .launch import TrainSpec
+from .run_contract import OUTPUT_LOG, SLURM_SCRIPT
+
 log = logging.getLogger(__name__)
 
-SCRIPT = "slurm.sbatch"
 RDZV_PORT_BASE, RDZV_PORT_SPAN = 29500, 20000
 # Slurm job states in which processes of the job may still exist (squeue's long names).
 ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED", "REQUEUE_HOLD",
@@ -79,7 +83,7 @@ def sbatch_script(settings: Settings, job_id: int, attempt: int, run_dir: Path, 
     then srun -> torchrun per node -> ``python -m deit_core.train ...train_args``."""
     q = shlex.quote
     opts = [f"--nodes={nodes}", "--ntasks-per-node=1", f"--job-name={job_name(job_id, attempt)}",
-            f"--output={run_dir}/output.log", "--open-mode=append", f"--chdir={workdir or Path.cwd()}"]
+            f"--output={run_dir}/{OUTPUT_LOG}", "--open-mode=append", f"--chdir={workdir or Path.cwd()}"]
     if settings.slurm_partition:
         opts.append(f"--partition={settings.slurm_partition}")
     if settings.slurm_account:
@@ -243,27 +247,41 @@ class SlurmRun:
         return self.poll() or 1
 
 
-def start_training(settings: Settings, job_id: int, attempt: int, run_dir: Path, resources: dict, args: list[str],
-                   env: dict[str, str], logger: logging.Logger | logging.LoggerAdapter = log) -> SlurmRun:
-    """Write ``<run>/slurm.sbatch`` (atomically) and submit it; ``args`` are ``deit_core.train``'s
-    (the local launcher's, so both launchers run the same training). ``env`` is exported to the job
-    (sbatch's default ``--export=ALL``): GPUs are Slurm's to give, so ``CUDA_VISIBLE_DEVICES`` is
-    left to Slurm when it hands out GPUs and set empty (a CPU run, gloo) when it does not."""
-    nodes = int(resources.get("nodes", 1))
-    per_node = int(resources.get("processes_per_node") or resources.get("processes", 1))
-    env = dict(env)
-    if settings.slurm_gpus_per_node:
-        env.pop("CUDA_VISIBLE_DEVICES", None)
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    text = sbatch_script(settings, job_id, attempt, run_dir, nodes, per_node, list(args))
-    script = run_dir / SCRIPT
-    os.replace(write_temp_beside(script, text.encode(), SCRIPT), script)  # atomic: never half a script
-    with open(run_dir / "output.log", "ab") as out:
-        out.write(f"$ sbatch --parsable {script}\n".encode())
-    slurm_id = submit(script, env)
-    logger.info("submitted Slurm job %s (%d node(s) x %d process(es)): %s", slurm_id, nodes, per_node, script)
-    return SlurmRun(slurm_id, settings.slurm_poll_s)
+class SlurmLauncher:
+    """The launcher interface (``worker.launchers``) on Slurm: ``start`` submits a batch job built
+    from the :class:`~worker.launch.TrainSpec`, ``reattach`` supervises one an earlier worker submitted."""
+
+    name = "slurm"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def start(self, spec: TrainSpec, logger: logging.Logger | logging.LoggerAdapter = log) -> SlurmRun:
+        """Write ``<run>/slurm.sbatch`` (atomically) and submit it. The environment is exported to
+        the job (sbatch's default ``--export=ALL``): GPUs are Slurm's to give, so
+        ``CUDA_VISIBLE_DEVICES`` is left to Slurm when it hands out GPUs and set empty (a CPU run,
+        gloo) when it does not."""
+        env = launch.child_env((), spec.world_size)
+        if self.settings.slurm_gpus_per_node:
+            env.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        text = sbatch_script(self.settings, spec.job_id, spec.attempt, spec.run_dir, spec.nodes, spec.processes_per_node,
+                             spec.train_args())
+        script = spec.run_dir / SLURM_SCRIPT
+        os.replace(write_temp_beside(script, text.encode(), SLURM_SCRIPT), script)  # atomic: never half a script
+        with open(spec.run_dir / OUTPUT_LOG, "ab") as out:
+            out.write(f"$ sbatch --parsable {script}\n".encode())
+        slurm_id = submit(script, env)
+        logger.info("submitted Slurm job %s (%d node(s) x %d process(es)): %s", slurm_id, spec.nodes,
+                    spec.processes_per_node, script)
+        return SlurmRun(slurm_id, self.settings.slurm_poll_s)
+
+    def reattach(self, launcher_job_id: str) -> SlurmRun:
+        return SlurmRun(launcher_job_id, self.settings.slurm_poll_s)
+
+    def lease_file_grace_s(self) -> float:
+        return lease_file_grace_s(self.settings)
 
 
 def available() -> bool:

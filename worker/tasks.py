@@ -37,6 +37,17 @@ def register(app: Celery) -> None:
     reconcilers: list[Reconciler] = []
     registries: list[Registry] = []
 
+    def advance_sweep_of(job_id: int) -> None:
+        """The one place a run consults its sweep (the runner's ``sweep_hook``): after each stored
+        validation point of a trial (its pruner judges the epoch as it lands) and after the delivery
+        ends (the sweep goes on now, not only at the next reconciler tick). A failure is logged; the
+        reconciler advances the sweep later."""
+        settings: Settings = app.distillery_settings
+        try:
+            sweep.advance_parent(app, settings, database(settings), job_id)
+        except Exception:
+            log.exception("job %s: advancing its sweep failed (the reconciler will)", job_id)
+
     def _on_shutdown(sender=None, **_kw) -> None:
         stopping.set()
         for r in reconcilers:
@@ -49,7 +60,8 @@ def register(app: Celery) -> None:
             return
         settings: Settings = app.distillery_settings
         reconciler = Reconciler(app, settings, database(settings), local,
-                                reattach=SlurmReattach(app, settings, database(settings), local, stopping))
+                                reattach=SlurmReattach(app, settings, database(settings), local, stopping,
+                                                       sweep_hook=advance_sweep_of))
         reconcilers.append(reconciler)
         reconciler.start()
         registry = Registry(settings, database(settings))  # the workers table: this worker's name, slots, queues
@@ -64,14 +76,10 @@ def register(app: Celery) -> None:
     @app.task(name=RUN_TASK, bind=True, ignore_result=True)
     def run_job(self, job_id: int) -> str:
         settings: Settings = self.app.distillery_settings
-        if sweep.is_sweep(database(settings), int(job_id)):  # a sweep holds no slot: claim, advance, return
+        if sweep.is_sweep(database(settings), int(job_id)):  # a sweep is no run (it holds no slot): claim, advance, return
             return sweep.start(self.app, settings, database(settings), int(job_id))
-        outcome = JobRunner(self.app, settings, database(settings), int(job_id), stopping, local).run()
-        try:  # a sweep's trial ended: the sweep goes on now, not only at the next reconciler tick
-            sweep.advance_parent(self.app, settings, database(settings), int(job_id))
-        except Exception:
-            log.exception("job %s: advancing its sweep failed (the reconciler will)", job_id)
-        return outcome
+        return JobRunner(self.app, settings, database(settings), int(job_id), stopping, local,
+                         sweep_hook=advance_sweep_of).run()
 
     app.distillery_database = database
     app.distillery_reconcilers = reconcilers
