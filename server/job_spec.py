@@ -10,7 +10,7 @@ twin relation (``baseline_of``) is a different link, the index of the distill sp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .vocabulary import DEFAULT_PRIORITY
 
@@ -47,13 +47,3 @@ class JobSpec:
     baseline_of: int | None = None  # index of the distill spec (same list) this one trains without a teacher
     trial_number: int | None = None  # a sweep's trial (worker.sweep)
     priority: str = DEFAULT_PRIORITY
-
-    @classmethod
-    def from_mapping(cls, spec: Mapping[str, Any]) -> JobSpec:
-        """The dict ``worker.sweep`` builds for a trial today (``parent_id``, ``trial_number``,
-        ``priority``, ``after_previous: False``); only that shape is accepted."""
-        if spec.get("after_previous") or spec.get("parent_index") is not None or spec.get("baseline_of") is not None:
-            raise ValueError("a job spec dict may only name an existing parent (parent_id); build a JobSpec instead")
-        parent = ParentRef.existing(spec["parent_id"]) if spec.get("parent_id") is not None else None
-        return cls(kind=spec["kind"], name=spec["name"], config=spec["config"], parent=parent,
-                   trial_number=spec.get("trial_number"), priority=spec.get("priority") or DEFAULT_PRIORITY)

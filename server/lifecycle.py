@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import leases, routing
+from . import routing
 from .job_spec import JobSpec
-from .leases import LeaseLost, fence, lease_held, new_lease
+from .leases import fence, lease_held, new_lease
 from .models import Job, User, utcnow, waits_for_teacher
 from .serializers import iso_utc
 from .settings import Settings
@@ -38,12 +38,6 @@ from .vocabulary import (
     SUCCEEDED,
     SWEEP,
 )
-
-# Until worker/ imports them from server.leases and server.serializers (issue 21, item 1): the names
-# it reaches through this module today. Nothing in server/ uses them from here; one class, LeaseLost.
-LeaseLostError = LeaseLost
-renew_lease, take_over_lease, expired_leases = leases.renew_lease, leases.take_over_lease, leases.expired_leases
-lease_expired_where, record_launch = leases.lease_expired_where, leases.record_launch
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +91,11 @@ def transition(db: Session, job_id: int, from_states: str | Iterable[str], to_st
 # ---------------------------------------------------------------------------------------------
 # Creating and queueing
 # ---------------------------------------------------------------------------------------------
-def create_jobs(db: Session, user: User, specs: Iterable[JobSpec | Mapping[str, Any]]) -> list[Job]:
+def create_jobs(db: Session, user: User, specs: Iterable[JobSpec]) -> list[Job]:
     """Insert validated specs (:func:`server.job_requests.validate_request`) in one transaction; a
-    spec's parent (and baseline) given by index is a job created earlier in the same call. A dict is
-    the trial spec ``worker.sweep`` builds today (:meth:`JobSpec.from_mapping`)."""
+    spec's parent (and baseline) given by index is a job created earlier in the same call."""
     jobs: list[Job] = []
-    for raw in specs:
-        spec = raw if isinstance(raw, JobSpec) else JobSpec.from_mapping(raw)
+    for spec in specs:
         job = Job(kind=spec.kind, name=spec.name, config=spec.config, owner_id=user.id,
                   state=QUEUED, attempt=1, progress={}, metrics={}, attempt_history=[],
                   max_attempts=int((spec.config.get("resources") or {}).get("max_attempts", 3)),

@@ -124,18 +124,11 @@ def test_create_jobs_links_parents_by_index_or_id_and_a_baseline(db):
     assert all(j.state == QUEUED and j.attempt == 1 and j.stop_reason is None for j in (t, o, s, b, x))
 
 
-def test_create_jobs_takes_the_sweeps_trial_dict(db):
+def test_create_jobs_takes_a_sweep_trial_spec(db):
     sweep = add(db, RUNNING, kind="sweep")
-    spec = {"kind": DISTILL, "name": "t-0", "config": cfg(), "after_previous": False, "parent_id": sweep.id,
-            "trial_number": 0, "priority": "high"}
+    spec = JobSpec(DISTILL, "t-0", cfg(), parent=ParentRef.existing(sweep.id), trial_number=0, priority="high")
     (job,) = lifecycle.create_jobs(db, user(db), [spec])
     assert (job.parent_id, job.trial_number, job.priority) == (sweep.id, 0, "high")
-
-
-@pytest.mark.parametrize("bad", [{"after_previous": True}, {"parent_index": 0}, {"baseline_of": 0}])
-def test_a_spec_dict_names_no_parent_by_position(db, bad):
-    with pytest.raises(ValueError):
-        lifecycle.create_jobs(db, user(db), [{"kind": DISTILL, "name": "n", "config": cfg(), **bad}])
 
 
 def test_a_parent_ref_names_one_job_and_only_an_earlier_spec():
@@ -424,7 +417,7 @@ def test_record_launch_under_the_lease_or_lease_lost(db):
     assert (job.pid, job.launcher, job.launcher_job_id) == (123, "slurm", "77")
     with pytest.raises(leases.LeaseLost):
         leases.record_launch(db, job.id, (1, "w2:1"), pid=456)
-    assert lifecycle.LeaseLostError is leases.LeaseLost  # one class, under its old name until worker/ moves
+    assert not hasattr(lifecycle, "LeaseLostError")  # one class: server.leases.LeaseLost
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from server.db import Database
+from server.leases import LeaseLost
 from server.lifecycle import PRUNE_REASON
 from server.models import Artifact, Job, MetricPoint, User, utcnow
 from server.settings import Settings
@@ -28,7 +29,7 @@ from worker import launch
 from worker.artifacts import add_row, register_file
 from worker.attempt import Attempt
 from worker.launchers import LocalLauncher, LocalRun, launcher_for
-from worker.lease import LeaseKeeper, LeaseLost
+from worker.lease import LeaseKeeper
 from worker.outcome import (
     CANCEL,
     CONTINUE,
@@ -351,8 +352,9 @@ def test_a_cancel_or_a_prune_is_read_as_a_stop_request(db, tmp_path):
     assert attempt.cancel_requested()
     assert attempt.stop_request() == StopRequest(CANCEL, CANCELLED, "cancelled by user")
     why = f"{PRUNE_REASON} 3 (median pruner) at epoch 1: val top-1 9.00%"
-    with db.session() as s:
-        s.get(Job, job_id).error = why
+    with db.session() as s:  # lifecycle.prune's mark: stop_reason, not the text of error
+        job = s.get(Job, job_id)
+        job.error, job.stop_reason = why, PRUNED
     assert attempt.stop_request() == StopRequest(CANCEL, PRUNED, why)
 
 

@@ -3,8 +3,8 @@
 A worker may lose an attempt at any moment (it looked dead and the job was restarted elsewhere,
 or a user cancelled and the attempt ended). Every write for the attempt -- progress, metric points,
 artifacts, released children, the final state -- therefore goes through this object: it is fenced
-by the lease (``lifecycle.lease_held``/``fence``), so a worker that lost the job cannot write over
-the new attempt, and it raises :class:`~worker.lease.LeaseLost` once the lease is gone.
+by the lease (``leases.lease_held``/``fence``), so a worker that lost the job cannot write over
+the new attempt, and it raises :class:`~server.leases.LeaseLost` once the lease is gone.
 
 The database may also go away for a while (a restart, a failover). The steps that must reach it
 (:meth:`Attempt.retried`) wait for it, for up to max(300 s, 10 leases); meanwhile the heartbeat
@@ -19,12 +19,13 @@ from typing import Any, Callable, Iterable, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import lifecycle
+from server import leases, lifecycle
 from server.db import Database, database_unavailable
+from server.leases import LeaseLost
 from server.models import Job
 from server.vocabulary import CANCELLED, FAILED, IN_PROGRESS_STATES
 
-from .lease import LeaseKeeper, LeaseLost
+from .lease import LeaseKeeper
 from .outcome import CANCEL, StopRequest
 
 T = TypeVar("T")
@@ -87,7 +88,7 @@ class Attempt:
     def fenced(self, s: Session) -> None:
         """Lock the job row under the lease for the writes that follow in ``s`` (they commit only
         while the lease is held); raises :class:`LeaseLost` (and stops the run) when it is not."""
-        if not lifecycle.fence(s, self.job_id, *self.lease):
+        if not leases.fence(s, self.job_id, *self.lease):
             s.rollback()
             self.lose()
             raise LeaseLost()
@@ -98,14 +99,14 @@ class Attempt:
         re-attaches by it: ``must_reach``); a pid may be skipped while the database is away."""
         try:
             (self.retried if must_reach else self.quietly)(
-                lambda s: lifecycle.record_launch(s, self.job_id, self.lease, **values))
-        except (lifecycle.LeaseLostError, LeaseLost):
+                lambda s: leases.record_launch(s, self.job_id, self.lease, **values))
+        except LeaseLost:
             self.lose()
 
     def move(self, from_states: str | Iterable[str], to_state: str) -> bool:
         """A state change under the lease (``running -> exporting``); False when the state changed meanwhile."""
         return self.retried(lambda s: lifecycle.transition(s, self.job_id, from_states, to_state,
-                                                           where=lifecycle.lease_held(*self.lease)))
+                                                           where=leases.lease_held(*self.lease)))
 
     def finish(self, state: str, from_states: str | Iterable[str] = IN_PROGRESS_STATES, error: str | None = None) -> bool:
         """End the attempt in ``state``; False (logged) when the state changed meanwhile or the lease is gone."""
@@ -122,7 +123,7 @@ class Attempt:
         """A crashed run: a new attempt while the job has attempts left, else failed (``lifecycle.restart_or_fail``)."""
         self.keeper.ending = True
         return self.retried(lambda s: lifecycle.restart_or_fail(s, celery, settings, self.job_id, self.number, FAILED,
-                                                                reason, where=lifecycle.lease_held(*self.lease)))
+                                                                reason, where=leases.lease_held(*self.lease)))
 
     def hand_back(self, celery, settings) -> bool:
         """The worker stops mid-run: the job goes back to the queue as a new attempt (resuming from its checkpoint)."""
@@ -130,7 +131,7 @@ class Attempt:
         try:
             return self.retried(lambda s: lifecycle.new_attempt(
                 s, celery, settings, self.job_id, IN_PROGRESS_STATES, self.number, then=lifecycle.HANDED_BACK,
-                outcome="worker_stopped", reason="the worker was shut down", where=lifecycle.lease_held(*self.lease)))
+                outcome="worker_stopped", reason="the worker was shut down", where=leases.lease_held(*self.lease)))
         except LeaseLost:
             return False
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from server.settings import Settings
+from server.vocabulary import LOCAL, SLURM
 
 from . import launch
 from .launch import TrainSpec
@@ -85,7 +86,7 @@ class LocalRun:
 class LocalLauncher:
     """torchrun on this host with this worker's GPUs (``gpus``; none: CPU processes with gloo)."""
 
-    name = "local"
+    name = LOCAL
 
     def __init__(self, gpus: tuple[str, ...] = (), cwd: Path | None = None):
         self.gpus = tuple(gpus)
@@ -113,6 +114,6 @@ class LocalLauncher:
 
 def launcher_for(settings: Settings) -> Launcher:
     """The deployment's launcher (``DISTILLERY_LAUNCHER``)."""
-    if settings.launcher == "slurm":
+    if settings.launcher == SLURM:
         return SlurmLauncher(settings)
     return LocalLauncher(settings.worker_gpus)

@@ -1,7 +1,7 @@
 """The worker's side of a job lease: heartbeats, the run's lease file, and waiting out an earlier attempt.
 
 While an attempt runs, :class:`LeaseKeeper` renews its lease in the database every ``lease_s / 3``
-(``server.lifecycle.renew_lease``, a compare-and-set on owner + attempt) and mirrors it into the
+(``server.leases.renew_lease``, a compare-and-set on owner + attempt) and mirrors it into the
 run directory's ``lease.json``, which the training loop checks (``deit_core.lease``). A renewal the
 database refuses means the lease was taken away (the attempt was cancelled, ended, or restarted
 elsewhere after this worker looked dead): :attr:`LeaseKeeper.lost` is set and the lease file is
@@ -25,17 +25,12 @@ from typing import Callable
 import psutil
 
 from deit_core.lease import read_lease_file, write_lease_file
-from server import lifecycle
+from server import leases
 from server.db import Database, database_unavailable
 
 from .run_contract import attempt_dir_name
 
 log = logging.getLogger(__name__)
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds the attempt's lease; the run's processes are (or are being)
-    stopped and nothing more may be written for the attempt. The worker's one lease-lost error."""
 
 
 class LocalLeases:
@@ -104,7 +99,7 @@ class LeaseKeeper:
         """One heartbeat. False once the lease is lost (then the file is expired too)."""
         try:
             with self.db.session() as s:
-                held = lifecycle.renew_lease(s, self.job_id, self.attempt, self.owner, self.lease_s)
+                held = leases.renew_lease(s, self.job_id, self.attempt, self.owner, self.lease_s)
         except Exception as e:
             if not database_unavailable(e):
                 self.log.exception("heartbeat failed")

@@ -45,7 +45,7 @@ class ProgressWriter:
         return self.tail.error
 
     def update(self) -> None:
-        """Read new events and write them (raises :class:`~worker.lease.LeaseLost` when the lease is gone)."""
+        """Read new events and write them (raises :class:`~server.leases.LeaseLost` when the lease is gone)."""
         events = self.reader.read_new()
         if events:
             points = self.tail.apply(events)

@@ -5,7 +5,7 @@ the job as a new attempt. A Slurm job lives on without its worker (a worker stop
 leaves it running on purpose, see ``JobRunner._supervise``), so for a job with ``launcher='slurm'``
 the reconciler first asks Slurm. While Slurm still knows the job (running, or ended within
 ``MinJobAge``), this worker takes the expired lease over for the SAME attempt
-(``lifecycle.take_over_lease``, a compare-and-set: of all reconcilers exactly one wins) and
+(``leases.take_over_lease``, a compare-and-set: of all reconcilers exactly one wins) and
 supervises the existing Slurm job in a thread: metrics, cancel, then export and the final state,
 as if it had submitted it. No second Slurm job is ever submitted for the attempt. Only when Slurm
 no longer knows the job is the attempt restarted as usual (its lease file is expired first, so the
@@ -25,11 +25,11 @@ from typing import Callable
 from celery import Celery
 
 from deit_core.lease import read_lease_file, write_lease_file
-from server import lifecycle
+from server import leases
 from server.db import Database
 from server.models import Job
 from server.settings import Settings
-from server.vocabulary import RUNNING
+from server.vocabulary import RUNNING, SLURM
 
 from . import slurm
 from .launchers import Run
@@ -55,13 +55,13 @@ class SlurmReattach:
             if job is None:
                 return False
             launcher, slurm_id, state, run_dir = job.launcher, job.launcher_job_id, job.state, job.run_dir
-        if self.settings.launcher != "slurm":
-            return launcher == "slurm"
-        if state != RUNNING or (launcher not in (None, "slurm")):
+        if self.settings.launcher != SLURM:
+            return launcher == SLURM
+        if state != RUNNING or (launcher not in (None, SLURM)):
             return False
         try:
             # the id, or (a worker that died between sbatch and recording it) the attempt's job name
-            slurm_id = slurm_id if launcher == "slurm" and slurm_id else slurm.find_job(job_id, attempt)
+            slurm_id = slurm_id if launcher == SLURM and slurm_id else slurm.find_job(job_id, attempt)
             if not slurm_id:
                 return False
             st = slurm.job_state(slurm_id)
@@ -74,7 +74,7 @@ class SlurmReattach:
         runner = JobRunner(self.celery, self.settings, self.db, job_id, self.stopping, self.local, self.sweep_hook)
         new_owner = f"{runner.worker_name}#{attempt}"
         with self.db.session() as s:
-            won = lifecycle.take_over_lease(s, job_id, attempt, owner, expires, new_owner, runner.worker_name,
+            won = leases.take_over_lease(s, job_id, attempt, owner, expires, new_owner, runner.worker_name,
                                             self.settings.lease_s)
         if not won:
             return True  # another worker re-attached first, or the job moved on

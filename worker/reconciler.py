@@ -33,9 +33,10 @@ from typing import Callable
 from celery import Celery
 from sqlalchemy import or_, select, update
 
-from server import lifecycle
+from server import leases, lifecycle
 from server.db import Database, database_unavailable
 from server.models import Job, utcnow
+from server.serializers import iso_utc
 from server.settings import Settings
 from server.vocabulary import QUEUED
 
@@ -89,7 +90,7 @@ class Reconciler:
     # (a) -------------------------------------------------------------------------------------
     def _expire_leases(self, done: dict[str, list[int]]) -> None:
         with self.db.session() as s:
-            rows = lifecycle.expired_leases(s)
+            rows = leases.expired_leases(s)
         now = time.monotonic()
         current = {row for row in rows if row[2] not in self.local}
         self.seen = {key: t for key, t in self.seen.items() if key in current}
@@ -101,11 +102,11 @@ class Reconciler:
             if self.reattach is not None and self.reattach(job_id, attempt, owner, expires):
                 self.seen.pop(key, None)
                 continue
-            reason = (f"attempt {attempt}'s lease ({owner}) expired at {lifecycle.iso_utc(expires)} without a heartbeat: "
+            reason = (f"attempt {attempt}'s lease ({owner}) expired at {iso_utc(expires)} without a heartbeat: "
                       f"its worker or host stopped")
             with self.db.session() as s:
                 outcome = lifecycle.restart_or_fail(s, self.celery, self.settings, job_id, attempt, "lease_expired",
-                                                    reason, where=lifecycle.lease_expired_where(owner, expires))
+                                                    reason, where=leases.lease_expired_where(owner, expires))
             self.seen.pop(key, None)
             if outcome:
                 log.warning("job %s: %s; %s", job_id, reason, "queued a new attempt" if outcome == lifecycle.RESTARTED
@@ -146,7 +147,7 @@ class Reconciler:
                     log.warning("job %s: could not re-send its message: %s", job_id, e)
                     continue
             log.warning("job %s: queued since %s and its message %s is not in the broker; sent it again",
-                        job_id, lifecycle.iso_utc(sent_at), task_id)
+                        job_id, iso_utc(sent_at), task_id)
             done["resent"].append(job_id)
 
 

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from deit_core.layout import LAST_CHECKPOINT, PREV_CHECKPOINT
 from server.storage import link_or_copy
 
 from .run_contract import ATTEMPT_DIR, CHECKPOINTS, JOB_JSON, attempt_dir_name
@@ -35,7 +36,7 @@ def carry_over_checkpoint(job_runs: Path, attempt: int, run_dir: Path, config: d
         # last.pt, the last.prev.pt it replaced, and their sha256 sidecars: the engine takes
         # the newest intact one (deit_core.checkpoint.latest_valid). Files are only ever
         # replaced by rename, never written in place, so hard links are safe and cost no space.
-        files = [f for f in src.glob("last*") if f.name.split(".sha256")[0] in ("last.pt", "last.prev.pt")] \
+        files = [f for f in src.glob("last*") if f.name.split(".sha256")[0] in (LAST_CHECKPOINT, PREV_CHECKPOINT)] \
             if src.is_dir() else []
         if same and any(f.suffix == ".pt" for f in files):
             for f in files:

@@ -11,38 +11,53 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from deit_core.lease import EXIT_LEASE_EXPIRED
+from deit_core.layout import (
+    CHECKPOINTS_DIR,
+    EXIT_BAD_CONFIG,
+    EXIT_LEASE_EXPIRED,
+    EXIT_PARITY_GATE,
+    FINAL_CONFIG,
+    FINAL_DIR,
+    FINAL_WEIGHTS,
+    LABELS,
+    METRICS_FILE,
+    PTE,
+    PTL,
+    REJECTED_SUFFIX,
+    REPORT,
+    TORCHSCRIPT,
+)
 
-__all__ = ["BAD_CONFIG", "EXIT_LEASE_EXPIRED", "EXPORT_GATE_FAILED", "EXPORT_FILES", "attempt_dir", "attempt_dir_name"]
+__all__ = ["BAD_CONFIG", "EXIT_LEASE_EXPIRED", "EXPORT_GATE_FAILED", "EXPORT_FILES", "FINAL_CONFIG", "FINAL_WEIGHTS",
+           "attempt_dir", "attempt_dir_name"]
 
-# Exit codes. Anything else that is not 0 is a crash (a retry may help).
-BAD_CONFIG = 2  # the engine rejects the config: no retry can fix it
-EXPORT_GATE_FAILED = 3  # the exporter's int8 parity gate refused the model
-# EXIT_LEASE_EXPIRED (deit_core.lease): the run stopped itself because its lease file ran out
+# Exit codes (deit_core.layout). Anything else that is not 0 is a crash (a retry may help).
+BAD_CONFIG = EXIT_BAD_CONFIG  # the engine rejects the config: no retry can fix it
+EXPORT_GATE_FAILED = EXIT_PARITY_GATE  # the exporter's int8 parity gate refused the model
+# EXIT_LEASE_EXPIRED: the run stopped itself because its lease file ran out
 
 # A job's runs: <runs>/<job id>/attempt-<n>/ (and the same below <artifacts>/<job id>/).
 ATTEMPT_DIR = re.compile(r"^attempt-(\d+)$")
 JOB_JSON = "job.json"  # the resolved config the engine reads
 OUTPUT_LOG = "output.log"  # stdout and stderr of every process of the run
-METRICS = "metrics.jsonl"  # rank 0's events (deit_core.train)
-FINAL = "final"  # the trained model folder: FINAL_WEIGHTS + FINAL_CONFIG, what the engine loads
-FINAL_WEIGHTS, FINAL_CONFIG = "model.safetensors", "config.json"
-CHECKPOINTS = "checkpoints"  # last.pt and last.prev.pt (+ .sha256), what a later attempt resumes from
+METRICS = METRICS_FILE  # rank 0's events (deit_core.train)
+FINAL = FINAL_DIR  # the trained model folder: FINAL_WEIGHTS + FINAL_CONFIG, what the engine loads
+CHECKPOINTS = CHECKPOINTS_DIR  # last.pt and last.prev.pt (+ .sha256), what a later attempt resumes from
 EXPORT_DIR = "export"
-EXPORT_REJECTED = "export.rejected"  # what an export refused by the gate wrote (its report)
+EXPORT_REJECTED = EXPORT_DIR + REJECTED_SUFFIX  # what an export refused by the gate wrote (its report)
 EXPORT_ERROR = "export.error.json"  # the exporter's reason for failing, {"error": ...}
 SLURM_SCRIPT = "slurm.sbatch"
 CHECKPOINT_ARTIFACT = "checkpoint"  # the folder of a checkpoint artifact below the attempt's artifacts
 TEACHER_CACHE_STORE = "teacher_cache"  # below the storage path: every teacher-output cache
 
 EXPORT_FILES = {  # file in the export dir -> (artifact kind, format)
-    "model.ptl": ("mobile", "ptl"),
-    "model.pte": ("mobile", "pte"),
-    "model_int8.pt": ("server", "pt"),
-    "labels.json": ("metadata", "labels"),
-    "report.json": ("report", "report"),
+    PTL: ("mobile", "ptl"),
+    PTE: ("mobile", "pte"),
+    TORCHSCRIPT: ("server", "pt"),
+    LABELS: ("metadata", "labels"),
+    REPORT: ("report", "report"),
 }
-EXPORT_REPORT = "report.json"
+EXPORT_REPORT = REPORT
 
 
 def attempt_dir_name(attempt: int) -> str:

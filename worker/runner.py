@@ -28,6 +28,7 @@ from deit_core.config import JobConfig
 from deit_core.files import write_json_atomic
 from server import lifecycle
 from server.db import Database
+from server.leases import LeaseLost
 from server.models import Job, MetricPoint
 from server.settings import Settings
 from server.vocabulary import CANCELLED, EXPORTING, FAILED, QUEUED, RUNNING, SUCCEEDED, TEACHER
@@ -38,7 +39,7 @@ from .artifacts import register_checkpoint, register_export, register_rejected_r
 from .attempt import Attempt
 from .job_config import resolved_config, stored_config
 from .launchers import LocalLauncher, Run, launcher_for
-from .lease import LeaseKeeper, LeaseLost, LocalLeases, wait_for_earlier_attempts
+from .lease import LeaseKeeper, LocalLeases, wait_for_earlier_attempts
 from .outcome import (
     CONTINUE,
     DETACH,
@@ -118,7 +119,7 @@ class JobRunner:
 
     def reattach(self, number: int, owner: str, run: Run) -> str:
         """Supervise attempt ``number``'s run (a Slurm job), still running (or ended) after its
-        worker stopped, under the lease this worker just took over (``lifecycle.take_over_lease``);
+        worker stopped, under the lease this worker just took over (``leases.take_over_lease``);
         then go on as if this worker had started it (export, artifacts, final state)."""
         try:
             with self.db.session() as s:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from deit_core.files import write_temp_beside
 from server.settings import Settings
+from server.vocabulary import SLURM
 
 from . import launch
 from .launch import TrainSpec
@@ -206,7 +207,7 @@ class SlurmRun:
         self._checked = 0.0
 
     def row_values(self) -> dict[str, object]:
-        return {"pid": None, "launcher": "slurm", "launcher_job_id": self.slurm_id}
+        return {"pid": None, "launcher": SLURM, "launcher_job_id": self.slurm_id}
 
     def describe(self) -> str:
         return f"Slurm job {self.slurm_id}"
@@ -251,7 +252,7 @@ class SlurmLauncher:
     """The launcher interface (``worker.launchers``) on Slurm: ``start`` submits a batch job built
     from the :class:`~worker.launch.TrainSpec`, ``reattach`` supervises one an earlier worker submitted."""
 
-    name = "slurm"
+    name = SLURM
 
     def __init__(self, settings: Settings):
         self.settings = settings

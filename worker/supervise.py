@@ -12,9 +12,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from server.leases import LeaseLost
+
 from .attempt import Attempt
 from .launchers import Run
-from .lease import LeaseLost
 from .outcome import LEASE_LOST, WORKER_STOPPING, StopRequest
 from .progress import ProgressWriter
 

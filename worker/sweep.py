@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from server import lifecycle
 from server.db import Database
+from server.job_spec import JobSpec, ParentRef
 from server.models import Job, MetricPoint, utcnow
 from server.settings import Settings
 from server.sweeps import PARAMS, apply_params, summarize, trial_jobs
@@ -401,8 +402,8 @@ class Driver:
 
     def _create(self, kind: str, name: str, cfg: dict[str, Any], trial_number: int | None = None) -> Job:
         owner = self.sweep.owner
-        spec = {"kind": kind, "name": name, "config": cfg, "after_previous": False, "parent_id": self.sweep.id,
-                "trial_number": trial_number, "priority": self.sweep.priority}  # children at the sweep's priority
+        spec = JobSpec(kind, name, cfg, parent=ParentRef.existing(self.sweep.id), trial_number=trial_number,
+                       priority=self.sweep.priority)  # children at the sweep's priority
         job = lifecycle.create_jobs(self.s, owner, [spec])[0]
         try:
             lifecycle.enqueue(self.s, self.celery, self.settings, job.id)
@@ -414,7 +415,7 @@ class Driver:
     def _cancel(self) -> str:
         for child in list(self.s.scalars(select(Job).where(Job.parent_id == self.sweep.id, Job.state.in_(ACTIVE_STATES)))):
             try:
-                lifecycle.cancel(self.s, self.celery, child, by=f"sweep {self.sweep.id}")
+                lifecycle.cancel(self.s, self.celery, child, by=f"sweep {self.sweep.id}", settings=self.settings)
             except lifecycle.JobConflict:
                 pass  # it ended meanwhile
         return self._end(CANCELLED, "cancelled by user")
