@@ -142,11 +142,12 @@ def test_submit_form_presets_warnings_words_and_effective_lr(page, live):
     assert field(page, "data.img_size").input_value() == "32" and field(page, "train.hflip").input_value() == "0"
     assert field(page, "train.mixup").input_value() == "0"
     assert "small data" in page.locator("#presets button.active").inner_text().lower()
-    before = page.locator('[data-testid="warnings"]').text_content()
+    fresh = '[data-testid="warnings"][data-state="fresh"]'  # the server's answer (POST /warnings) for the form as it is
+    before = page.locator(fresh).text_content()
     assert " px on" not in before and "Mixup" not in before and "mirrored" not in before  # the preset fits
     page.click('#presets button[data-preset="imagenet"]')
     assert field(page, "data.img_size").input_value() == "224"
-    warnings = page.locator('[data-testid="warnings"]').inner_text()
+    warnings = page.locator(fresh).inner_text()
     assert "224 px on" in warnings and "Mixup/CutMix" in warnings and "a mirrored 2 is not a 2" in warnings
     field(page, "train.lr").fill("0.0005")
     field(page, "train.batch_size").fill("128")

@@ -1,0 +1,174 @@
+"""Presets and config warnings (deit_core.presets, deit_core.config_warnings) and how the service
+applies and answers them: ``preset`` in a POST /jobs body (the user's keys win, an unknown name is a
+400 naming ``preset``), ``warnings`` in the 201, ``GET /presets`` and ``POST /warnings``. The service
+part runs the real Flask app on a migrated SQLite file with the embedded filesystem broker and the
+digits dataset (1,437 training images) registered through the API: no worker, no training."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deit_core.config import parse_config
+from deit_core.config_warnings import DataFacts, config_warnings
+from deit_core.data import write_digits_resplit
+from deit_core.presets import PRESET_NAMES, PRESETS, SMALL_DATA, UnknownPreset, apply_preset, preset_for_size
+
+DIGITS = DataFacts(num_train=1437, name="digits")
+
+
+def fields(warnings: list[dict]) -> list[str]:
+    return [w["field"] for w in warnings]
+
+
+# ---------------------------------------------------------------------------------------------- pure
+
+def test_a_preset_goes_under_the_users_keys_and_only_into_the_kinds_sections():
+    raw = {"kind": "teacher", "data": {"train": "t", "val": "v", "img_size": 64}, "train": {"epochs": 7}}
+    out = apply_preset("small-data", raw, "teacher")
+    assert out["data"] == {"train": "t", "val": "v", "img_size": 64, "crop_pct": 1.0}  # explicit img_size wins
+    assert out["train"]["epochs"] == 7 and out["train"]["mixup"] == 0 and out["train"]["hflip"] == 0
+    assert "student" not in out and "distillation" not in out  # a teacher job takes neither
+    assert raw == {"kind": "teacher", "data": {"train": "t", "val": "v", "img_size": 64}, "train": {"epochs": 7}}
+    distill = apply_preset("small-data", {"kind": "distill", "data": {"train": "t", "val": "v"},
+                                          "distillation": {"alpha": 0.5}, "teacher": {"checkpoint": "timm"}})
+    assert distill["distillation"] == {"alpha": 0.5, "type": "soft", "tau": 4.0}
+    assert distill["student"] == {"patch_size": 8}
+    assert parse_config(distill, check_paths=False).distillation.type == "soft"  # what it fills is valid
+
+
+def test_the_imagenet_preset_is_the_schemas_defaults_and_sizes_pick_presets():
+    cfg = parse_config({"kind": "distill", "data": {"train": "t", "val": "v"}, "teacher": {"checkpoint": "timm"}},
+                       check_paths=False).to_dict()
+    for dotted, value in PRESETS["imagenet"].values.items():
+        section, key = dotted.split(".")
+        assert cfg[section][key] == value, dotted
+    assert [preset_for_size(n) for n in (1437, 10_000, 50_000, 1_281_167, None)] == [
+        SMALL_DATA, PRESETS["medium-data"], PRESETS["medium-data"], PRESETS["imagenet"], None]
+
+
+def test_an_unknown_preset_names_the_choices():
+    with pytest.raises(UnknownPreset, match="one of " + ", ".join(PRESET_NAMES)):
+        apply_preset("tiny", {})
+
+
+def test_the_deit_recipe_on_1437_digits_warns_and_the_small_data_preset_does_not():
+    raw = {"kind": "distill", "data": {"train": "t", "val": "v"}}
+    warned = config_warnings(raw, DIGITS)
+    assert fields(warned) == ["data.img_size", "train.mixup", "train.aa", "train.hflip", "train.epochs"]
+    assert "Mixup/CutMix on 1437 training images" in warned[1]["message"]
+    assert "a mirrored 2 is not a 2" in warned[3]["message"]
+    assert config_warnings(apply_preset("small-data", raw), DIGITS) == []
+    assert config_warnings(raw, DataFacts()) == []  # nothing known of the data: nothing said
+    assert fields(config_warnings(raw, DataFacts(num_train=50_000, name="flowers"))) == []  # right for larger data
+
+
+def test_cutmix_alone_a_null_aa_and_a_batch_too_big_for_the_data():
+    raw = {"data": {"img_size": 32}, "train": {"mixup": 0, "cutmix": 1.0, "aa": None, "epochs": 30, "hflip": 0,
+                                               "batch_size": 128}, "resources": {"processes": 2}}
+    warned = config_warnings(raw, DataFacts(num_train=900, name="cells"))
+    assert fields(warned) == ["train.cutmix", "train.batch_size"]
+    assert "A global batch of 256 leaves only 3 step(s) per epoch on 900 images" in warned[1]["message"]
+
+
+def test_the_digits_resplit_is_stratified_disjoint_and_reproducible(tmp_path):
+    counts = write_digits_resplit(tmp_path / "a", train_per_class=40, img_size=16, seed=0)
+    assert counts == {"train": 400, "heldout": 1397}
+    train = {p.name for p in (tmp_path / "a" / "train").rglob("*.png")}
+    held = {p.name for p in (tmp_path / "a" / "heldout").rglob("*.png")}
+    assert not train & held and len(train) == 400 and len(held) == 1397
+    assert all(len(list(d.iterdir())) == 40 for d in (tmp_path / "a" / "train").iterdir())
+    write_digits_resplit(tmp_path / "b", train_per_class=40, img_size=16, seed=0)
+    assert train == {p.name for p in (tmp_path / "b" / "train").rglob("*.png")}
+    with pytest.raises(ValueError, match="train_per_class"):
+        write_digits_resplit(tmp_path / "c", train_per_class=200, img_size=16)
+
+
+# ------------------------------------------------------------------------------------------ service
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    from deit_core.data import write_digits_imagefolder
+
+    root = tmp_path_factory.mktemp("presets_data")
+    write_digits_imagefolder(root / "digits", img_size=16)  # 1,437 train / 360 val
+    return root
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory) -> Path:
+    from server.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("presets_db") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def api(tmp_path, digits, migrated):
+    """(test client, bearer headers) of the real app, the digits registered as dataset 'digits'."""
+    from server.app import create_app
+    from server.auth import create_token
+    from server.settings import Settings
+
+    shutil.copy(migrated, tmp_path / "db.sqlite")
+    st = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", storage=str(tmp_path / "storage"),
+                  broker_dir=str(tmp_path / "broker"), state_dir=str(tmp_path / "state"), data_roots=(str(digits),))
+    st.ensure_dirs()  # as `distillery serve` does
+    app = create_app(st)
+    with app.app_context():
+        token = create_token(app.extensions["distillery.db"].scoped(), "ada")
+    client = app.test_client()
+    h = {"Authorization": f"Bearer {token}"}
+    r = client.post("/api/v1/datasets", json={"name": "digits", "path": str(digits / "digits")}, headers=h)
+    assert r.status_code == 201, r.get_json()
+    return client, h
+
+
+def teacher_body(**extra) -> dict:
+    return {"kind": "teacher", "name": "t", "config": {"data": {"train": "dataset:digits/train", "val": "dataset:digits/val"},
+                                                      "teacher": {"model": "regnety_002"}}, **extra}
+
+
+def test_post_jobs_with_the_preset_applies_it_under_explicit_keys_without_warnings(api):
+    client, h = api
+    body = teacher_body(preset="small-data")
+    body["config"]["train"] = {"epochs": 3}
+    r = client.post("/api/v1/jobs", json=body, headers=h)
+    assert r.status_code == 201, r.get_json()
+    job = r.get_json()
+    assert job["warnings"] == []
+    assert job["config"]["train"]["epochs"] == 3 and job["config"]["train"]["mixup"] == 0  # explicit wins, preset fills
+    assert job["config"]["data"]["img_size"] == 32 and job["config"]["train"]["aa"] in ("", None)
+
+
+def test_post_jobs_without_a_preset_on_1437_images_answers_warnings(api):
+    client, h = api
+    r = client.post("/api/v1/jobs", json=teacher_body(), headers=h)
+    assert r.status_code == 201, r.get_json()
+    warned = r.get_json()["warnings"]
+    assert fields(warned) == ["data.img_size", "train.mixup", "train.aa", "train.hflip", "train.epochs"]
+    assert all(w["message"] for w in warned)
+
+
+def test_an_unknown_preset_is_a_400_naming_preset_with_the_choices(api):
+    client, h = api
+    r = client.post("/api/v1/jobs", json=teacher_body(preset="tiny"), headers=h)
+    assert r.status_code == 400
+    err = r.get_json()["error"]
+    assert err["field"] == "preset" and "small-data" in err["message"] and "imagenet" in err["message"]
+
+
+def test_presets_and_warnings_endpoints_serve_the_same_source(api):
+    client, h = api
+    presets = client.get("/api/v1/presets", headers=h).get_json()["presets"]
+    assert [p["name"] for p in presets] == list(PRESET_NAMES) and presets[0]["values"] == dict(SMALL_DATA.values)
+    cfg = teacher_body()["config"]
+    r = client.post("/api/v1/warnings", json={"kind": "teacher", "config": cfg}, headers=h)
+    assert fields(r.get_json()["warnings"])[:2] == ["data.img_size", "train.mixup"]
+    r = client.post("/api/v1/warnings", json={"kind": "teacher", "config": cfg, "preset": "small-data"}, headers=h)
+    assert r.get_json()["warnings"] == []
+    # A folder the caller may not use is not looked at (nothing is said of it).
+    outside = {**cfg, "data": {"train": "/etc", "val": "/etc"}}
+    assert client.post("/api/v1/warnings", json={"config": outside}, headers=h).get_json()["warnings"] == []
