@@ -172,3 +172,57 @@ def test_presets_and_warnings_endpoints_serve_the_same_source(api):
     # A folder the caller may not use is not looked at (nothing is said of it).
     outside = {**cfg, "data": {"train": "/etc", "val": "/etc"}}
     assert client.post("/api/v1/warnings", json={"config": outside}, headers=h).get_json()["warnings"] == []
+
+
+def test_the_demos_body_is_accepted_with_the_small_data_preset_and_no_warnings(api, digits):
+    """server/demo.py's one body (seeds aside: issue 18's replicate seeds come from another branch) on
+    the demo's re-split (400 training images): teacher -> distill pipeline with a baseline, soft
+    alpha 0.9 tau 4, explicit keys over the preset, and nothing looks wrong for the data."""
+    from server.demo import DemoSetting
+
+    client, h = api
+    s = DemoSetting()
+    root = digits / "demo_data"  # inside the server's data root
+    write_digits_resplit(root, train_per_class=s.train_per_class, img_size=s.img_size, heldout_name="val")
+    r = client.post("/api/v1/datasets", json={"name": s.dataset, "path": str(root)}, headers=h)
+    assert r.status_code == 201 and r.get_json()["num_train"] == 400 and r.get_json()["num_val"] == 1397
+    body = {k: v for k, v in s.body().items() if k != "seeds"}
+    r = client.post("/api/v1/jobs", json=body, headers=h)
+    assert r.status_code == 201, r.get_json()
+    job = r.get_json()
+    assert job["warnings"] == [] and len(job["pipeline"]) == 2 and job["baseline"]["job_id"]
+    assert job["config"]["distillation"] | {"type": "soft", "alpha": 0.9, "tau": 4.0} == job["config"]["distillation"]
+    assert job["config"]["train"]["epochs"] == 40 and job["config"]["train"]["mixup"] == 0  # explicit + preset
+    assert job["config"]["train"]["hflip"] == 0 and job["config"]["teacher"]["model"] == "regnety_016"
+
+
+def test_the_demos_progress_line_fits_80_columns_and_its_results_keep_the_interval():
+    from server import demo
+
+    def job(i, kind="distill", state="running", baseline_of=None, epoch=12):
+        return {"id": i, "kind": kind, "state": state, "baseline_of": baseline_of, "top1": 97.7,
+                "progress": {"epoch": epoch, "epochs": 40, "fraction": 0.3}}
+
+    jobs = [job(1, "teacher", "succeeded"), job(2, state="succeeded"), job(3), job(4, state="queued"),
+            job(5, state="succeeded", baseline_of=2), job(6, state="failed", baseline_of=3), job(7, "distill", "queued", 4)]
+    line = demo.status(jobs)
+    assert line == "teacher 97.7% | student 1/3 ep 12/40 | baseline 1/3 failed #6"
+    assert len(f"[demo] 99:59 {line}") < demo.WIDTH
+    base = {"gain": 7.3, "gain_ci95": [1.0, 13.6], "ci_over": "seeds", "seeds": 3, "significant": True,
+            "verdict": "significant", "per_seed": [{"seed": 0, "gain": 8.1, "gain_ci95": [5.9, 10.3], "mcnemar_p": 1e-9,
+                                                    "n_images": 1397, "student_job": 2, "baseline_job": 5}]}
+    lines = demo.gain_lines(base)
+    assert lines[0] == ("gain over the same student alone, 3 seed(s): +7.3 pt (95% CI +1.0 to +13.6, across seeds); "
+                        "significant: yes")
+    assert "seed 0: +8.1 pt (+5.9 to +10.3)" in lines[2]
+    assert demo.gain_lines({"gain": 0.3, "gain_ci95": None, "pending": "waiting for 3 of 6 runs"}) == [
+        "gain not measured: waiting for 3 of 6 runs"]  # never a gain without its interval
+    card = {"rows": [{"role": "teacher", "model": "regnety_016", "params_m": 10.3, "top1": 97.7, "top1_ci95": [96.8, 98.4],
+                      "latency_ms": {"p50": 4.1, "p10": 4.0, "p90": 4.4, "runs": 20, "threads": 1}, "size_bytes": 11_000_000},
+                     {"role": "student", "model": "deit_tiny_distilled_patch16_224", "params_m": 5.4, "top1": 90.0,
+                      "top1_ci95": [88.3, 91.5], "latency_ms": None, "size_bytes": None}],
+            "cpu": {"model": "Xeon", "isa": ["avx2"], "threads": 1}, "sentence": "the distilled student is ..."}
+    out = demo.ship_card_lines(card)
+    assert "deit_tiny" in out[2] and "97.7 (96.8-98.4)" in out[1] and out[-1] == "the distilled student is ..."
+    assert out[3] == "latency: median of 20 runs on Xeon (avx2), 1 thread(s)"
+    assert all(len(x) + 2 < demo.WIDTH for x in out)
