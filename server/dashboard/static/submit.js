@@ -229,7 +229,7 @@
       list = (await D.api("/warnings", { method: "POST", json: { kind: kind(), config: config() } })).warnings || [];
     } catch (e) { /* the form still submits; the 201 carries the same warnings */ }
     if (asked !== warningsAsked) return;
-    box.replaceChildren(...list.map((w) => D.el("li", { "data-field": w.field, text: w.message })));
+    box.replaceChildren(...list.map((w) => D.el("li", { "data-warning-for": w.field, text: w.message })));
     box.hidden = !list.length;
     box.dataset.state = "fresh"; // the answer for the form as it is now (tests wait for it)
   }
