@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from deit_core.config import MAX_PATH_CHARS
 from deit_core.config_warnings import DataFacts, config_warnings
 
 from .job_spec import JobSpec
@@ -60,9 +61,11 @@ def data_facts(db: Session, settings: Settings, user: User, train: str) -> DataF
         name = train[len("dataset:"):].partition("/")[0]
         ds = next((d for d in rows if d.name == name), None)
         return DataFacts(ds.num_train, ds.name) if ds else DataFacts()
+    if len(train) > MAX_PATH_CHARS:  # (a form's raw value: POST /jobs refused it before)
+        return DataFacts()
     try:
         p = Path(resolve_data_path(db, settings, user, train, "data.train"))
-    except SubmissionError:
+    except (SubmissionError, OSError, ValueError):
         return DataFacts()
     for ds in rows:
         if Path(ds.path).resolve() / "train" == p:

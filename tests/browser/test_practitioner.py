@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from deit_core.presets import SMALL_DATA
 from tests.browser.conftest import CHROMIUM, teacher_config
 from tests.browser.test_dashboard import browser, field, logged_in_tab, shot  # noqa: F401  (browser is a fixture)
 
@@ -103,7 +104,8 @@ def test_compare_view_puts_jobs_side_by_side(page, live, distilled, finished_tea
     params = page.locator('[data-testid="compare-params"]')
     page.wait_for_function("document.querySelectorAll('[data-testid=compare-params] tr[data-param]').length > 0")
     row = params.locator('tr[data-param="distillation.type"]').inner_text()
-    assert "hard" in row and "none" in row and "Distillation" in row
+    # Picking the dataset applied the small-data preset: its distillation type (soft), not the schema's hard.
+    assert SMALL_DATA.values["distillation.type"] in row and "none" in row and "Distillation" in row
     assert params.locator('tr[data-param="train.seed"]').count() == 0  # only what differs
     page.select_option("#add-job", str(finished_teacher["id"]))
     page.wait_for_function("document.querySelector('#compare-chart').dataset.points > 0 && "
