@@ -106,7 +106,7 @@ def migrated(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def api(tmp_path, digits, migrated):
+def api(request, tmp_path, digits, migrated):
     """(test client, bearer headers) of the real app, the digits registered as dataset 'digits'."""
     from server.app import create_app
     from server.auth import create_token
@@ -123,6 +123,7 @@ def api(tmp_path, digits, migrated):
     h = {"Authorization": f"Bearer {token}"}
     r = client.post("/api/v1/datasets", json={"name": "digits", "path": str(digits / "digits")}, headers=h)
     assert r.status_code == 201, r.get_json()
+    request.node.app = app  # (for the test that records a finished teacher directly)
     return client, h
 
 
@@ -158,6 +159,36 @@ def test_an_unknown_preset_is_a_400_naming_preset_with_the_choices(api):
     assert r.status_code == 400
     err = r.get_json()["error"]
     assert err["field"] == "preset" and "small-data" in err["message"] and "imagenet" in err["message"]
+
+
+def test_a_preset_never_contradicts_the_teacher_checkpoint_it_distills_from(api, request):
+    """A teacher trained at 64 px, named by artifact id: the preset's 32 px would contradict it, so what the
+    checkpoint says comes before the preset (and the user's own keys before both)."""
+    from server.models import Artifact, Job, User
+
+    client, h = api
+    app = request.node.app
+    s = app.extensions["distillery.db"].scoped()
+    ada = s.query(User).filter_by(name="ada").one()
+    teacher = Job(kind="teacher", name="t64", owner_id=ada.id, state="succeeded", attempt=1, progress={}, metrics={},
+                  attempt_history=[], config={"data": {"img_size": 64}})
+    s.add(teacher)
+    s.flush()
+    art = Artifact(job_id=teacher.id, kind="checkpoint", format="checkpoint", path="/nowhere", size=1, sha256="0" * 64,
+                   meta={"architecture": "regnety_002", "config_json": {"img_size": 64}})
+    s.add(art)
+    s.commit()
+    body = {"kind": "distill", "name": "d", "preset": "small-data",
+            "config": {"data": {"train": "dataset:digits/train", "val": "dataset:digits/val"},
+                       "teacher": {"checkpoint": art.id}}}
+    r = client.post("/api/v1/jobs", json=body, headers=h)
+    assert r.status_code == 201, r.get_json()
+    cfg = r.get_json()["config"]
+    assert cfg["data"]["img_size"] == 64 and cfg["student"]["patch_size"] == 8 and cfg["train"]["mixup"] == 0
+    assert cfg["teacher"]["model"] == "regnety_002" and cfg["distillation"]["type"] == "soft"
+    body["config"]["data"]["img_size"] = 32  # the user's own key still meets the checkpoint's check
+    r = client.post("/api/v1/jobs", json=body, headers=h)
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == "config.data.img_size"
 
 
 def test_presets_and_warnings_endpoints_serve_the_same_source(api):

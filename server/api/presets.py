@@ -17,6 +17,7 @@ from deit_core.presets import PRESETS
 from .. import job_requests, submission_warnings
 from ..auth import login_required
 from ..errors import ApiError
+from ..submissions import SubmissionError
 from .base import db, json_body, settings
 
 
@@ -30,5 +31,10 @@ def config_warnings():
     body = json_body({"kind", "config", "preset"}, required={"config"})
     if not isinstance(body["config"], Mapping):
         raise ApiError(400, "invalid_config", "must be a JSON object", "config")
-    body = job_requests.with_preset(body)
+    try:
+        body = job_requests.with_preset(db(), g.user, body)
+    except SubmissionError as e:  # a mismatch with a named checkpoint: the submission will say it
+        if e.field == "preset":
+            raise
+        return jsonify({"warnings": []})
     return jsonify({"warnings": submission_warnings.for_config(db(), settings(), g.user, body["config"])})
