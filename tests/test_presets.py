@@ -33,7 +33,7 @@ def test_a_preset_goes_under_the_users_keys_and_only_into_the_kinds_sections():
     assert raw == {"kind": "teacher", "data": {"train": "t", "val": "v", "img_size": 64}, "train": {"epochs": 7}}
     distill = apply_preset("small-data", {"kind": "distill", "data": {"train": "t", "val": "v"},
                                           "distillation": {"alpha": 0.5}, "teacher": {"checkpoint": "timm"}})
-    assert distill["distillation"] == {"alpha": 0.5, "type": "soft", "tau": 4.0}
+    assert distill["distillation"] == {"alpha": 0.5, "type": "soft", "tau": 4.0, "kl_reduction": "deit"}
     assert distill["student"] == {"patch_size": 8}
     assert parse_config(distill, check_paths=False).distillation.type == "soft"  # what it fills is valid
 
