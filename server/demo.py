@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -303,6 +304,18 @@ def start_service() -> tuple[str, subprocess.Popen, str]:
     return url, proc, token
 
 
+def stop_service(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop ``distillery up`` (its whole process group: the API and its worker) and say so."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    say(f"stopped the service (pid {proc.pid})")
+
+
 def register_data(url: str, h: dict, s: DemoSetting) -> None:
     from deit_core.data import write_digits_resplit
 
@@ -360,8 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     h = {"Authorization": f"Bearer {token}"}
     say(f"dashboard: {url}/jobs  (log in with this token: {token})")
     say(f"client: export DISTILLERY_URL={url} DISTILLERY_TOKEN={token}")
-    register_data(url, h, s)
-    job = submit(url, h, s)
+    try:
+        register_data(url, h, s)
+        job = submit(url, h, s)
+    except BaseException:  # nothing was submitted: nothing to browse, so no service left behind
+        stop_service(proc)
+        raise
     teacher_id = (job.get("pipeline") or [job["id"]])[0]
     say(f"submitted teacher job {teacher_id} ({s.teacher}, {s.teacher_epochs} epochs) -> distill job {job['id']} "
         f"(DeiT-Ti/8, {s.student_epochs} epochs, {s.distillation} alpha {s.alpha:g} tau {s.tau:g}), {s.seeds} seeds, "
