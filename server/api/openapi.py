@@ -248,7 +248,8 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
         "/warnings": {"post": {"summary": "What a config being edited looks wrong for, given its data (the 201's 'warnings')",
                                "requestBody": {"required": True, "content": {"application/json": {"schema": {
                                    "type": "object", "required": ["config"], "additionalProperties": False, "properties": {
-                                       "kind": {"type": "string"}, "config": {"type": "object"}, "preset": PRESET_PROP}}}}},
+                                       "kind": {"type": "string", "enum": list(JOB_KINDS)}, "config": {"type": "object"},
+                                       "preset": PRESET_PROP}}}}},
                                "responses": {"200": _json({"type": "object", "properties": {
                                    "warnings": {"type": "array", "items": _ref("Warning")}}}), **err(400, 401, 413, 415)}}},
         "/health": {"get": {"summary": "Liveness with database and broker checks", "security": [], "responses": {

@@ -18,6 +18,7 @@ from .. import job_requests, submission_warnings
 from ..auth import login_required
 from ..errors import ApiError
 from ..submissions import SubmissionError
+from ..vocabulary import JOB_KINDS
 from .base import db, json_body, settings
 
 
@@ -31,6 +32,8 @@ def config_warnings():
     body = json_body({"kind", "config", "preset"}, required={"config"})
     if not isinstance(body["config"], Mapping):
         raise ApiError(400, "invalid_config", "must be a JSON object", "config")
+    if "kind" in body and body["kind"] not in JOB_KINDS:
+        raise ApiError(400, "invalid_config", f"must be one of {', '.join(JOB_KINDS)}, got {body['kind']!r}", "kind")
     try:
         body = job_requests.with_preset(db(), g.user, body)
     except SubmissionError as e:  # a mismatch with a named checkpoint: the submission will say it
