@@ -61,6 +61,51 @@ def write_digits_imagefolder(out_dir: str | os.PathLike, img_size: int = 32, val
     return counts
 
 
+def write_digits_resplit(out_dir: str | os.PathLike, train_per_class: int = 40, img_size: int = 32, seed: int = 0,
+                         heldout_per_class: int | None = None, heldout_name: str = "heldout",
+                         probe_name: str | None = None) -> dict[str, int]:
+    """Digits re-split for measuring a gain: a *small* training set and a *large* held-out set.
+
+    ``train_per_class`` images of each digit go to ``train/``, ``heldout_per_class`` others (None: all
+    the rest, 1,397 at 40 per class) to ``<heldout_name>/``, so a difference between two models is
+    measured on many images while training stays short and small enough for a teacher to matter.
+    ``probe_name``, when given, also gets the first training image of each digit (a tiny per-epoch val
+    for runs that evaluate the held-out set themselves, as ``benchmarks/gain_study.py`` does). The
+    demo (``server/demo.py``) names the held-out folder ``val`` so the service registers it as the
+    dataset's validation set. Same pixels as :func:`write_digits_imagefolder`; each class's images
+    are drawn by one ``numpy.random.default_rng(seed)`` permutation, so a split is reproducible.
+    Written atomically.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
+    digits = load_digits()
+    smallest = int(np.bincount(digits.target).min())
+    if not 0 < train_per_class < smallest:
+        raise ValueError(f"train_per_class must be 1 to {smallest - 1} (the rarest digit has {smallest} images), "
+                         f"got {train_per_class}")
+    rng = np.random.default_rng(seed)
+    tmp = temp_dir_beside(out)
+    counts = {"train": 0, heldout_name: 0, **({probe_name: 0} if probe_name else {})}
+    for label in range(10):
+        ids = rng.permutation(np.flatnonzero(digits.target == label))
+        rest = ids[train_per_class:] if heldout_per_class is None else ids[train_per_class:train_per_class + heldout_per_class]
+        parts = {"train": ids[:train_per_class], heldout_name: rest, **({probe_name: ids[:1]} if probe_name else {})}
+        for split, chosen in parts.items():
+            d = tmp / split / str(label)
+            d.mkdir(parents=True, exist_ok=True)
+            for i in chosen:
+                pixels = (digits.images[i] * (255.0 / 16.0)).clip(0, 255).astype("uint8")
+                Image.fromarray(pixels, mode="L").resize((img_size, img_size), Image.BILINEAR).save(d / f"{i:04d}.png")
+            counts[split] += len(chosen)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(tmp, out)
+    return counts
+
+
 def image_folder(root: str, field: str):
     """An ImageFolder, or a ConfigError naming ``field`` if the folder holds no class folders/images."""
     from torchvision.datasets import ImageFolder

@@ -34,7 +34,7 @@ from .checkpoint import (
     schedule_changes,
     set_rng_state,
 )
-from .config import ConfigError, JobConfig, TrainConfig, load_config_file
+from .config import DEFAULT_KL_REDUCTION, ConfigError, JobConfig, TrainConfig, load_config_file
 from .data import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, build_train_loader, build_val_loader, load_datasets
 from .engine import evaluate, predict_teacher, predict_val, train_one_epoch
 from .events import MetricsLog
@@ -148,7 +148,7 @@ class Run:
         dist = cfg.distillation
         self.criterion = DistillationLoss(base_criterion(self.mixup_fn is not None, t.smoothing), self.teacher,
                                           dist.type if dist else "none", dist.alpha if dist else 0.0,
-                                          dist.tau if dist else 1.0, dist.kl_reduction if dist else "batchmean")
+                                          dist.tau if dist else 1.0, dist.kl_reduction if dist else DEFAULT_KL_REDUCTION)
         self.global_batch = t.batch_size * world * t.accum_steps
         self.updates_per_epoch = math.ceil(len(self.train_loader) / t.accum_steps)
         model = model.to(accelerator.device)

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
+from deit_core.presets import PRESET_NAMES  # plain data: no torch
 from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS, PRIORITIES  # plain tuples: no Flask, Celery or torch
 
 from .api_client import EXIT_API_ERROR, EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, EXIT_OK, ApiClient, ClientError, guard
@@ -77,7 +78,7 @@ def outcome_lines(job: dict[str, Any]) -> list[str]:
     if job.get("at_chance") and isinstance(job.get("chance_top1"), (int, float)):
         out.append(f"warning: that is chance level ({job['chance_top1']:.1f}% = guessing among "
                    f"{round(100 / job['chance_top1'])} classes): the model learned nothing; check the image size, "
-                   "epochs and augmentation (the dashboard's submit page has presets by dataset size)")
+                   "epochs and augmentation (distillery submit --preset small-data; the dashboard's submit page has presets too)")
     base = job.get("baseline") or {}
     if isinstance(base.get("gain"), (int, float)):
         out.append(f"distillation gain: {base['gain']:+.1f} pt over the same student without a teacher "
@@ -113,7 +114,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     body = load_job_file(args.file, args.name)
     if args.priority:
         body["priority"] = args.priority
+    if args.preset:
+        body["preset"] = args.preset
     job = _client(args).post("/jobs", json=body, what="jobs endpoint")
+    print_warnings(job.get("warnings") or [])
     pipeline = job.get("pipeline") or []
     if len(pipeline) > 1:
         print(f"submitted a pipeline: teacher job {pipeline[0]} -> {job.get('kind')} job {job['id']} {job.get('name')!r}")
@@ -124,6 +128,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"and baseline job {job['baseline']['job_id']}: the same student without a teacher")
     print(job["id"])
     return EXIT_OK
+
+
+def print_warnings(warnings: list[dict[str, Any]], out: TextIO | None = None) -> None:
+    """The 201's ``warnings`` (deit_core.config_warnings), one line each on stderr: the job was
+    accepted, but its config looks wrong for its data."""
+    out = out or sys.stderr
+    for w in warnings:
+        print(f"warning: {w.get('field')}: {w.get('message')}", file=out)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -293,6 +305,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--name", help="job name (default: the body's name, else the file name)")
     p.add_argument("--priority", choices=list(PRIORITIES),
                    help="the broker starts higher first (default: the body's, else normal); high: admins only")
+    p.add_argument("--preset", choices=list(PRESET_NAMES),
+                   help="start from this preset (deit_core/presets.py, GET /api/v1/presets); keys in the file win")
     p.set_defaults(func=guard(cmd_submit))
 
     p = sub.add_parser("jobs", parents=[common], help="list jobs as a table")

@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from deit_core.presets import PRESET_NAMES
 from server.vocabulary import CANCELLED, FINAL_STATES, SUCCEEDED
 
 from .api_client import EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_OK, ApiClient, ClientError, guard
 from .artifact_download import download_artifact
+from .client import print_warnings
 from .job_files import load_job_file
 from .text_format import format_size, format_table
 
@@ -52,7 +54,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     body = load_job_file(args.file, args.name)
     if body.get("kind") in (None, "distill"):  # the file's config is the base distill config
         body["kind"] = "sweep"
+    if args.preset:
+        body["preset"] = args.preset
     job = ApiClient(args.url, args.token).post("/jobs", json=body, what="jobs endpoint")
+    print_warnings(job.get("warnings") or [])
     print(f"submitted sweep {job['id']} {job.get('name')!r}: {body.get('trials', 8)} trials, "
           f"{body.get('parallel', 1)} at a time")
     print(job["id"])
@@ -122,6 +127,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     q = ss.add_parser("submit", parents=[common], help="submit a sweep file (YAML or JSON); prints the sweep id last")
     q.add_argument("file", help="{name, config, search_space, trials, parallel, pruner, ...}")
     q.add_argument("--name", help="sweep name (default: the file's name field, else the file name)")
+    q.add_argument("--preset", choices=list(PRESET_NAMES),
+                   help="start the base config from this preset (GET /api/v1/presets); keys in the file win")
     q.set_defaults(func=guard(cmd_submit))
     q = ss.add_parser("watch", parents=[common], help="the trials table until the sweep ends; exit 0 succeeded")
     q.add_argument("id", type=int)

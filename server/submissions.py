@@ -30,7 +30,7 @@ from .vocabulary import DEFAULT_PRIORITY, DISTILL, JOB_KINDS, MAX_ID, PRIORITIES
 log = logging.getLogger(__name__)
 
 JOB_BODY_KEYS = {"kind", "name", "config", "teacher_job", "baseline", "priority", "teacher_outputs", "students",
-                 *SWEEP_BODY_KEYS}
+                 "preset", *SWEEP_BODY_KEYS}  # preset: server.job_requests.with_preset takes it out first
 TEACHER_JOB_KEYS = {"name", "config"}
 
 

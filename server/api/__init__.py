@@ -13,7 +13,7 @@ from ..errors import ApiError
 from ..lifecycle import JobConflict
 from ..submissions import SubmissionError
 from ..vocabulary import MAX_ID
-from . import artifacts, datasets, health, jobs, openapi, sweeps, tokens, users
+from . import artifacts, datasets, health, jobs, openapi, presets, sweeps, tokens, users
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -42,6 +42,8 @@ ROUTES = [
     ("/datasets", datasets.create_dataset, ["POST"]),
     ("/datasets", datasets.list_datasets, ["GET"]),
     ("/datasets/<id:dataset_id>", datasets.get_dataset, ["GET"]),
+    ("/presets", presets.list_presets, ["GET"]),
+    ("/warnings", presets.config_warnings, ["POST"]),
     ("/users/<name>/limits", users.get_limits, ["GET"]),
     ("/users/<name>/limits", users.put_limits, ["PUT"]),
     ("/tokens", tokens.list_tokens, ["GET"]),

@@ -7,6 +7,7 @@ from flask import current_app, jsonify
 
 from deit_core import config_schema
 from deit_core.layout import FINAL_DIR
+from deit_core.presets import PRESET_NAMES
 
 from ..quotas import MAX_CAP
 from ..settings import Settings
@@ -43,6 +44,16 @@ PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum"
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
         {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
          "description": "keyset pagination: rows with id below this (the previous page's next_cursor)"}]
+
+
+PRESET_PROP = {"type": "string", "enum": list(PRESET_NAMES),
+               "description": "a preset's values (GET /presets) put under config, teacher_job.config and students[].config: "
+                              "keys given explicitly win"}
+PRESET = {"type": "object", "properties": {"name": {"type": "string"}, "label": {"type": "string"},
+                                           "max_train_images": {"type": ["integer", "null"]}, "values": {"type": "object"}}}
+WARNING = {"type": "object", "required": ["field", "message"],
+           "properties": {"field": {"type": "string", "description": "the dotted config key, e.g. train.mixup"},
+                          "message": {"type": "string"}}}
 
 
 def job_config_schema(st: Settings) -> dict[str, Any]:
@@ -105,7 +116,8 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
                              "config": _ref("JobConfig")}}},
             "baseline": {"type": "boolean", "description": "distill only: also train the same student config, seed and "
                                                            "budget with distillation.type none (job NAME-baseline, "
-                                                           "baseline_of = this job); the response's 'baseline' names it"}}},
+                                                           "baseline_of = this job); the response's 'baseline' names it"},
+            "preset": PRESET_PROP}},
         "Progress": {"type": "object", "properties": {k: nullable_int for k in ("epoch", "epochs", "step", "steps_per_epoch")}
                      | {"fraction": {"type": "number"}, "eta_s": {"type": ["number", "null"]},
                         "phase": {"type": ["string", "null"], "description": "what the run is doing before/around its steps"},
@@ -144,7 +156,10 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "baseline": {"type": ["object", "null"], "description": "a distill job's baseline twin; gain in points once both succeeded",
                          "properties": {"job_id": {"type": "integer"}, "state": {"type": "string"},
                                         "top1": {"type": ["number", "null"]}, "gain": {"type": ["number", "null"]}}},
-            "pipeline": {"type": "array", "items": {"type": "integer"}, "description": "only in a pipeline's POST response"}}},
+            "pipeline": {"type": "array", "items": {"type": "integer"}, "description": "only in a pipeline's POST response"},
+            "warnings": {"type": "array", "items": _ref("Warning"), "description": "only in the POST response: what in the "
+                         "config looks wrong for its data (accepted all the same)"}}},
+        "Warning": WARNING,
         "AttemptRecord": {"type": "object", "properties": {
             "attempt": {"type": "integer"}, "worker": {"type": ["string", "null"]},
             "started_at": {"type": ["string", "null"]}, "ended_at": {"type": "string"},
@@ -227,6 +242,16 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "responses": {"200": _json(_page("tokens", "Token")), **err(400, 401)}}},
         "/tokens/{token_id}": {"delete": {"summary": "Revoke a token (yours; an admin: any)", "parameters": [ID("token_id")],
                                           "responses": {"200": _json(_ref("Token"), "Revoked"), **err(401, 403, 404)}}},
+        "/presets": {"get": {"summary": "The presets a body's 'preset' names (deit_core.presets): dotted config values by "
+                                        "training-set size", "responses": {"200": _json({"type": "object", "properties": {
+                                            "presets": {"type": "array", "items": PRESET}}}), **err(401)}}},
+        "/warnings": {"post": {"summary": "What a config being edited looks wrong for, given its data (the 201's 'warnings')",
+                               "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                                   "type": "object", "required": ["config"], "additionalProperties": False, "properties": {
+                                       "kind": {"type": "string", "enum": list(JOB_KINDS)}, "config": {"type": "object"},
+                                       "preset": PRESET_PROP}}}}},
+                               "responses": {"200": _json({"type": "object", "properties": {
+                                   "warnings": {"type": "array", "items": _ref("Warning")}}}), **err(400, 401, 413, 415)}}},
         "/health": {"get": {"summary": "Liveness with database and broker checks", "security": [], "responses": {
             "200": _json({"type": "object"}), "503": _json({"type": "object"}, "Degraded"), **err()}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"}), **err()}}},

@@ -151,7 +151,14 @@ def recipe_defaults() -> dict[str, Any]:
     return out
 
 
+def _presets_json() -> str:
+    """deit_core.presets for the form's preset buttons (the same values ``preset`` applies in the API)."""
+    from deit_core.presets import PRESETS
+
+    return json.dumps([p.to_dict() for p in PRESETS.values()]).replace("<", "\\u003c")
+
+
 @bp.route("/submit")
 @login_required
 def submit() -> str:
-    return render_template("submit.html", page="submit", recipe_json=_recipe_json())
+    return render_template("submit.html", page="submit", recipe_json=_recipe_json(), presets_json=_presets_json())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from deit_core.presets import SMALL_DATA
 from tests.browser.conftest import CHROMIUM, teacher_config
 from tests.browser.test_dashboard import browser, field, logged_in_tab, shot  # noqa: F401  (browser is a fixture)
 
@@ -103,7 +104,8 @@ def test_compare_view_puts_jobs_side_by_side(page, live, distilled, finished_tea
     params = page.locator('[data-testid="compare-params"]')
     page.wait_for_function("document.querySelectorAll('[data-testid=compare-params] tr[data-param]').length > 0")
     row = params.locator('tr[data-param="distillation.type"]').inner_text()
-    assert "hard" in row and "none" in row and "Distillation" in row
+    # Picking the dataset applied the small-data preset: its distillation type (soft), not the schema's hard.
+    assert SMALL_DATA.values["distillation.type"] in row and "none" in row and "Distillation" in row
     assert params.locator('tr[data-param="train.seed"]').count() == 0  # only what differs
     page.select_option("#add-job", str(finished_teacher["id"]))
     page.wait_for_function("document.querySelector('#compare-chart').dataset.points > 0 && "
@@ -142,11 +144,12 @@ def test_submit_form_presets_warnings_words_and_effective_lr(page, live):
     assert field(page, "data.img_size").input_value() == "32" and field(page, "train.hflip").input_value() == "0"
     assert field(page, "train.mixup").input_value() == "0"
     assert "small data" in page.locator("#presets button.active").inner_text().lower()
-    before = page.locator('[data-testid="warnings"]').text_content()
+    fresh = '[data-testid="warnings"][data-state="fresh"]'  # the server's answer (POST /warnings) for the form as it is
+    before = page.locator(fresh).text_content()
     assert " px on" not in before and "Mixup" not in before and "mirrored" not in before  # the preset fits
     page.click('#presets button[data-preset="imagenet"]')
     assert field(page, "data.img_size").input_value() == "224"
-    warnings = page.locator('[data-testid="warnings"]').inner_text()
+    warnings = page.locator(fresh).inner_text()
     assert "224 px on" in warnings and "Mixup/CutMix" in warnings and "a mirrored 2 is not a 2" in warnings
     field(page, "train.lr").fill("0.0005")
     field(page, "train.batch_size").fill("128")

@@ -141,8 +141,7 @@
         if (!ds) return;
         form.querySelector('[data-field="data.train"]').value = `dataset:${ds.name}/train`;
         form.querySelector('[data-field="data.val"]').value = `dataset:${ds.name}/val`;
-        const n = ds.num_train;
-        const preset = typeof n === "number" ? (n < 10000 ? "small" : n < 200000 ? "medium" : "imagenet") : null;
+        const preset = presetFor(ds.num_train);
         if (preset && !cloning) applyPreset(preset);
         document.getElementById("dataset-hint").textContent = `data.train and data.val set from dataset ${ds.name}` +
           (preset && !cloning ? `; ${PRESETS[preset].label.toLowerCase()} preset applied` : "");
@@ -201,21 +200,15 @@
   }
 
   // ------------------------------------------------------------------ presets, warnings, effective lr
-  const SMALL_TRAIN = { "train.aa": "", "train.mixup": 0, "train.cutmix": 0, "train.reprob": 0, "train.smoothing": 0.1,
-    "train.drop_path": 0, "train.repeated_aug": false, "train.warmup_epochs": 2 };
-  const PRESETS = {
-    small: { label: "Small data (under 10k images, e.g. digits)", values: { "data.img_size": 32, "data.crop_pct": 1.0,
-      "student.patch_size": 8, "train.epochs": 30, "train.batch_size": 32, "train.lr": 2e-3, "train.scale_min": 0.5,
-      "train.hflip": 0, ...SMALL_TRAIN } },
-    medium: { label: "Medium (10k-200k images, e.g. CIFAR)", values: { "data.img_size": 64, "data.crop_pct": 1.0,
-      "student.patch_size": 8, "train.epochs": 100, "train.batch_size": 64, "train.lr": 1e-3, "train.aa": "rand-m9-mstd0.5-inc1",
-      "train.mixup": 0.2, "train.cutmix": 0, "train.reprob": 0.1, "train.smoothing": 0.1, "train.drop_path": 0.05,
-      "train.hflip": 0.5, "train.scale_min": 0.35, "train.repeated_aug": false, "train.warmup_epochs": 5 } },
-    imagenet: { label: "ImageNet-scale (the DeiT recipe)", values: {} },
-  };
-  for (const [k, v] of Object.entries(recipe.data || {})) if (PRESETS.imagenet.values["data." + k] === undefined) PRESETS.imagenet.values["data." + k] = v.default;
-  for (const sec of ["student", "train"]) for (const [k, v] of Object.entries(recipe[sec] || {})) PRESETS.imagenet.values[sec + "." + k] = v.default;
-  delete PRESETS.imagenet.values["data.train"]; delete PRESETS.imagenet.values["data.val"];
+  // Both come from the server (deit_core/presets.py, deit_core/config_warnings.py): the presets embedded
+  // by the view, the warnings from POST /warnings, the same rules a submission's 201 answers with.
+  const PRESETS = Object.fromEntries(JSON.parse(document.getElementById("presets-data").textContent).map((p) => [p.name, p]));
+  /** The preset meant for a training set of n images (the first whose max_train_images is above n). */
+  function presetFor(n) {
+    if (typeof n !== "number") return null;
+    const p = Object.values(PRESETS).find((x) => x.max_train_images === null || n < x.max_train_images);
+    return p ? p.name : null;
+  }
 
   function applyPreset(name) {
     for (const [path, v] of Object.entries(PRESETS[name].values)) setField(path, v);
@@ -223,35 +216,28 @@
     update();
   }
 
-  function currentDataset() {
-    const m = /^dataset:([^/]+)\//.exec((fieldEl("data.train") || {}).value || "");
-    return m ? datasets.find((d) => d.name === m[1]) : null;
-  }
-
   const num = (path) => { const inp = fieldEl(path); const v = inp ? Number(inp.value) : NaN; return isNaN(v) ? null : v; };
 
-  /** Choices known to break small or non-flippable data, in words. */
-  function warnings() {
-    const ds = currentDataset();
-    const out = [];
-    const n = ds && ds.num_train;
-    const small = typeof n === "number" && n < 10000;
-    const img = num("data.img_size"), epochs = num("train.epochs");
-    if (small && img >= 160) out.push(`${img} px on ${n} training images: small images upscaled this far train slowly and overfit; the small-data preset uses 32 px.`);
-    if (small && (num("train.mixup") > 0 || num("train.cutmix") > 0)) out.push("Mixup/CutMix on a small dataset: with few images they blur every label and the model often stays at chance.");
-    if (small && (fieldEl("train.aa") || {}).value) out.push("RandAugment on a small dataset: strong augmentation needs many epochs to pay off; turn it off.");
-    if (ds && /digit|mnist|text|char|letter|sign|ocr/i.test(ds.name) && num("train.hflip") > 0) out.push(`Horizontal flips on ${ds.name}: a mirrored 2 is not a 2; set the flip probability to 0.`);
-    if (small && epochs >= 200) out.push(`${epochs} epochs on ${n} images: the DeiT budget is for 1.28M images; 20-50 epochs is plenty here.`);
-    const global = (num("train.batch_size") || 0) * (num("resources.processes") || 1) * (num("train.accum_steps") || 1);
-    if (typeof n === "number" && global > n / 4) out.push(`A global batch of ${global} leaves only ${Math.max(1, Math.floor(n / global))} step(s) per epoch on ${n} images.`);
-    return out;
+  let warningsAsked = 0;
+  let warningsTimer = null;
+  /** Ask the server what in the form looks wrong for its data; shown unless a newer answer is on its way. */
+  async function refreshWarnings() {
+    const box = document.getElementById("warnings");
+    const asked = ++warningsAsked;
+    let list = [];
+    try {
+      list = (await D.api("/warnings", { method: "POST", json: { kind: kind(), config: config() } })).warnings || [];
+    } catch (e) { /* the form still submits; the 201 carries the same warnings */ }
+    if (asked !== warningsAsked) return;
+    box.replaceChildren(...list.map((w) => D.el("li", { "data-warning-for": w.field, text: w.message })));
+    box.hidden = !list.length;
+    box.dataset.state = "fresh"; // the answer for the form as it is now (tests wait for it)
   }
 
   function update() {
-    const box = document.getElementById("warnings");
-    const list = warnings();
-    box.replaceChildren(...list.map((w) => D.el("li", { text: w })));
-    box.hidden = !list.length;
+    clearTimeout(warningsTimer);
+    document.getElementById("warnings").dataset.state = "pending";
+    warningsTimer = setTimeout(refreshWarnings, 250);
     const lrNote = document.getElementById("effective-lr");
     const lr = num("train.lr"), bs = num("train.batch_size"), procs = num("resources.processes") || 1, acc = num("train.accum_steps") || 1;
     if (lrNote && lr && bs) {
