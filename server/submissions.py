@@ -365,7 +365,7 @@ def refuse_sweep_keys(body: Mapping[str, Any]) -> None:
 def sweep_spec(db: Session, settings: Settings, user: User, body: Mapping[str, Any], name: str) -> JobSpec:
     """``kind: sweep``: ``config`` is the base distill config of every trial; the search space,
     trials, parallel, pruner and seed are checked by :func:`server.sweeps.validate_sweep`."""
-    for key in ("teacher_job", "baseline"):
+    for key in ("teacher_job", "baseline", "seeds"):
         if key in body:
             raise SubmissionError(key, "a sweep takes no " + key)
     check_in_flight(db, settings, user, 1)
