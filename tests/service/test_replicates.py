@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 GAIN_KEYS = {"gain", "gain_ci95", "mcnemar_p", "n_images", "significant", "ci_over", "seeds", "verdict", "per_seed"}
 # The ship card (issue 18, the ``card`` branch: server/ship_card.py) is checked as soon as it is merged.
+RUNS_TIMEOUT_S = 1500  # about 1.5 min a run here, more on a busy machine
 SHIP_CARD_MERGED = importlib.util.find_spec("server.ship_card") is not None
 
 
@@ -48,8 +49,10 @@ def test_two_seeds_pipeline_reports_the_gain_with_an_interval_over_seeds(service
     assert first["id"] == primary_id and first["seeds"] == 2 and first["replicate_of"] is None
     assert first["baseline"]["gain"] is None and first["baseline"]["pending"] == "waiting for 4 of 4 runs"
 
-    primary, replicate = service.wait(primary_id, ("succeeded",)), service.wait(replicate_id, ("succeeded",))
-    baselines = [service.wait(j["baseline"]["job_id"], ("succeeded",)) for j in (primary, replicate)]
+    # five runs one after another on the one worker slot: the teacher, both baselines, then both students
+    primary = service.wait(primary_id, ("succeeded",), timeout=RUNS_TIMEOUT_S)
+    replicate = service.wait(replicate_id, ("succeeded",), timeout=RUNS_TIMEOUT_S)
+    baselines = [service.wait(j["baseline"]["job_id"], ("succeeded",), timeout=RUNS_TIMEOUT_S) for j in (primary, replicate)]
     assert replicate["replicate_of"] == primary_id and replicate["parent_id"] == teacher_id == primary["parent_id"]
     assert replicate["config"]["train"]["seed"] == primary["config"]["train"]["seed"] + 1
     assert [b["baseline_of"] for b in baselines] == [primary_id, replicate_id]
