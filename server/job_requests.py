@@ -67,6 +67,9 @@ def validate_request(db: Session, settings: Settings, user: User, body: Mapping[
     kind, name = submissions.kind_and_name(body)
     keys = None
     if kind != SWEEP and set(cache_pipeline.PIPELINE_KEYS) & body.keys():
+        if body.get("seeds", 1) != 1:  # the teacher-output cache's key holds the seed: one cache serves one seed
+            raise submissions.SubmissionError("seeds", "cannot be combined with teacher_outputs or students (a "
+                                              "teacher-output cache serves one seed); submit the seeds without them")
         keys = cache_pipeline.pipeline_keys(db, settings, user, body, kind, name)
         body = {k: v for k, v in body.items() if k not in cache_pipeline.PIPELINE_KEYS}
     specs = submissions.validate_submission(db, settings, user, body)

@@ -5,7 +5,8 @@ students, a baseline twin), and a job may depend on one that is created in the s
 (whose id does not exist yet) or on one that exists already (a checkpoint artifact's job, a sweep).
 So a spec names its parent ONE way, :class:`ParentRef`: either ``index`` (the spec at that position
 in the same list; it must come earlier) or ``job_id`` (an existing job), never both. The baseline
-twin relation (``baseline_of``) is a different link, the index of the distill spec it mirrors.
+twin relation (``baseline_of``) is a different link, the index of the distill spec it mirrors, and
+so is a replicate's (``replicate_of``: the index of the seed-0 distill spec of a ``seeds: N`` submission).
 """
 from __future__ import annotations
 
@@ -47,3 +48,5 @@ class JobSpec:
     baseline_of: int | None = None  # index of the distill spec (same list) this one trains without a teacher
     trial_number: int | None = None  # a sweep's trial (worker.sweep)
     priority: str = DEFAULT_PRIORITY
+    replicate_of: int | None = None  # index of the primary distill spec (same list) whose seed k > 0 this one trains
+    seeds: int = 1  # the primary of a ``seeds: N`` submission: N

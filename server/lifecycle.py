@@ -93,17 +93,19 @@ def transition(db: Session, job_id: int, from_states: str | Iterable[str], to_st
 # ---------------------------------------------------------------------------------------------
 def create_jobs(db: Session, user: User, specs: Iterable[JobSpec]) -> list[Job]:
     """Insert validated specs (:func:`server.job_requests.validate_request`) in one transaction; a
-    spec's parent (and baseline) given by index is a job created earlier in the same call."""
+    spec's parent (and baseline, and replicate primary) given by index is a job created earlier in the same call."""
     jobs: list[Job] = []
     for spec in specs:
         job = Job(kind=spec.kind, name=spec.name, config=spec.config, owner_id=user.id,
                   state=QUEUED, attempt=1, progress={}, metrics={}, attempt_history=[],
                   max_attempts=int((spec.config.get("resources") or {}).get("max_attempts", 3)),
-                  priority=spec.priority, trial_number=spec.trial_number)
+                  priority=spec.priority, trial_number=spec.trial_number, seeds=spec.seeds)
         if spec.parent is not None:
             job.parent_id = spec.parent.job_id if spec.parent.index is None else _earlier(jobs, spec.parent.index).id
         if spec.baseline_of is not None:  # the same student without a teacher (submissions.baseline_spec)
             job.baseline_of = _earlier(jobs, spec.baseline_of).id
+        if spec.replicate_of is not None:  # seed k > 0 of a ``seeds: N`` submission (submissions.replicate_specs)
+            job.replicate_of = _earlier(jobs, spec.replicate_of).id
         db.add(job)
         db.flush()
         jobs.append(job)

@@ -129,6 +129,13 @@ class Job(Base):
     # Why the job stopped or was asked to stop (server.vocabulary.STOP_REASONS; migration 0006): the
     # worker ends a run stopped on request in this state (pruned or cancelled), and the API shows it.
     stop_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Replicates (migration 0007): a distill job with ``baseline: true`` and ``seeds: N`` is the
+    # primary of N students and N baselines; students of seeds k > 0 point at it here, and it holds
+    # ``seeds`` = N. ``comparison``: the gain over the baselines with its interval, computed by the
+    # worker when the group's last run ends (worker.comparison) and only read by the serializer.
+    replicate_of: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
+    seeds: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    comparison: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
     owner: Mapped[User] = relationship()
     artifacts: Mapped[list["Artifact"]] = relationship(back_populates="job", order_by="Artifact.id")

@@ -4,9 +4,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
+from . import replicates
 from .models import Artifact, Dataset, Job
 from .vocabulary import LOCAL, QUEUED, SWEEP
 from .workers import Capacity, live_capacity, waiting_reason
@@ -35,18 +35,38 @@ def at_chance(job: Job) -> bool:
     return job.state == "succeeded" and top1 is not None and chance is not None and top1 <= 1.5 * chance
 
 
+# The gain fields of ``baseline`` (deit_core.paired_stats.gain_fields), null until the group's comparison is stored.
+GAIN_KEYS = ("gain", "gain_ci95", "mcnemar_p", "n_images", "verdict", "per_seed")
+
+
 def baseline_info(job: Job) -> dict[str, Any] | None:
-    """For a distill job submitted with ``baseline: true``: its teacher-less twin and the gain in points."""
+    """For a distill job submitted with ``baseline: true``: its teacher-less twin (seed 0's) and the
+    gain over the baselines with its evidence, as ``worker.comparison`` stored it in the primary's
+    ``comparison`` (read here, never computed: no gain is shown without its interval). Until it is
+    stored, ``pending`` says what the group waits for. A replicate (seed k > 0) shows its own twin and
+    points at the primary's comparison through ``replicate_of``."""
     db = object_session(job)
     if db is None or job.kind != "distill":
         return None
-    twin = db.scalar(select(Job).where(Job.baseline_of == job.id).order_by(Job.id.desc()).limit(1))
+    twin = replicates.twin_of(db, job.id)
     if twin is None:
         return None
-    mine, theirs = exported_top1(job), exported_top1(twin)
-    both = job.state == twin.state == "succeeded" and mine is not None and theirs is not None
-    return {"job_id": twin.id, "state": twin.state, "top1": theirs,
-            "gain": round(mine - theirs, 2) if both else None}
+    stored = job.comparison or {}
+    out: dict[str, Any] = {"job_id": twin.id, "state": twin.state, "top1": exported_top1(twin)}
+    out.update({k: stored.get(k) for k in GAIN_KEYS})
+    out["significant"] = bool(stored.get("significant", False))
+    out["ci_over"] = stored.get("ci_over", "seeds" if (job.seeds or 1) > 1 else "images")
+    out["seeds"] = int(stored.get("seeds") or job.seeds or 1)
+    out["ptl"] = stored.get("ptl")
+    out["pending"] = stored.get("pending") if job.comparison is not None else _waiting(db, job)
+    return out
+
+
+def _waiting(db, job: Job) -> str | None:
+    """What a group with no stored comparison waits for (a replicate: its primary's comparison)."""
+    if job.replicate_of is not None:
+        return f"the comparison is on the primary job {job.replicate_of}"
+    return replicates.pending_reason(replicates.group(db, job), job.seeds or 1) or "comparing the runs' predictions"
 
 
 def iso_utc(ts: datetime | None) -> str | None:
@@ -87,6 +107,7 @@ def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None 
         "top1": exported_top1(job), "top1_checkpoint": EXPORTED_CHECKPOINT,
         "chance_top1": chance_level(job), "at_chance": at_chance(job),
         "baseline_of": job.baseline_of, "baseline": baseline_info(job),
+        "seeds": job.seeds or 1, "replicate_of": job.replicate_of,
         "artifacts": [serialize_artifact(a) for a in job.artifacts],
     }
     out["trial_number"] = job.trial_number

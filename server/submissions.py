@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,11 +26,11 @@ from .models import Artifact, Dataset, Job, User
 from .settings import Settings
 from .storage import PathRefused, check_links, check_safe_path, is_private, is_under, resolve_server_dir
 from .sweeps import SWEEP_BODY_KEYS, SweepError, validate_sweep
-from .vocabulary import DEFAULT_PRIORITY, DISTILL, JOB_KINDS, MAX_ID, PRIORITIES, SWEEP, TEACHER
+from .vocabulary import DEFAULT_PRIORITY, DISTILL, JOB_KINDS, MAX_ID, MAX_SEEDS, PRIORITIES, SWEEP, TEACHER
 
 log = logging.getLogger(__name__)
 
-JOB_BODY_KEYS = {"kind", "name", "config", "teacher_job", "baseline", "priority", "teacher_outputs", "students",
+JOB_BODY_KEYS = {"kind", "name", "config", "teacher_job", "baseline", "seeds", "priority", "teacher_outputs", "students",
                  "preset", *SWEEP_BODY_KEYS}  # preset: server.job_requests.with_preset takes it out first
 TEACHER_JOB_KEYS = {"name", "config"}
 
@@ -271,15 +272,52 @@ def validate_submission(db: Session, settings: Settings, user: User, body: Mappi
     for key in sorted({"teacher_outputs", "students"} & body.keys()):
         raise SubmissionError(key, "is expanded by server.cache_pipeline; submit through server.job_requests")
     refuse_sweep_keys(body)
+    seeds = check_seeds(body, kind)
     teacher_spec = body.get("teacher_job")
-    check_in_flight(db, settings, user, (1 if teacher_spec is None else 2) + (body.get("baseline") is True))
+    check_in_flight(db, settings, user, (0 if teacher_spec is None else 1) + seeds * (1 + (body.get("baseline") is True)))
     if teacher_spec is None:
         cfg = resolve_paths(db, settings, user, parse_job_config(body["config"], "config.", kind, placeholder_teacher=False,
                                                         db=db, user=user), "config.")
         teacher_ref = cfg["teacher"]["checkpoint"] if kind == DISTILL else None
         spec = JobSpec(kind, name, cfg, parent=checkpoint_parent(db, teacher_ref))
-        return [spec, *baseline_spec(body, kind, name, cfg, 0)]
-    return teacher_job_specs(db, settings, user, body, kind, name, teacher_spec)
+        specs = [spec, *baseline_spec(body, kind, name, cfg, 0)]
+    else:
+        specs = teacher_job_specs(db, settings, user, body, kind, name, teacher_spec)
+    return replicate_specs(specs, seeds)
+
+
+def check_seeds(body: Mapping[str, Any], kind: str) -> int:
+    """``seeds: N`` (1 to :data:`MAX_SEEDS`, default 1): train the student and its baseline with N
+    seeds, so the gain's interval covers training noise too. Only with ``baseline: true`` (400 naming ``seeds``)."""
+    seeds = body.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+        raise SubmissionError("seeds", f"must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
+    if seeds > 1 and (kind != DISTILL or body.get("baseline") is not True):
+        raise SubmissionError("seeds", "only a distill job with baseline: true takes seeds (the seeds measure "
+                              "the gain over the baseline); add baseline: true or leave seeds out")
+    return seeds
+
+
+def replicate_specs(specs: list[JobSpec], seeds: int) -> list[JobSpec]:
+    """``seeds: N``: after the submission's own specs (seed 0: the primary distill job and its
+    baseline), N - 1 more pairs, each a copy of the primary and its baseline with ``train.seed`` +k,
+    the student ``replicate_of`` the primary, the baseline ``baseline_of`` its own seed's student.
+    A pipeline's replicates wait for the same teacher job as the primary (its ``parent``)."""
+    if seeds == 1:
+        return specs
+    out = list(specs)
+    primary = next(s.baseline_of for s in specs if s.baseline_of is not None)
+    out[primary] = replace(specs[primary], seeds=seeds)
+    twin = next(s for s in specs if s.baseline_of == primary)
+    for k in range(1, seeds):
+        student, baseline = (copy.deepcopy(specs[primary].config), copy.deepcopy(twin.config))
+        for cfg in (student, baseline):
+            cfg["train"]["seed"] = int(cfg["train"]["seed"]) + k
+        suffix = f"-seed{k}"
+        out.append(replace(specs[primary], name=f"{specs[primary].name[:190]}{suffix}", config=student, replicate_of=primary))
+        out.append(replace(twin, name=f"{specs[primary].name[:181]}{suffix}-baseline", config=baseline,
+                           baseline_of=len(out) - 1))
+    return out
 
 
 def teacher_job_specs(db: Session, settings: Settings, user: User, body: Mapping[str, Any], kind: str, name: str,
@@ -327,7 +365,7 @@ def refuse_sweep_keys(body: Mapping[str, Any]) -> None:
 def sweep_spec(db: Session, settings: Settings, user: User, body: Mapping[str, Any], name: str) -> JobSpec:
     """``kind: sweep``: ``config`` is the base distill config of every trial; the search space,
     trials, parallel, pruner and seed are checked by :func:`server.sweeps.validate_sweep`."""
-    for key in ("teacher_job", "baseline"):
+    for key in ("teacher_job", "baseline", "seeds"):
         if key in body:
             raise SubmissionError(key, "a sweep takes no " + key)
     check_in_flight(db, settings, user, 1)

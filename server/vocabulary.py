@@ -43,8 +43,18 @@ LAUNCHERS = (LOCAL, SLURM)
 MAX_ID = MAX_INT32
 
 # Artifact formats (what a file is) and kinds (what it is for). ``teacher_outputs``: a
-# teacher-output cache (deit_core.teacher_cache), reusable by later students.
-ARTIFACT_FORMATS = ("checkpoint", "ptl", "pte", "pt", "labels", "report", "teacher_outputs")
+# teacher-output cache (deit_core.teacher_cache), reusable by later students. ``predictions``: a
+# model's per-image val predictions (deit_core.predictions), named by the model they come from
+# (PREDICTIONS_NAMES): what two jobs on the same val set are compared image by image with.
+PREDICTIONS = "predictions"
+ARTIFACT_FORMATS = ("checkpoint", "ptl", "pte", "pt", "labels", "report", "teacher_outputs", PREDICTIONS)
+# A predictions artifact's name: ``val`` for training's final/val_predictions.json, else the
+# exported variant of the export's predictions.<variant>.json (deit_core.export).
+VAL_PREDICTIONS_NAME = "val"
+EXPORT_PREDICTIONS_NAMES = ("fp32", "int8", "ptl", "pte")
+PREDICTIONS_NAMES = (VAL_PREDICTIONS_NAME, *EXPORT_PREDICTIONS_NAMES)
+# A distill job with ``baseline: true`` may ask for this many training seeds at most (``seeds: N``).
+MAX_SEEDS = 5
 
 # The Celery task the API sends by name; the worker registers a function under it.
 RUN_TASK = "distillery.run_job"
@@ -52,4 +62,5 @@ RUN_TASK = "distillery.run_job"
 __all__ = ["DISTILLATION_TYPES", "JOB_KINDS", "JOB_STATES", "ACTIVE_STATES", "IN_PROGRESS_STATES", "FINAL_STATES",
            "RETRYABLE_STATES", "ARTIFACT_FORMATS", "RUN_TASK", "QUEUED", "RUNNING", "EXPORTING", "SUCCEEDED",
            "FAILED", "CANCELLED", "PRUNED", "TEACHER", "DISTILL", "TEACHER_OUTPUTS", "SWEEP", "PRIORITIES",
-           "DEFAULT_PRIORITY", "LAUNCHERS", "LOCAL", "SLURM", "MAX_ID", "LEASE_LOST", "STOP_REASONS"]
+           "DEFAULT_PRIORITY", "LAUNCHERS", "LOCAL", "SLURM", "MAX_ID", "LEASE_LOST", "STOP_REASONS",
+           "PREDICTIONS", "VAL_PREDICTIONS_NAME", "EXPORT_PREDICTIONS_NAMES", "PREDICTIONS_NAMES", "MAX_SEEDS"]

@@ -10,7 +10,9 @@ the work. The reconciler makes that record self-healing, whichever host or broke
     taking the message and claiming the job) is sent again; the claim's compare-and-set makes a
     duplicate delivery harmless;
 (c) every running sweep is advanced (``worker.sweep.advance``: its trials reported, pruned, told,
-    new ones asked). Sweeps hold no lease (no expiry), so (a) never restarts one.
+    new ones asked). Sweeps hold no lease (no expiry), so (a) never restarts one;
+(d) a finished baseline group with no stored comparison gets one (``worker.comparison.fill_missing``):
+    its last run may have ended here, in (a), or by its teacher's failure, with no delivery to compute it.
 
 Database outages: a lease is judged expired only after this reconciler has *seen* the same
 expired lease (same owner, same expiry) for half a lease in sweeps that reached the database, and
@@ -40,6 +42,7 @@ from server.serializers import iso_utc
 from server.settings import Settings
 from server.vocabulary import QUEUED
 
+from . import comparison
 from . import sweep as sweep_driver
 from .lease import LocalLeases
 
@@ -85,6 +88,7 @@ class Reconciler:
         self._expire_leases(done)
         self._resend_lost(done)
         done["sweeps"] = sweep_driver.advance_all(self.celery, self.settings, self.db)  # (c) sweeps go on
+        done["compared"] = comparison.fill_missing(self.db)  # (d) gains whose group ended without a delivery
         return done
 
     # (a) -------------------------------------------------------------------------------------

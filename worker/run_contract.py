@@ -27,6 +27,8 @@ from deit_core.layout import (
     REPORT,
     TORCHSCRIPT,
 )
+from deit_core.predictions import VAL_PREDICTIONS, export_predictions_name
+from server.vocabulary import EXPORT_PREDICTIONS_NAMES
 
 __all__ = ["BAD_CONFIG", "EXIT_LEASE_EXPIRED", "EXPORT_GATE_FAILED", "EXPORT_FILES", "FINAL_CONFIG", "FINAL_WEIGHTS",
            "attempt_dir", "attempt_dir_name"]
@@ -58,6 +60,10 @@ EXPORT_FILES = {  # file in the export dir -> (artifact kind, format)
     REPORT: ("report", "report"),
 }
 EXPORT_REPORT = REPORT
+# Per-image predictions (deit_core.predictions): final/'s file (artifact name ``val``) and one per
+# exported variant beside the report (artifact name: the variant), all of format ``predictions``.
+FINAL_PREDICTIONS = VAL_PREDICTIONS
+EXPORT_PREDICTIONS = {variant: export_predictions_name(variant) for variant in EXPORT_PREDICTIONS_NAMES}
 
 
 def attempt_dir_name(attempt: int) -> str:

@@ -13,7 +13,7 @@ from server.db import Database
 from server.settings import Settings
 from server.vocabulary import RUN_TASK
 
-from . import sweep
+from . import comparison, sweep
 from .lease import LocalLeases
 from .reattach import SlurmReattach
 from .reconciler import Reconciler
@@ -73,13 +73,25 @@ def register(app: Celery) -> None:
     worker_shutting_down.connect(_on_shutdown, weak=False)
     worker_ready.connect(_on_ready, weak=False)
 
+    def compare_group_of(job_id: int) -> None:
+        """After a delivery ends: the gain over the baseline, once the job's replicate group is done
+        (``worker.comparison``). A failure is logged; the reconciler fills a missing one later."""
+        settings: Settings = app.distillery_settings
+        try:
+            comparison.update_after(database(settings), job_id)
+        except Exception:
+            log.exception("job %s: comparing its group with its baseline failed (the reconciler will)", job_id)
+
     @app.task(name=RUN_TASK, bind=True, ignore_result=True)
     def run_job(self, job_id: int) -> str:
         settings: Settings = self.app.distillery_settings
         if sweep.is_sweep(database(settings), int(job_id)):  # a sweep is no run (it holds no slot): claim, advance, return
             return sweep.start(self.app, settings, database(settings), int(job_id))
-        return JobRunner(self.app, settings, database(settings), int(job_id), stopping, local,
-                         sweep_hook=advance_sweep_of).run()
+        try:
+            return JobRunner(self.app, settings, database(settings), int(job_id), stopping, local,
+                             sweep_hook=advance_sweep_of).run()
+        finally:
+            compare_group_of(int(job_id))
 
     app.distillery_database = database
     app.distillery_reconcilers = reconcilers

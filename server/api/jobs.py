@@ -31,13 +31,16 @@ def create_job():
         jobs = lifecycle.submit(s, celery(), settings(), g.user, specs)
     except Exception as e:  # broker down: the row exists and says so; tell the caller
         raise ApiError(503, "broker_unavailable", f"job recorded but not queued: {e}") from None
-    main = [j for j in jobs if j.baseline_of is None][-1]  # the job asked for, not its baseline twin
-    out = serialize_job(s.get(Job, main.id))
-    asked = [j.id for j in jobs if j.baseline_of is None]
+    asked = [j.id for j in jobs if j.baseline_of is None and j.replicate_of is None]  # not baseline twins nor seeds k > 0
+    out = serialize_job(s.get(Job, asked[-1]))  # the job asked for (seed 0: the primary of a ``seeds: N`` group)
     if len(asked) > 1:
         out["pipeline"] = asked  # a baseline twin is in out["baseline"]
+    replicates = [j.id for j in jobs if j.replicate_of is not None]
+    if replicates:
+        out["replicates"] = replicates  # the students of seeds 1..N-1 (each names its own baseline)
     # What in the config looks wrong for its data (deit_core.config_warnings): accepted, but said.
-    out["warnings"] = submission_warnings.for_specs(s, settings(), g.user, specs, jobs.index(main))
+    primary = next(i for i, j in enumerate(jobs) if j.id == asked[-1])
+    out["warnings"] = submission_warnings.for_specs(s, settings(), g.user, specs, primary)
     return jsonify(out), 201
 
 

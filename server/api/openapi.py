@@ -11,11 +11,24 @@ from deit_core.presets import PRESET_NAMES
 
 from ..quotas import MAX_CAP
 from ..settings import Settings
-from ..vocabulary import ARTIFACT_FORMATS, DEFAULT_PRIORITY, JOB_KINDS, JOB_STATES, LAUNCHERS, MAX_ID, PRIORITIES
+from ..vocabulary import ARTIFACT_FORMATS, DEFAULT_PRIORITY, JOB_KINDS, JOB_STATES, LAUNCHERS, MAX_ID, MAX_SEEDS, PRIORITIES
 from . import sweeps
 from .base import NAME_PATTERN
 
 MAX_OFFSET = 1_000_000_000
+_NUM = {"type": ["number", "null"]}
+# A job's ``baseline`` gain fields (deit_core.paired_stats.gain_fields, stored by worker.comparison).
+_GAIN_PROPERTIES = {
+    "gain": {**_NUM, "description": "top-1 points over the baseline: one seed's, or the mean over seeds"},
+    "gain_ci95": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+                  "description": "95% interval of the gain: over val images (one seed) or over seeds (t-interval)"},
+    "mcnemar_p": {**_NUM, "description": "exact McNemar p of one seed's pair (null across seeds: see per_seed)"},
+    "n_images": {"type": ["integer", "null"]}, "significant": {"type": "boolean",
+                                                               "description": "only across seeds whose interval excludes 0"},
+    "ci_over": {"type": "string", "enum": ["images", "seeds"]}, "seeds": {"type": "integer"},
+    "verdict": {"type": ["string", "null"], "description": "the sentence to show for the gain"},
+    "per_seed": {"type": ["array", "null"], "items": {"type": "object"},
+                 "description": "seed, student_job, baseline_job, gain, gain_ci95, mcnemar_p, b, c, n_images per seed"}}
 STATUS_TEXT = {400: "Bad request (the field is named)", 401: "Missing, invalid, expired or revoked token",
                403: "Not allowed: an admin-only action or value (the field is named), or a cookie-authenticated change without X-CSRF-Token", 404: "Not found (or another user's)",
                405: "Method not allowed (see Allow)", 409: "Conflict with the current state", 410: "File gone from storage",
@@ -117,7 +130,11 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "baseline": {"type": "boolean", "description": "distill only: also train the same student config, seed and "
                                                            "budget with distillation.type none (job NAME-baseline, "
                                                            "baseline_of = this job); the response's 'baseline' names it"},
-            "preset": PRESET_PROP}},
+            "preset": PRESET_PROP,
+            "seeds": {"type": "integer", "minimum": 1, "maximum": MAX_SEEDS, "default": 1,
+                      "description": "with baseline: true only: N students and N baselines, seeds train.seed + 0..N-1 (jobs "
+                                     "NAME-seedK, replicate_of = this job); the gain's interval is then over seeds. Not with "
+                                     "teacher_outputs/students. The response lists the students of seeds 1..N-1 in 'replicates'"}}},
         "Progress": {"type": "object", "properties": {k: nullable_int for k in ("epoch", "epochs", "step", "steps_per_epoch")}
                      | {"fraction": {"type": "number"}, "eta_s": {"type": ["number", "null"]},
                         "phase": {"type": ["string", "null"], "description": "what the run is doing before/around its steps"},
@@ -153,9 +170,16 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "top1_checkpoint": {"type": "string", "enum": [FINAL_DIR]}, "chance_top1": {"type": ["number", "null"]},
             "at_chance": {"type": "boolean", "description": "succeeded with a top-1 within 1.5x of guessing"},
             "baseline_of": nullable_int,
-            "baseline": {"type": ["object", "null"], "description": "a distill job's baseline twin; gain in points once both succeeded",
+            "seeds": {"type": "integer", "description": "training seeds of its baseline group (1 unless submitted with seeds: N)"},
+            "replicate_of": {**nullable_int, "description": "seed k > 0 of a seeds: N group: its primary job"},
+            "baseline": {"type": ["object", "null"], "description": "a distill job's baseline twin (seed 0's) and the paired gain "
+                         "over the baselines, null fields until every run of the group ended (then 'pending' is null or says why not)",
                          "properties": {"job_id": {"type": "integer"}, "state": {"type": "string"},
-                                        "top1": {"type": ["number", "null"]}, "gain": {"type": ["number", "null"]}}},
+                                        "top1": {"type": ["number", "null"]}, **_GAIN_PROPERTIES,
+                                        "ptl": {"type": ["object", "null"], "properties": _GAIN_PROPERTIES,
+                                                "description": "the same, from the exported .ptl models' predictions"},
+                                        "pending": {"type": ["string", "null"], "description": "why there is no gain (yet)"}}},
+            "replicates": {"type": "array", "items": {"type": "integer"}, "description": "only in a seeds: N POST response"},
             "pipeline": {"type": "array", "items": {"type": "integer"}, "description": "only in a pipeline's POST response"},
             "warnings": {"type": "array", "items": _ref("Warning"), "description": "only in the POST response: what in the "
                          "config looks wrong for its data (accepted all the same)"}}},

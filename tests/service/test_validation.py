@@ -89,6 +89,10 @@ def job_cases(data: str) -> list:
         ("bad pipeline teacher", {"kind": "distill", "name": "x", "config": distill_config(data),
                                   "teacher_job": {"config": {**good, "train": {**good["train"], "lr": -1}}}}, 400,
          "teacher_job.config.train.lr"),
+        ("seeds without a baseline", {"kind": "distill", "name": "x", "config": distill_config(data), "seeds": 2,
+                                      "teacher_job": {"config": good}}, 400, "seeds"),
+        ("too many seeds", {"kind": "distill", "name": "x", "config": distill_config(data), "seeds": 6, "baseline": True,
+                            "teacher_job": {"config": good}}, 400, "seeds"),
     ]
 
 
