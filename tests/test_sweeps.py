@@ -111,6 +111,22 @@ def test_pareto_front():
     assert pareto_front([{"id": 1, "acc": 50.0, "ms": 1.0}], "acc", "ms") == [1]
 
 
+def test_latency_front_ignores_differences_inside_the_measured_spread():
+    """1.70-1.79 ms of one architecture is noise: the most accurate of them is the front, not a staircase."""
+    def pt(i, acc, p50, p10, p90):
+        return {"id": i, "acc": acc, "ms": p50, "lat": {"p50": p50, "p10": p10, "p90": p90}}
+    pts = [pt(1, 80.0, 1.70, 1.65, 1.80), pt(2, 81.0, 1.74, 1.68, 1.82), pt(3, 82.0, 1.79, 1.72, 1.86),
+           pt(4, 90.0, 5.3, 5.0, 5.6), pt(5, 85.0, 5.1, 4.9, 5.5)]
+    assert pareto_front(pts, "acc", "ms") == [1, 2, 3, 5, 4]  # by bare p50 every step of the noise is a trade-off
+    assert pareto_front(pts, "acc", "ms", spread="lat") == [3, 4]  # 3 is as fast as 1 and 2, 4 as fast as 5: more accurate
+    # equal accuracy at the same speed: the first is kept; a clearly faster one at equal accuracy wins
+    same = [pt(7, 80.0, 1.79, 1.7, 1.9), pt(6, 80.0, 1.70, 1.6, 1.8), pt(8, 80.0, 1.0, 0.9, 1.1)]
+    assert pareto_front(same[:2], "acc", "ms", spread="lat") == [6]
+    assert pareto_front(same, "acc", "ms", spread="lat") == [8]
+    # a point without a measured spread compares by its p50 alone
+    assert pareto_front([pt(1, 80.0, 1.7, 1.6, 1.8), {"id": 2, "acc": 79.0, "ms": 1.0}], "acc", "ms", spread="lat") == [2, 1]
+
+
 def test_optunas_storage_is_apart_from_our_alembic_table():
     """Optuna stamps its own revision in ``alembic_version``; it must never see ours."""
     url, kw = optuna_url("postgresql+psycopg://u:p@db:5432/distillery")
