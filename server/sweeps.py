@@ -17,7 +17,6 @@ Objective, fixed: maximize the trial's validation top-1 (the exported, final epo
 from __future__ import annotations
 
 import copy
-import json
 import math
 import secrets
 from typing import Any, Mapping
@@ -28,6 +27,7 @@ from sqlalchemy.orm import Session
 from deit_core import latency
 from deit_core.config import ConfigError, parse_config
 
+from .export_reports import read_report
 from .models import Job
 from .serializers import at_chance
 from .vocabulary import DISTILLATION_TYPES, FINAL_STATES, MAX_ID, SUCCEEDED
@@ -276,18 +276,6 @@ def pareto_front(points: list[Mapping[str, Any]], value: str, cost: str, spread:
 # ---------------------------------------------------------------------------------------------
 # The summary (what GET /jobs/<sweep> shows and the dashboard draws)
 # ---------------------------------------------------------------------------------------------
-def read_report(job: Job) -> dict[str, Any] | None:
-    """The exporter's report.json of a finished trial (format ``report``), or None."""
-    for art in job.artifacts:
-        if art.format == "report" and not (art.meta or {}).get("rejected"):
-            try:
-                with open(art.path) as f:
-                    return json.load(f)
-            except (OSError, ValueError):
-                return None
-    return None
-
-
 def trial_row(job: Job) -> dict[str, Any]:
     """One row of the trials table: params, state, val top-1, and the ``.ptl``'s top-1, p50
     latency and size (from the export report)."""
