@@ -97,3 +97,82 @@ def test_at_chance_student_is_nothing_to_ship():
 def test_top1_interval_is_wilson(top1, n, lo, hi):
     assert top1_ci95(top1, n) == [lo, hi]
     assert top1_ci95(top1, None) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The job JSON's ship_card, from stored rows: a migrated SQLite file and report.json files on disk
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def db(tmp_path):
+    from server.db import Database
+    from server.migrate import upgrade
+    from server.models import User
+
+    upgrade(f"sqlite:///{tmp_path}/card.db")
+    database = Database(f"sqlite:///{tmp_path}/card.db")
+    with database.session() as s:
+        s.add(User(name="alice"))
+    s = database.factory()
+    yield s
+    s.close()
+    database.dispose()
+
+
+def _job(db, tmp_path, kind, top1, rep=None, **values):
+    import json
+
+    from server.models import Artifact, Job
+
+    job = Job(kind=kind, name=kind, owner_id=1, state="succeeded", progress={"num_classes": 10},
+              metrics={"val_top1": top1, **values.pop("metrics", {})}, **values)
+    db.add(job)
+    db.flush()
+    if rep is not None:
+        path = tmp_path / f"report-{job.id}.json"
+        path.write_text(json.dumps(rep))
+        db.add(Artifact(job_id=job.id, kind="report", format="report", path=str(path), size=1, sha256="0" * 64, meta={}))
+    db.commit()
+    return job
+
+
+def test_distill_job_json_carries_the_card_from_stored_rows(db, tmp_path):
+    from server.serializers import serialize_job
+
+    teacher = _job(db, tmp_path, "teacher", 81.0, report(13.5, 13.0, 14.2, 21_450_000, fp32_bytes=83_600_000),
+                   config={"teacher": {"model": "regnety_160"}})
+    student = _job(db, tmp_path, "distill", 79.2, report(5.0, 4.8, 5.4, 5_500_000), parent_id=teacher.id,
+                   config={"teacher": {"model": "regnety_160", "checkpoint": None}, "student": {"model": "deit_tiny"},
+                           "distillation": {"type": "hard", "alpha": 0.5}},
+                   metrics={"teacher_top1": 91.0, "teacher_train_top1": 80.0})
+    twin = _job(db, tmp_path, "distill", 77.6, report(5.1, 4.9, 5.5, 5_500_000), baseline_of=student.id,
+                config={"student": {"model": "deit_tiny"}, "distillation": {"type": "none"}})
+    out = serialize_job(student)
+    card = out["ship_card"]
+    assert [(r["role"], r["job_id"]) for r in card["rows"]] == [("teacher", teacher.id), ("student", student.id),
+                                                                  ("baseline", twin.id)]
+    t = card["rows"][0]
+    assert t["teacher_train_top1"] == 80.0 and t["teacher_val_top1"] == 91.0
+    assert "right on only 80.0% of the student's training crops" in t["fitness_warning"]
+    assert card["cpu"]["model"] == CPU["model"] and card["cpu"]["threads"] == 1
+    if isinstance((out["baseline"] or {}).get("gain_ci95"), list):  # the comparison column is merged
+        assert "same student trained alone" in card["sentence"]
+    else:  # the shape before intervals: the numbers and no claim
+        assert card["sentence"] == ("the distilled student is 3.9x smaller and 2.7x faster than its teacher, 1.8 pt below it, "
+                                    "and 79.2% against 77.6% for the same student trained alone (interval not computed)")
+    assert serialize_job(twin)["ship_card"] is None and serialize_job(teacher)["ship_card"] is None
+    assert "ship_card" not in serialize_job(student, with_config=False)
+
+
+def test_teacher_named_by_checkpoint_artifact_and_no_report_yet(db, tmp_path):
+    from server.models import Artifact
+    from server.serializers import serialize_job
+
+    teacher = _job(db, tmp_path, "teacher", 81.0, None, config={"teacher": {"model": "regnety_160"}})
+    ckpt = Artifact(job_id=teacher.id, kind="checkpoint", format="checkpoint", path="/nowhere", size=1, sha256="0" * 64, meta={})
+    db.add(ckpt)
+    db.commit()
+    student = _job(db, tmp_path, "distill", 79.2, None,
+                   config={"teacher": {"model": "regnety_160", "checkpoint": ckpt.id}, "student": {"model": "deit_tiny"}})
+    card = serialize_job(student)["ship_card"]
+    assert card["rows"][0]["job_id"] == teacher.id and card["rows"][0]["latency_ms"] is None
+    assert card["sentence"] == "the distilled student is 1.8 pt below its teacher" and card["cpu"] is None
