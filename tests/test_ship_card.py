@@ -53,7 +53,8 @@ def test_one_seed_interval_excluding_zero_says_training_noise_not_measured():
 
 def test_significant_loss_is_below():
     worse = {**SIGNIFICANT, "gain": -1.6, "gain_ci95": [-2.9, -0.3]}
-    assert ship_card(TEACHER, STUDENT, ALONE, worse)["sentence"].endswith("1.6 pt (0.3 to 2.9) below the same student trained alone")
+    assert ship_card(TEACHER, STUDENT, ALONE, worse)["sentence"].endswith(
+        "1.6 pt (0.3 to 2.9) below the same student trained alone")
 
 
 def test_overlapping_spreads_are_the_same_speed_and_slower_is_slower():
