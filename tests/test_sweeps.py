@@ -340,3 +340,33 @@ def test_a_trial_is_never_pruned_at_its_final_epoch():
     weak2 = st.ask()
     assert judge(weak2, {}, {1: 1.0, 2: 2.0}, epochs=2, warmup_epochs=0) == (1, 1.0)
     assert judge(st.ask(), {}, {2: 2.0}, epochs=2, warmup_epochs=0) is None  # only the last epoch is new
+
+
+def test_the_summary_front_uses_each_trials_measured_spread_and_flags_at_chance(sqlite_db, tmp_path):
+    """Stored trials with export reports on disk: the two same-speed trials give one front point, the
+    more accurate; a trial at the top-1 of guessing says so in its row."""
+    import json
+
+    from server.models import Artifact, Job
+    from server.sweeps import summarize
+
+    sweep_id = add_job(sqlite_db, kind="sweep", state="running", config={"trials": 3})
+    rows = [(0, 20.0, 1.70, 1.62, 1.80), (1, 30.0, 1.76, 1.66, 1.84), (2, 10.5, 5.0, 4.8, 5.4)]
+    ids = []
+    for number, top1, p50, p10, p90 in rows:
+        job_id = add_job(sqlite_db, kind="distill", state="succeeded", config={}, parent_id=sweep_id, trial_number=number)
+        ids.append(job_id)
+        path = tmp_path / f"report-{job_id}.json"
+        path.write_text(json.dumps({"cpu": {"model": "x", "isa": ["avx2"], "threads": 1}, "variants": {"ptl": {
+            "top1": top1, "size_bytes": 6_000_000 + number, "latency_ms": {"p50": p50, "p10": p10, "p90": p90, "runs": 50}}}}))
+        with sqlite_db.session() as s:
+            job = s.get(Job, job_id)
+            job.metrics, job.progress = {"val_top1": top1}, {"num_classes": 10}
+            s.add(Artifact(job_id=job_id, kind="report", format="report", path=str(path), size=1, sha256="0" * 64, meta={}))
+    with sqlite_db.session() as s:
+        summary = summarize(s, s.get(Job, sweep_id))
+    assert summary["fronts"]["latency"] == [ids[1]]  # trial 0 is as fast (spreads overlap) and less accurate
+    assert summary["fronts"]["size"] == [ids[0], ids[1]]
+    by_id = {t["job_id"]: t for t in summary["trials"]}
+    assert by_id[ids[0]]["latency"]["p10"] == 1.62 and by_id[ids[0]]["cpu"]["isa"] == ["avx2"]
+    assert [by_id[i]["at_chance"] for i in ids] == [False, False, True]  # 10.5% of 10 classes is guessing
