@@ -69,7 +69,8 @@ def ship_card_text(card: dict[str, Any] | None) -> str | None:
         if r.get("role") == "teacher" and _is_num(r.get("teacher_train_top1")):
             top1 += f", {r['teacher_train_top1']:.1f} on training crops"
         job = "-" if r.get("job_id") is None else str(r["job_id"]) + (" (at chance)" if r.get("at_chance") else "")
-        rows.append([ROLE.get(r.get("role"), str(r.get("role"))), job, str(r.get("model") or "-"),
+        role = f"trial {r.get('trial')} (front)" if r.get("role") == "front" else ROLE.get(r.get("role"), str(r.get("role")))
+        rows.append([role, job, str(r.get("model") or "-"),
                      "-" if not _is_num(r.get("params_m")) else f"{r['params_m']:.2f}", top1,
                      latency_text(r.get("latency_ms")), format_size(r["size_bytes"]) if r.get("size_bytes") else "-"])
     lines = [card.get("sentence") or "",

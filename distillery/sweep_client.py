@@ -19,7 +19,7 @@ from server.vocabulary import CANCELLED, FINAL_STATES, SUCCEEDED
 
 from .api_client import EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_OK, ApiClient, ClientError, guard
 from .artifact_download import download_artifact
-from .card_text import cpu_text, latency_text, state_text
+from .card_text import cpu_text, latency_text, ship_card_text, state_text
 from .job_files import load_job_file
 from .text_format import format_size, format_table
 
@@ -93,6 +93,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         best = summary.get("best") or {}
         print(f"sweep {args.id} succeeded; best trial {best.get('number')} (job {best.get('job_id')}): "
               f"val top-1 {_fmt(best.get('top1'))}%; latency front: jobs {summary['fronts']['latency']}")
+        card = ship_card_text(job.get("ship_card"))
+        if card:
+            print(f"what to ship:\n{card}")
         return EXIT_OK
     print(f"sweep {args.id} {job['state']}: {job.get('error') or ''}", file=sys.stderr)
     return EXIT_JOB_CANCELLED if job["state"] == CANCELLED else EXIT_JOB_FAILED

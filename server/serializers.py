@@ -11,7 +11,7 @@ from deit_core.teacher_fitness import fitness_warning
 
 from .export_reports import read_report
 from .models import Artifact, Dataset, Job
-from .ship_card import card_row, ship_card
+from .ship_card import card_row, ship_card, sweep_card
 from .vocabulary import LOCAL, QUEUED, SWEEP, TEACHER
 from .workers import Capacity, live_capacity, waiting_reason
 
@@ -110,6 +110,17 @@ def ship_card_info(job: Job, baseline: dict[str, Any] | None) -> dict[str, Any] 
     return ship_card(teacher_row, student_row, alone_row, baseline)
 
 
+def sweep_ship_card(job: Job, summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A sweep's ship card: its teacher and the trials on its accuracy-latency front (``server.ship_card``)."""
+    if not summary:
+        return None
+    teacher = teacher_job(job)
+    teacher_row = None if teacher is None else card_row(
+        "teacher", teacher.id, ((teacher.config or {}).get("teacher") or {}).get("model"), exported_top1(teacher),
+        read_report(teacher), state=teacher.state)
+    return sweep_card(teacher_row, summary)
+
+
 def iso_utc(ts: datetime | None) -> str | None:
     """A timestamp as the API, the attempt history and the logs write it: ISO 8601 in UTC with ``Z``."""
     if ts is None:
@@ -162,6 +173,7 @@ def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None 
         out["ship_card"] = ship_card_info(job, out["baseline"])
         if job.kind == SWEEP:  # its trials, best and fronts, as the worker last stored them (worker.sweep)
             out["sweep"] = (job.progress or {}).get("sweep")
+            out["ship_card"] = sweep_ship_card(job, out["sweep"])
     return out
 
 

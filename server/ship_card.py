@@ -176,3 +176,41 @@ def ship_card(teacher: dict[str, Any] | None, student: dict[str, Any], alone: di
     return {"rows": rows,
             "cpu": {"model": cpu.get("model"), "isa": cpu.get("isa") or [], "threads": cpu.get("threads")} if cpu else None,
             "sentence": sentence(teacher, student, alone, baseline)}
+
+
+def trial_row(trial: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep trial (a row of ``server.sweeps.summarize``) as a card row, role ``front``: its ``.ptl``'s
+    top-1 (the fronts' accuracy), latency spread, size and CPU."""
+    lat = trial.get("latency") or ({"p50": trial["latency_ms"]} if isinstance(trial.get("latency_ms"), (int, float)) else None)
+    top1 = trial.get("ptl_top1") if trial.get("ptl_top1") is not None else trial.get("top1")
+    return {"role": "front", "job_id": trial.get("job_id"), "trial": trial.get("number"),
+            "model": (trial.get("params") or {}).get("student_model"), "params_m": None, "top1": top1, "top1_ci95": None,
+            "n_images": None, "latency_ms": ({k: lat.get(k) for k in ("p50", "p10", "p90", "runs", "threads")} if lat else None),
+            "size_bytes": trial.get("size_bytes"), "file": SHIPPED_FILE, "cpu": trial.get("cpu"),
+            "at_chance": bool(trial.get("at_chance"))}
+
+
+def sweep_card(teacher: dict[str, Any] | None, summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ship card of a sweep: its teacher and the trials on the accuracy-latency front (cheapest
+    first; the front already ignores differences inside the measured spread), each compared with the
+    teacher in the same words as a distill job's card. None before any trial is on the front."""
+    front = list((summary.get("fronts") or {}).get("latency") or [])
+    by_id = {t.get("job_id"): t for t in summary.get("trials") or []}
+    rows = [trial_row(by_id[i]) for i in front if i in by_id]
+    if not rows:
+        return None
+    parts = []
+    for r in rows:
+        name = f"trial {r['trial']} (job {r['job_id']})"
+        if r["at_chance"]:
+            parts.append(f"{name} ended at chance")
+            continue
+        vs = teacher_clause(teacher, r)
+        lat = (r.get("latency_ms") or {}).get("p50")
+        parts.append(f"{name} {vs}" if vs else f"{name} reaches {r['top1']:.1f}% at {lat:.2f} ms" if lat is not None
+                     and r["top1"] is not None else name)
+    head = f"{len(rows)} trial{'s' if len(rows) != 1 else ''} on the accuracy-latency front (same-speed differences ignored)"
+    cpu = next((r["cpu"] for r in rows if r.get("cpu")), None)
+    return {"rows": [r for r in (teacher, *rows) if r is not None],
+            "cpu": {"model": cpu.get("model"), "isa": cpu.get("isa") or [], "threads": cpu.get("threads")} if cpu else None,
+            "sentence": f"{head}: " + "; ".join(parts)}

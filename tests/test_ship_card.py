@@ -177,3 +177,23 @@ def test_teacher_named_by_checkpoint_artifact_and_no_report_yet(db, tmp_path):
     card = serialize_job(student)["ship_card"]
     assert card["rows"][0]["job_id"] == teacher.id and card["rows"][0]["latency_ms"] is None
     assert card["sentence"] == "the distilled student is 1.8 pt below its teacher" and card["cpu"] is None
+
+
+def test_a_sweeps_card_is_its_teacher_and_the_latency_front():
+    from server.ship_card import sweep_card
+
+    def trial(job_id, number, top1, p50, p10, p90, size, at_chance=False):
+        return {"job_id": job_id, "number": number, "top1": top1, "ptl_top1": top1, "params": {"student_model": "deit_tiny"},
+                "latency_ms": p50, "latency": {"p50": p50, "p10": p10, "p90": p90, "runs": 50, "threads": 1},
+                "size_bytes": size, "cpu": CPU, "at_chance": at_chance}
+    summary = {"trials": [trial(17, 2, 79.2, 5.0, 4.8, 5.4, 5_500_000), trial(18, 3, 10.1, 4.0, 3.8, 4.2, 5_000_000, True),
+                          trial(22, 7, 80.5, 13.2, 12.9, 14.0, 21_000_000)],
+               "fronts": {"latency": [18, 17, 22], "size": [17]}}
+    card = sweep_card(TEACHER, summary)
+    assert [(r["role"], r["job_id"]) for r in card["rows"]] == [("teacher", 1), ("front", 18), ("front", 17), ("front", 22)]
+    assert card["sentence"] == (
+        "3 trials on the accuracy-latency front (same-speed differences ignored): trial 3 (job 18) ended at chance; "
+        "trial 2 (job 17) is 3.9x smaller and 2.7x faster than its teacher, 1.8 pt below it; "
+        "trial 7 (job 22) is the same size and the same speed as its teacher, 0.5 pt below it")
+    assert card["cpu"] == CPU
+    assert sweep_card(None, {"trials": [], "fronts": {"latency": []}}) is None

@@ -99,7 +99,8 @@ def test_a_teacher_picked_from_a_finished_job_trains_and_shows_the_gain(page, li
     stats = page.locator("#job-stats").inner_text()
     assert "top-1 (final, exported)" in stats and f"{job['top1']:.1f}" in stats
     assert page.locator('[data-testid="exported-checkpoint"]').inner_text().startswith("Exported from the final checkpoint")
-    # Hover: every series of the top-1 chart at that epoch.
+    # Hover: every series of the top-1 chart at that epoch (below the ship card: scrolled into view first).
+    page.locator("#chart-top1").scroll_into_view_if_needed()
     box = page.locator("#chart-top1").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     tip = page.locator("#chart-top1 ~ .chart-tip")

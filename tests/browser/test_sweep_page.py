@@ -57,6 +57,10 @@ def test_sweep_page_table_scatter_and_promote(page, live, sweep, tmp_path):
         assert t["latency"]["p10"] <= t["latency"]["p50"] <= t["latency"]["p90"] and t["cpu"]["threads"] == 1
     assert page.locator("#sweep-scatter line.spread").count() == 2  # each point's p10-p90 spread
     assert trials[0]["cpu"]["model"] in page.locator('[data-testid="sweep-cpu"]').inner_text()
+    card = sweep["ship_card"]  # the teacher and the latency front, in the job JSON and on the page
+    assert [r["job_id"] for r in card["rows"] if r["role"] == "front"] == summary["fronts"]["latency"]
+    page.wait_for_function("!document.querySelector('#sweep-ship').hidden")
+    assert page.locator("#sweep-ship [data-testid=ship-sentence]").inner_text() == card["sentence"]
     page.wait_for_function("document.querySelector('#sweep-scatter').dataset.points === '2'")
     front = summary["fronts"]["latency"]
     assert page.locator("#sweep-scatter circle.trial-point.front").count() == len(front) >= 1

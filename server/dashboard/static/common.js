@@ -203,7 +203,8 @@ const Distillery = (() => {
           text: `${r.teacher_train_top1.toFixed(1)}% on the student's training crops` }));
       }
       return el("tr", { "data-role": r.role },
-        el("th", { text: r.role === "student" ? "distilled student" : r.role === "baseline" ? "student alone" : r.role }),
+        el("th", { text: r.role === "student" ? "distilled student" : r.role === "baseline" ? "student alone"
+          : r.role === "front" ? `trial ${r.trial} (front)` : r.role }),
         el("td", {}, r.job_id ? el("a", { href: href(r.job_id), text: `#${r.job_id}` }) : "–",
           r.at_chance ? [" ", badge("succeeded", true)] : null),
         el("td", { text: r.model || "–" }), el("td", { class: "num", text: num(r.params_m, 2) }),

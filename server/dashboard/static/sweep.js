@@ -131,6 +131,12 @@
     $("sweep-error").hidden = !job.error;
     $("sweep-error").textContent = job.error || "";
     $("cancel-btn").hidden = D.TERMINAL.includes(job.state);
+    const card = D.shipCard(job.ship_card, (id) => `../jobs/${id}`);
+    $("sweep-ship").hidden = !card;
+    if (card && $("sweep-ship").dataset.key !== JSON.stringify(job.ship_card)) {
+      $("sweep-ship").dataset.key = JSON.stringify(job.ship_card);
+      $("sweep-ship").replaceChildren(D.el("h2", { text: "What to ship" }), card);
+    }
     scatter($("sweep-scatter"), sum.trials, sum.fronts.latency, p);
     table(sum.trials, sum.fronts, p);
     const cpu = (sum.trials.find((t) => t.cpu) || {}).cpu;
