@@ -254,8 +254,8 @@ def pareto_front(points: list[Mapping[str, Any]], value: str, cost: str, spread:
 
     ``spread``: the key of each point's measured latency block (p50, p10, p90). Costs are then
     compared by :mod:`deit_core.latency`: two whose p10-p90 spreads overlap are the same speed (so
-    the more accurate one wins, and equal accuracy keeps the first), and a point is cheaper only when
-    it is faster beyond the spread. Without it (sizes) costs compare exactly.
+    the more accurate one wins, and at equal accuracy the lower median), and a point is cheaper only
+    when it is faster beyond the spread. Without it (sizes) costs compare exactly.
     """
     usable = [p for p in points if isinstance(p.get(value), (int, float)) and isinstance(p.get(cost), (int, float))]
 
@@ -267,7 +267,9 @@ def pareto_front(points: list[Mapping[str, Any]], value: str, cost: str, spread:
         cheaper, dearer = latency.faster(timing(q), timing(p)), latency.faster(timing(p), timing(q))
         if q[value] < p[value] or dearer:
             return False
-        return q[value] > p[value] or cheaper or q["id"] < p["id"]
+        # equal accuracy at the same speed: the lower median, then the lower id, so "beats" stays a strict
+        # order (by accuracy, then median, then id) and the front is never empty
+        return q[value] > p[value] or cheaper or (q[cost], q["id"]) < (p[cost], p["id"])
 
     front = [p for p in usable if not any(beats(q, p) for q in usable if q is not p)]
     return [p["id"] for p in sorted(front, key=lambda p: (p[cost], -p[value], p["id"]))]

@@ -123,6 +123,9 @@ def test_latency_front_ignores_differences_inside_the_measured_spread():
     same = [pt(7, 80.0, 1.79, 1.7, 1.9), pt(6, 80.0, 1.70, 1.6, 1.8), pt(8, 80.0, 1.0, 0.9, 1.1)]
     assert pareto_front(same[:2], "acc", "ms", spread="lat") == [6]
     assert pareto_front(same, "acc", "ms", spread="lat") == [8]
+    # equal accuracy, overlapping spreads chained so that id order and spread order disagree: still one front
+    chain = [pt(1, 80.0, 1.5, 1.0, 2.0), pt(2, 80.0, 1.0, 0.5, 1.5), pt(3, 80.0, 0.6, 0.4, 0.9)]
+    assert pareto_front(chain, "acc", "ms", spread="lat") == [3]
     # a point without a measured spread compares by its p50 alone
     assert pareto_front([pt(1, 80.0, 1.7, 1.6, 1.8), {"id": 2, "acc": 79.0, "ms": 1.0}], "acc", "ms", spread="lat") == [2, 1]
 
