@@ -54,8 +54,8 @@ def baseline_info(job: Job) -> dict[str, Any] | None:
 
 
 def teacher_job(job: Job) -> Job | None:
-    """The teacher job a distill job learned from: its pipeline parent, or the job whose checkpoint
-    artifact ``teacher.checkpoint`` names; None for a server path or ``timm`` weights."""
+    """The teacher job a distill job (or a sweep's trials) learned from: its pipeline parent, or the job
+    whose checkpoint artifact ``teacher.checkpoint`` names; None for a server path or ``timm`` weights."""
     db = object_session(job)
     if db is None:
         return None
@@ -63,7 +63,10 @@ def teacher_job(job: Job) -> Job | None:
         parent = db.get(Job, job.parent_id)
         if parent is not None and parent.kind == TEACHER:
             return parent
-    ref = ((job.config or {}).get("teacher") or {}).get("checkpoint")
+    cfg = job.config or {}
+    if job.kind == SWEEP:  # a sweep keeps its trials' distill config as "base"
+        cfg = cfg.get("base") or {}
+    ref = (cfg.get("teacher") or {}).get("checkpoint")
     if isinstance(ref, int) and not isinstance(ref, bool):
         art = db.get(Artifact, ref)
         return art.job if art is not None else None

@@ -124,7 +124,7 @@ def _job(db, tmp_path, kind, top1, rep=None, **values):
 
     from server.models import Artifact, Job
 
-    job = Job(kind=kind, name=kind, owner_id=1, state="succeeded", progress={"num_classes": 10},
+    job = Job(kind=kind, name=kind, owner_id=1, state="succeeded", progress=values.pop("progress", {"num_classes": 10}),
               metrics={"val_top1": top1, **values.pop("metrics", {})}, **values)
     db.add(job)
     db.flush()
@@ -197,3 +197,22 @@ def test_a_sweeps_card_is_its_teacher_and_the_latency_front():
         "trial 7 (job 22) is the same size and the same speed as its teacher, 0.5 pt below it")
     assert card["cpu"] == CPU
     assert sweep_card(None, {"trials": [], "fronts": {"latency": []}}) is None
+
+
+def test_a_sweep_job_json_carries_its_teacher_and_front(db, tmp_path):
+    from server.models import Artifact
+    from server.serializers import serialize_job
+
+    teacher = _job(db, tmp_path, "teacher", 81.0, report(13.5, 13.0, 14.2, 21_450_000, fp32_bytes=83_600_000),
+                   config={"teacher": {"model": "regnety_160"}})
+    ckpt = Artifact(job_id=teacher.id, kind="checkpoint", format="checkpoint", path="/nowhere", size=1, sha256="0" * 64, meta={})
+    db.add(ckpt)
+    db.commit()
+    trial = {"job_id": 9, "number": 0, "top1": 79.2, "ptl_top1": 79.2, "params": {}, "latency_ms": 5.0, "size_bytes": 5_500_000,
+             "latency": {"p50": 5.0, "p10": 4.8, "p90": 5.4, "runs": 50, "threads": 1}, "cpu": CPU, "at_chance": False}
+    summary = {"trials": [trial], "fronts": {"latency": [9], "size": [9]}}
+    sweep = _job(db, tmp_path, "sweep", None, None, config={"kind": "sweep", "base": {"teacher": {"checkpoint": ckpt.id}}},
+                 progress={"sweep": summary})
+    card = serialize_job(sweep)["ship_card"]
+    assert [(r["role"], r["job_id"]) for r in card["rows"]] == [("teacher", teacher.id), ("front", 9)]
+    assert card["sentence"].endswith("trial 0 (job 9) is 3.9x smaller and 2.7x faster than its teacher, 1.8 pt below it")
