@@ -205,11 +205,13 @@ const Distillery = (() => {
       return el("tr", { "data-role": r.role },
         el("th", { text: r.role === "student" ? "distilled student" : r.role === "baseline" ? "student alone"
           : r.role === "front" ? `trial ${r.trial} (front)` : r.role }),
-        el("td", {}, r.job_id ? el("a", { href: href(r.job_id), text: `#${r.job_id}` }) : "–",
+        el("td", { "data-label": head[1] }, r.job_id ? el("a", { href: href(r.job_id), text: `#${r.job_id}` }) : "–",
           r.at_chance ? [" ", badge("succeeded", true)] : null),
-        el("td", { text: r.model || "–" }), el("td", { class: "num", text: num(r.params_m, 2) }),
-        el("td", { class: "num" }, ...top1), el("td", { class: "num", text: latencyText(r.latency_ms) }),
-        el("td", { class: "num", text: bytes(r.size_bytes) }));
+        el("td", { "data-label": head[2], text: r.model || "–" }),
+        el("td", { class: "num", "data-label": head[3], text: num(r.params_m, 2) }),
+        el("td", { class: "num", "data-label": head[4] }, ...top1),
+        el("td", { class: "num", "data-label": head[5], text: latencyText(r.latency_ms) }),
+        el("td", { class: "num", "data-label": head[6], text: bytes(r.size_bytes) }));
     });
     const warning = card.rows.map((r) => r.fitness_warning).find(Boolean);
     return el("div", { class: "ship-card", "data-testid": "ship-card" },
