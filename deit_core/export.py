@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,8 +31,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from . import cpu_info, latency, mobile, paired_stats, preprocess
 from . import export_report as rep
-from . import mobile, paired_stats, preprocess
 from .export_cli import add_arguments  # noqa: F401  (the CLI's arguments live apart: no torch import)
 from .files import replace_dir, temp_dir_beside, write_json_atomic
 from .layout import (
@@ -337,6 +338,32 @@ def _measure(predictors: dict[str, tuple[rep.Predictor, bool]], val: rep.ValSet 
     return variants, predictions
 
 
+def _fp32_lite_latency(model: nn.Module, cfg: dict[str, Any], example: torch.Tensor,
+                       opts: ExportOptions) -> tuple[dict[str, Any] | None, str | None]:
+    """The fp32 model converted to the Lite Interpreter like the .ptl (not shipped: timed only), so the
+    report can give int8 vs fp32 within one runtime. Returns (latency, None) or (None, why not)."""
+    fp32 = mobile.NormalizedClassifier(model, cfg["mean"], cfg["std"]).eval()
+    with tempfile.TemporaryDirectory(prefix="fp32-ptl-") as d:
+        try:
+            mobile.to_lite_interpreter(fp32, example, Path(d) / PTL, opts.torchscript_methods)
+            lite = mobile.load_ptl(Path(d) / PTL)
+        except Exception as e:  # noqa: BLE001 - a reference timing only; the report says why it is missing
+            return None, f"fp32 .ptl reference not built: {type(e).__name__}: {e}"
+        return rep.latency_ms(lite, example, opts.latency_runs, opts.latency_warmup, opts.latency_threads), None
+
+
+def _latency_block(model: nn.Module, cfg: dict[str, Any], variants: dict[str, dict[str, Any]], example: torch.Tensor,
+                   opts: ExportOptions) -> dict[str, Any]:
+    """How latency was measured and the int8-vs-fp32 speedups (within a runtime and against fp32 eager)."""
+    fp32_lite, why = _fp32_lite_latency(model, cfg, example, opts)
+    runs = variants["fp32"]["latency_ms"]["runs"]
+    return {"batch": 1, "runs": runs, "warmup": opts.latency_warmup, "threads": variants["fp32"]["latency_ms"]["threads"],
+            "min_runs": latency.MIN_RUNS, "enough_runs": runs >= latency.MIN_RUNS,
+            "same_speed_rule": "two latencies whose p10-p90 spreads overlap are the same speed",
+            "fp32_ptl": fp32_lite, "fp32_ptl_missing": why,
+            "int8_vs_fp32": rep.latency_comparison(variants, fp32_lite)}
+
+
 def _write_predictions(tmp: Path, predictions: dict[str, list[int]], val: rep.ValSet, classes: Sequence[str]) -> dict[str, str]:
     """``predictions.<variant>.json`` for every measured variant (paths relative to the val folder); returns variant -> file."""
     images = relative_images(val.dataset.samples, val.path)
@@ -455,6 +482,8 @@ def export_final(final_dir: str | os.PathLike, out_dir: str | os.PathLike, opts:
             v["size_bytes"] = sizes[name].stat().st_size
             v["file"] = sizes[name].name
         report["variants"] = variants
+        report["cpu"] = cpu_info.cpu_identity(threads=variants["fp32"]["latency_ms"]["threads"])
+        report["latency"] = _latency_block(model, cfg, variants, example, opts)
         report["predictions"] = _write_predictions(tmp, predictions, val, cfg["classes"]) if val is not None else {}
         report["gate"] = _gate(variants, predictions, val.targets.tolist() if val is not None else None,
                                opts.max_drop, opts.gate_alpha)
@@ -498,7 +527,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
 
 
 def print_summary(report: dict[str, Any], out: Path) -> None:
-    print(rep.format_table(report["variants"], report["model"]["fp32_weights_bytes"]))
+    print(rep.format_table(report["variants"], report["model"]["fp32_weights_bytes"], report.get("cpu")))
     gate = report["gate"]
     verdict = "not checked" if not gate["checked"] else ("passed" if gate["passed"] else "FAILED")
     print(f"parity gate: {verdict} ({gate['reason']})")
@@ -532,7 +561,7 @@ def main(args: argparse.Namespace) -> int:
         report = export_final(args.model, args.output, options_from_args(args))
     except ExportError as e:
         if isinstance(e, ParityGateError):
-            print(rep.format_table(e.report["variants"], e.report["model"]["fp32_weights_bytes"]))
+            print(rep.format_table(e.report["variants"], e.report["model"]["fp32_weights_bytes"], e.report.get("cpu")))
         error = e
     except Exception as e:  # noqa: BLE001 - whatever escaped export_final still gets a reason and exit 1
         log.exception("export failed")

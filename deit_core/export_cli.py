@@ -22,7 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-fp32", default=None, metavar="PATTERNS",
                    help="comma-separated fnmatch patterns of Linear layers kept fp32 "
                         f"(default {','.join(DEFAULT_KEEP_FP32)}; '' quantizes all, '*' none)")
-    p.add_argument("--latency-runs", type=int, default=50, help="timed runs per model after warm-up (default 50)")
+    p.add_argument("--latency-runs", type=int, default=50,
+                   help="timed runs per model after warm-up (default 50); the report gives their median and p10-p90 "
+                        "spread, which needs at least 20 (fewer: the report says the spread is rough)")
     p.add_argument("--error-file", metavar="PATH",
                    help="on failure, write {\"error\": sentence, \"kind\": parity_gate|config|export, \"exit_code\": N} "
                         "as JSON to PATH (atomically); removed at the start of every export")

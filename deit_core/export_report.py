@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 
+from . import cpu_info, latency
 from .files import sha256_file
 from .preprocess import resize_and_crop
 
@@ -115,7 +115,8 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int = 10, threads: int = 1,
                pool: Callable[[int], ContextManager[int | None]] | None = None) -> dict[str, Any]:
-    """p50/p90 latency at batch 1 on ``threads`` threads, after warm-up (1: what one phone core sees).
+    """Median, p10, p90 and spread (:func:`deit_core.latency.summarize`) of ``runs`` timed batch-1 calls
+    on ``threads`` threads, after warm-up (1: what one phone core sees).
 
     torch's intra-op pool (eager, TorchScript, the Lite Interpreter) is set with ``torch.set_num_threads``.
     A runtime with its own pool (ExecuTorch) passes ``pool``: a context manager that sets it to
@@ -137,9 +138,23 @@ def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int
                     times.append((time.perf_counter() - t0) * 1000.0)
     finally:
         torch.set_num_threads(before)
-    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
-    return {"p50": round(statistics.median(times), 3), "p90": round(q[8], 3), "runs": len(times), "threads": used,
+    return {**latency.summarize(times), "threads": used,
             "thread_pool": "torch intra-op" if pool is None else "executorch"}
+
+
+def latency_comparison(variants: dict[str, dict[str, Any]], fp32_lite: dict[str, Any] | None) -> dict[str, Any]:
+    """int8 against fp32 within the same runtime (eager: ``int8`` vs ``fp32``; Lite Interpreter: ``ptl``
+    vs the fp32 model converted the same way, timed only) and every int8 file against fp32 eager.
+    Each entry: ``speedup`` (fp32 median / int8 median) and ``same_speed`` (p10-p90 spreads overlap)."""
+    def entry(fp32: dict[str, Any] | None, int8: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not fp32 or not int8:
+            return None
+        return {"speedup": latency.ratio(fp32, int8), "same_speed": latency.same_speed(fp32, int8)}
+
+    lat = {name: v.get("latency_ms") for name, v in variants.items()}
+    return {"same_runtime": {"eager": entry(lat.get("fp32"), lat.get("int8")),
+                             "lite_interpreter": entry(fp32_lite, lat.get("ptl"))},
+            "vs_fp32_eager": {name: entry(lat.get("fp32"), lat.get(name)) for name in ("int8", "ptl", "pte") if lat.get(name)}}
 
 
 def file_entries(directory: Path, exclude: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
@@ -152,15 +167,20 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def format_table(variants: dict[str, dict[str, Any]], fp32_bytes: int | None = None) -> str:
-    """The fp32 / int8 / .ptl / .pte comparison as a fixed-width text table."""
-    head = f"{'model':<11}{'top-1':>8}{'top-5':>8}{'agree':>8}{'p50 ms':>9}{'p90 ms':>9}{'size MB':>9}{'ratio':>7}"
+def format_table(variants: dict[str, dict[str, Any]], fp32_bytes: int | None = None, cpu: dict[str, Any] | None = None) -> str:
+    """The fp32 / int8 / .ptl / .pte comparison as a fixed-width text table; latency is the median and the
+    p10-p90 spread of the timed runs, and the footer names the CPU, its ISA features and the thread count."""
+    head = f"{'model':<11}{'top-1':>8}{'top-5':>8}{'agree':>8}{'p50 ms':>9}{'p10-p90 ms':>15}{'size MB':>9}{'ratio':>7}"
     lines = [head, "-" * len(head)]
     for name, v in variants.items():
         lat = v.get("latency_ms") or {}
         size = v.get("size_bytes")
         ratio = size / fp32_bytes if size and fp32_bytes else None
+        spread = "-" if lat.get("p90") is None else f"{_fmt(lat.get('p10', lat.get('p50')))}-{_fmt(lat.get('p90'))}"
         lines.append(f"{name:<11}{_fmt(v.get('top1')):>8}{_fmt(v.get('top5')):>8}{_fmt(v.get('agreement_top1')):>8}"
-                     f"{_fmt(lat.get('p50')):>9}{_fmt(lat.get('p90')):>9}"
+                     f"{_fmt(lat.get('p50')):>9}{spread:>15}"
                      f"{_fmt(size / 1e6 if size else None, '.3f'):>9}{_fmt(ratio, '.3f'):>7}")
+    runs = next((v["latency_ms"].get("runs") for v in variants.values() if v.get("latency_ms")), None)
+    if cpu is not None or runs is not None:
+        lines.append(f"latency: batch 1, {runs} timed runs on {cpu_info.describe(cpu)}")
     return "\n".join(lines)

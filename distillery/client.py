@@ -19,6 +19,7 @@ from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS, PRIORIT
 
 from .api_client import EXIT_API_ERROR, EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, EXIT_OK, ApiClient, ClientError, guard
 from .artifact_download import download_artifact, response_chunks
+from .card_text import cpu_text, gain_line, latency_text, ship_card_text, state_text
 from .job_files import load_job_file
 from .text_format import format_age, format_duration, format_size, format_table
 
@@ -54,7 +55,7 @@ def progress_line(job: dict[str, Any], width: int = 24) -> str:
     frac = progress_fraction(job)
     epoch = f"{p['epoch']}/{p['epochs']}" if p.get("epochs") else "-"
     eta = "-" if job.get("state") in FINAL_STATES else format_duration(p.get("eta_s"))
-    line = (f"job {job.get('id')} {job.get('state', '?'):<9} [{format_bar(frac, width)}] "
+    line = (f"job {job.get('id')} {state_text(job):<9} [{format_bar(frac, width)}] "
             f"{frac * 100:5.1f}%  epoch {epoch}  loss {_num(m.get('loss'), '.4f')}  "
             f"top-1 {_num(_best_top1(job), '.2f')}  ETA {eta}")
     if job.get("state") == "queued" and job.get("waiting_reason"):  # why it has not started (server.workers)
@@ -79,10 +80,12 @@ def outcome_lines(job: dict[str, Any]) -> list[str]:
         out.append(f"warning: that is chance level ({job['chance_top1']:.1f}% = guessing among "
                    f"{round(100 / job['chance_top1'])} classes): the model learned nothing; check the image size, "
                    "epochs and augmentation (distillery submit --preset small-data; the dashboard's submit page has presets too)")
-    base = job.get("baseline") or {}
-    if isinstance(base.get("gain"), (int, float)):
-        out.append(f"distillation gain: {base['gain']:+.1f} pt over the same student without a teacher "
-                   f"(job {base['job_id']}: {base['top1']:.1f}%)")
+    gain = gain_line(job.get("baseline"), top1)
+    if gain:
+        out.append(gain)
+    card = ship_card_text(job.get("ship_card"))
+    if card and job.get("state") == "succeeded":
+        out.extend(["", "what to ship:", card])
     return out
 
 
@@ -151,7 +154,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if not page or not isinstance(payload, dict) or payload.get("next_offset") is None:
             break
     now = time.time()
-    rows = [[str(j.get("id")), str(j.get("kind", "-")), str(j.get("name", "-")), str(j.get("state", "-")),
+    rows = [[str(j.get("id")), str(j.get("kind", "-")), str(j.get("name", "-")), state_text(j),
              f"{progress_fraction(j) * 100:3.0f}%", _epoch(j), _num(_best_top1(j), ".2f"),
              _owner(j), format_age(j.get("created_at"), now)] for j in jobs]
     if not rows:
@@ -264,7 +267,8 @@ def exported_summary(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
     finally:
         resp.close()
     ptl = (report.get("variants") or {}).get("ptl") or {}
-    return {"top1": ptl.get("top1"), "p50_ms": (ptl.get("latency_ms") or {}).get("p50"), "size": ptl.get("size_bytes")}
+    return {"top1": ptl.get("top1"), "p50_ms": (ptl.get("latency_ms") or {}).get("p50"), "latency": ptl.get("latency_ms"),
+            "size": ptl.get("size_bytes"), "cpu": report.get("cpu")}
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -287,11 +291,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
           if epochs else "  no evaluations yet")
     exported = [exported_summary(api, j) for j in jobs]
     print("\nexported .ptl:")
-    print(format_table([["state", *[str(j.get("state")) for j in jobs]],
+    print(format_table([["state", *[state_text(j) for j in jobs]],
                         ["top-1 %", *[_num(e.get("top1"), ".2f") for e in exported]],
-                        ["gain vs baseline", *[_num((j.get("baseline") or {}).get("gain"), "+.1f") for j in jobs]],
-                        ["p50 latency ms", *[_num(e.get("p50_ms"), ".2f") for e in exported]],
+                        ["p50 latency (p10-p90)", *[latency_text(e.get("latency")) for e in exported]],
                         ["size", *[format_size(e["size"]) if e.get("size") else "-" for e in exported]]], head))
+    cpus = {cpu_text(e.get("cpu")) for e in exported if e}
+    if cpus:
+        print(f"latency: batch 1, measured on {'; '.join(sorted(cpus))}")
+    for j in jobs:
+        gain = gain_line(j.get("baseline"), _best_top1(j))
+        if gain:
+            print(f"\njob {j['id']}: {gain}")
+        card = ship_card_text(j.get("ship_card"))
+        if card:
+            print(f"\njob {j['id']}, what to ship:\n{card}")
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ from server.vocabulary import CANCELLED, FINAL_STATES, SUCCEEDED
 
 from .api_client import EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_OK, ApiClient, ClientError, guard
 from .artifact_download import download_artifact
+from .card_text import cpu_text, latency_text, ship_card_text, state_text
 from .client import print_warnings
 from .job_files import load_job_file
 from .text_format import format_size, format_table
@@ -44,10 +45,14 @@ def trials_table(summary: dict[str, Any]) -> str:
         params = " ".join(f"{k}={_param(t['params'][k])}" for k in PARAM_ORDER
                           if k in (summary.get("search_space") or {}))
         marks = ",".join(m for m, ids in (("latency", fronts["latency"]), ("size", fronts["size"])) if t["job_id"] in ids)
-        rows.append([str(t["number"]), str(t["job_id"]), t["state"] + (" *" if t["job_id"] == promoted else ""), params,
-                     _fmt(t.get("top1")), _fmt(t.get("ptl_top1")), _fmt(t.get("latency_ms"), ".3f"),
+        rows.append([str(t["number"]), str(t["job_id"]), state_text(t) + (" *" if t["job_id"] == promoted else ""), params,
+                     _fmt(t.get("top1")), _fmt(t.get("ptl_top1")),
+                     latency_text(t["latency"]) if t.get("latency") else _fmt(t.get("latency_ms"), ".3f"),
                      format_size(t["size_bytes"]) if t.get("size_bytes") else "-", marks or "-"])
-    return format_table(rows, ["#", "job", "state", "params", "val top-1", ".ptl top-1", "p50 ms", "size", "front"])
+    table = format_table(rows, ["#", "job", "state", "params", "val top-1", ".ptl top-1", "p50 ms (p10-p90)", "size", "front"])
+    cpu = next((t["cpu"] for t in summary.get("trials") or [] if t.get("cpu")), None)
+    return table + (f"\nlatency measured on {cpu_text(cpu)}; the front ignores differences inside the p10-p90 spread"
+                    if cpu else "")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -93,6 +98,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         best = summary.get("best") or {}
         print(f"sweep {args.id} succeeded; best trial {best.get('number')} (job {best.get('job_id')}): "
               f"val top-1 {_fmt(best.get('top1'))}%; latency front: jobs {summary['fronts']['latency']}")
+        card = ship_card_text(job.get("ship_card"))
+        if card:
+            print(f"what to ship:\n{card}")
         return EXIT_OK
     print(f"sweep {args.id} {job['state']}: {job.get('error') or ''}", file=sys.stderr)
     return EXIT_JOB_CANCELLED if job["state"] == CANCELLED else EXIT_JOB_FAILED

@@ -6,9 +6,13 @@ from typing import Any
 
 from sqlalchemy.orm import object_session
 
+from deit_core.teacher_fitness import fitness_warning
+
 from . import replicates
+from .export_reports import read_report
 from .models import Artifact, Dataset, Job
-from .vocabulary import LOCAL, QUEUED, SWEEP
+from .ship_card import card_row, ship_card, sweep_card
+from .vocabulary import LOCAL, QUEUED, SWEEP, TEACHER
 from .workers import Capacity, live_capacity, waiting_reason
 
 PROGRESS_KEYS = ("epoch", "epochs", "step", "steps_per_epoch", "fraction", "eta_s", "phase", "num_classes")
@@ -69,6 +73,77 @@ def _waiting(db, job: Job) -> str | None:
     return replicates.pending_reason(replicates.group(db, job), job.seeds or 1) or "comparing the runs' predictions"
 
 
+def teacher_job(job: Job) -> Job | None:
+    """The teacher job a distill job (or a sweep's trials) learned from: its pipeline parent, or the job
+    whose checkpoint artifact ``teacher.checkpoint`` names; None for a server path or ``timm`` weights."""
+    db = object_session(job)
+    if db is None:
+        return None
+    if job.parent_id is not None:
+        parent = db.get(Job, job.parent_id)
+        if parent is not None and parent.kind == TEACHER:
+            return parent
+    cfg = job.config or {}
+    if job.kind == SWEEP:  # a sweep keeps its trials' distill config as "base"
+        cfg = cfg.get("base") or {}
+    ref = (cfg.get("teacher") or {}).get("checkpoint")
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        art = db.get(Artifact, ref)
+        return art.job if art is not None else None
+    return None
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fitness(job: Job) -> dict[str, Any]:
+    """The teacher's top-1 on the student's training crops (recorded by the distill run) beside its val
+    top-1, with the warning of :func:`deit_core.teacher_fitness.fitness_warning` when it is low."""
+    metrics, dist = job.metrics or {}, (job.config or {}).get("distillation") or {}
+    train, val = metrics.get("teacher_train_top1"), metrics.get("teacher_top1")
+    warning = (fitness_warning(float(train), float(val) if _number(val) else None, str(dist.get("type", "none")),
+                               float(dist.get("alpha", 0.0)))
+               if _number(train) else None)
+    return {"teacher_train_top1": train if _number(train) else None, "teacher_val_top1": val if _number(val) else None,
+            "fitness_warning": warning}
+
+
+def ship_card_info(job: Job, baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ship card (``server.ship_card``) of a distill job that is not itself a baseline: its teacher,
+    itself and its baseline (for ``seeds: N``, the seed-0 runs; the gain is the across-seed one in
+    ``baseline``), each with its export report's .ptl latency and size."""
+    db = object_session(job)
+    if db is None or job.kind != "distill" or job.baseline_of is not None or getattr(job, "replicate_of", None):
+        return None
+    teacher = teacher_job(job)
+    fitness = _fitness(job)
+    if teacher is not None:
+        teacher_row = card_row("teacher", teacher.id, ((teacher.config or {}).get("teacher") or {}).get("model"),
+                               exported_top1(teacher), read_report(teacher), state=teacher.state, **fitness)
+    else:
+        teacher_row = card_row("teacher", None, ((job.config or {}).get("teacher") or {}).get("model"),
+                               fitness["teacher_val_top1"], None, state=None, **fitness)
+    student_row = card_row("student", job.id, ((job.config or {}).get("student") or {}).get("model"), exported_top1(job),
+                           read_report(job), state=job.state, at_chance=at_chance(job))
+    twin = db.get(Job, baseline["job_id"]) if baseline and isinstance(baseline.get("job_id"), int) else None
+    alone_row = None if twin is None else card_row(
+        "baseline", twin.id, ((twin.config or {}).get("student") or {}).get("model"), exported_top1(twin), read_report(twin),
+        state=twin.state, at_chance=at_chance(twin))
+    return ship_card(teacher_row, student_row, alone_row, baseline)
+
+
+def sweep_ship_card(job: Job, summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A sweep's ship card: its teacher and the trials on its accuracy-latency front (``server.ship_card``)."""
+    if not summary:
+        return None
+    teacher = teacher_job(job)
+    teacher_row = None if teacher is None else card_row(
+        "teacher", teacher.id, ((teacher.config or {}).get("teacher") or {}).get("model"), exported_top1(teacher),
+        read_report(teacher), state=teacher.state)
+    return sweep_card(teacher_row, summary)
+
+
 def iso_utc(ts: datetime | None) -> str | None:
     """A timestamp as the API, the attempt history and the logs write it: ISO 8601 in UTC with ``Z``."""
     if ts is None:
@@ -119,8 +194,10 @@ def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None 
     out["launcher"] = {"kind": job.launcher or LOCAL, "job_id": job.launcher_job_id}
     if with_config:  # the detail view (lists stay small)
         out["config"] = job.config
+        out["ship_card"] = ship_card_info(job, out["baseline"])
         if job.kind == SWEEP:  # its trials, best and fronts, as the worker last stored them (worker.sweep)
             out["sweep"] = (job.progress or {}).get("sweep")
+            out["ship_card"] = sweep_ship_card(job, out["sweep"])
     return out
 
 

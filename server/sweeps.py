@@ -17,7 +17,6 @@ Objective, fixed: maximize the trial's validation top-1 (the exported, final epo
 from __future__ import annotations
 
 import copy
-import json
 import math
 import secrets
 from typing import Any, Mapping
@@ -25,9 +24,12 @@ from typing import Any, Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from deit_core import latency
 from deit_core.config import ConfigError, parse_config
 
+from .export_reports import read_report
 from .models import Job
+from .serializers import at_chance
 from .vocabulary import DISTILLATION_TYPES, FINAL_STATES, MAX_ID, SUCCEEDED
 
 # Search-space name -> (config section, key, value type). The user names these, and only these.
@@ -245,35 +247,37 @@ def validate_sweep(body: Mapping[str, Any], base: dict[str, Any], max_trials: in
 # ---------------------------------------------------------------------------------------------
 # Fronts
 # ---------------------------------------------------------------------------------------------
-def pareto_front(points: list[Mapping[str, Any]], value: str, cost: str) -> list[Any]:
-    """Ids of the points no other point beats: none has a value >= and a cost <= with one of them
-    strictly better. Points lacking either number are left out. Ordered by cost (cheapest first);
-    of equal points the first (lowest id) is kept."""
+def pareto_front(points: list[Mapping[str, Any]], value: str, cost: str, spread: str | None = None) -> list[Any]:
+    """Ids of the points no other point beats, ordered by cost (cheapest first). A point beats another
+    when its value is >= and its cost is not worse, with one of them better; of equal points the first
+    (lowest id) is kept. Points lacking either number are left out.
+
+    ``spread``: the key of each point's measured latency block (p50, p10, p90). Costs are then
+    compared by :mod:`deit_core.latency`: two whose p10-p90 spreads overlap are the same speed (so
+    the more accurate one wins, and at equal accuracy the lower median), and a point is cheaper only
+    when it is faster beyond the spread. Without it (sizes) costs compare exactly.
+    """
     usable = [p for p in points if isinstance(p.get(value), (int, float)) and isinstance(p.get(cost), (int, float))]
-    usable.sort(key=lambda p: (p[cost], -p[value], p["id"]))
-    front, best = [], -math.inf
-    for p in usable:
-        if p[value] > best:
-            front.append(p["id"])
-            best = p[value]
-    return front
+
+    def timing(p: Mapping[str, Any]) -> Mapping[str, Any]:
+        measured = p.get(spread) if spread else None
+        return measured if isinstance(measured, Mapping) and latency.interval(measured) else {"p50": p[cost]}
+
+    def beats(q: Mapping[str, Any], p: Mapping[str, Any]) -> bool:
+        cheaper, dearer = latency.faster(timing(q), timing(p)), latency.faster(timing(p), timing(q))
+        if q[value] < p[value] or dearer:
+            return False
+        # equal accuracy at the same speed: the lower median, then the lower id, so "beats" stays a strict
+        # order (by accuracy, then median, then id) and the front is never empty
+        return q[value] > p[value] or cheaper or (q[cost], q["id"]) < (p[cost], p["id"])
+
+    front = [p for p in usable if not any(beats(q, p) for q in usable if q is not p)]
+    return [p["id"] for p in sorted(front, key=lambda p: (p[cost], -p[value], p["id"]))]
 
 
 # ---------------------------------------------------------------------------------------------
 # The summary (what GET /jobs/<sweep> shows and the dashboard draws)
 # ---------------------------------------------------------------------------------------------
-def read_report(job: Job) -> dict[str, Any] | None:
-    """The exporter's report.json of a finished trial (format ``report``), or None."""
-    for art in job.artifacts:
-        if art.format == "report" and not (art.meta or {}).get("rejected"):
-            try:
-                with open(art.path) as f:
-                    return json.load(f)
-            except (OSError, ValueError):
-                return None
-    return None
-
-
 def trial_row(job: Job) -> dict[str, Any]:
     """One row of the trials table: params, state, val top-1, and the ``.ptl``'s top-1, p50
     latency and size (from the export report)."""
@@ -284,11 +288,15 @@ def trial_row(job: Job) -> dict[str, Any]:
                            "state": job.state, "params": params, "error": job.error,
                            "top1": float(top1) if isinstance(top1, (int, float)) else None,
                            "epoch": (job.progress or {}).get("epoch"),
-                           "ptl_top1": None, "latency_ms": None, "size_bytes": None, "ptl_artifact": None}
+                           "ptl_top1": None, "latency_ms": None, "latency": None, "cpu": None, "size_bytes": None,
+                           "ptl_artifact": None, "at_chance": at_chance(job)}
     if job.state == SUCCEEDED:
-        ptl = ((read_report(job) or {}).get("variants") or {}).get("ptl") or {}
+        report = read_report(job)
+        ptl = ((report or {}).get("variants") or {}).get("ptl") or {}
         row["ptl_top1"] = ptl.get("top1")
         row["latency_ms"] = (ptl.get("latency_ms") or {}).get("p50")
+        row["latency"] = ptl.get("latency_ms")  # p50, p10, p90, runs, threads: the front ignores in-spread differences
+        row["cpu"] = (report or {}).get("cpu")
         row["size_bytes"] = ptl.get("size_bytes")
         art = next((a for a in job.artifacts if a.format == "ptl"), None)
         if art is not None:
@@ -321,7 +329,7 @@ def summarize(db: Session, sweep: Job) -> dict[str, Any]:
         "trials": rows, "counts": counts, "finished": sum(1 for r in rows if r["state"] in FINAL_STATES),
         "best": None if best is None else {"job_id": best["id"], "number": best["number"], "top1": best["top1"],
                                            "params": best["params"]},
-        "fronts": {"latency": pareto_front(exported, "acc", "latency_ms"),
+        "fronts": {"latency": pareto_front(exported, "acc", "latency_ms", spread="latency"),
                    "size": pareto_front(exported, "acc", "size_bytes")},
         "promoted": cfg.get("promoted"),
     }

@@ -91,3 +91,50 @@ def test_job_and_sweep_commands_share_the_connection_arguments_and_the_error_gua
         assert args.func(args) == api_client.EXIT_UNREACHABLE, argv
         err = capsys.readouterr().err
         assert err.startswith(f"error: cannot reach the distillery server at {url}") and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------------------------------------
+# The gain, latency and ship card in text (distillery.card_text), on crafted job JSON
+# ---------------------------------------------------------------------------------------------
+def test_gain_line_has_its_interval_and_verdict_or_says_none_was_computed():
+    from distillery.card_text import gain_line
+
+    one_seed = {"job_id": 5, "state": "succeeded", "top1": 77.6, "gain": 0.3, "gain_ci95": [-2.3, 2.8], "ci_over": "images",
+                "seeds": 1, "significant": False,
+                "verdict": "no measurable difference (95% CI -2.3 to +2.8 pt, McNemar p = 1.0); "
+                           "training noise not measured: run seeds: 3"}
+    assert gain_line(one_seed) == ("distillation gain +0.3 pt (95% CI -2.3 to +2.8 pt, over images, one seed): "
+                                   + one_seed["verdict"])
+    old = {"job_id": 5, "state": "succeeded", "top1": 77.6, "gain": 1.6}
+    assert gain_line(old, 79.2) == ("top-1 79.2% against 77.6% for the same student without a teacher (job 5; "
+                                    "interval not computed)")
+    assert gain_line({"job_id": 5, "state": "running", "top1": None, "gain": None}) == (
+        "distillation gain: waiting for both runs (baseline job 5 running)")
+    assert gain_line({"job_id": 5, "pending": "waiting for 3 of 6 runs"}) == "distillation gain: waiting for 3 of 6 runs"
+    assert gain_line(None) is None
+
+
+def test_at_chance_is_a_state_of_its_own_in_jobs_and_watch():
+    from distillery.card_text import state_text
+
+    job = {"id": 9, "state": "succeeded", "at_chance": True, "top1": 10.2, "chance_top1": 10.0, "progress": {}, "metrics": {}}
+    assert state_text(job) == "at chance" and state_text({**job, "at_chance": False}) == "succeeded"
+    assert client.progress_line(job).startswith("job 9 at chance")
+
+
+def test_ship_card_text_names_the_cpu_spread_and_teacher_fitness():
+    from distillery.card_text import latency_text, ship_card_text
+
+    card = {"sentence": "the distilled student is 3.9x smaller and 2.7x faster than its teacher, 1.8 pt below it",
+            "cpu": {"model": "Intel(R) Xeon(R) Platinum 8480+", "isa": ["avx2", "avx512f", "amx_tile"], "threads": 1},
+            "rows": [{"role": "teacher", "job_id": 1, "model": "regnety_160", "params_m": 20.9, "top1": 81.0,
+                      "top1_ci95": [76.6, 84.8], "latency_ms": {"p50": 13.5, "p10": 13.0, "p90": 14.2}, "size_bytes": 21_450_000,
+                      "teacher_train_top1": 80.0, "fitness_warning": "the teacher is right on only 80.0% of ..."},
+                     {"role": "student", "job_id": 2, "model": "deit_tiny", "params_m": 5.5, "top1": 79.2,
+                      "top1_ci95": [74.7, 83.1], "latency_ms": {"p50": 5.0, "p10": 4.8, "p90": 5.4}, "size_bytes": 5_500_000}]}
+    text = ship_card_text(card)
+    assert text.splitlines()[0] == card["sentence"]
+    assert "13.50 ms (13.00-14.20)" in text and "79.2 (74.7-83.1)" in text and "80.0 on training crops" in text
+    assert "Intel(R) Xeon(R) Platinum 8480+ (avx2, avx512f, amx_tile), 1 thread" in text
+    assert "warning: teacher: the teacher is right on only 80.0%" in text
+    assert ship_card_text(None) is None and latency_text({"p50": 1.5}) == "1.50 ms" and latency_text(None) == "-"

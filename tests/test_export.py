@@ -198,8 +198,18 @@ def test_report_consistent_with_files(exported, student_final):
     assert v["ptl"]["size_bytes"] < 0.5 * v["fp32"]["size_bytes"]  # int8 weights
     for name in v:
         assert 0 <= v[name]["top1"] <= v[name]["top5"] <= 100
-        assert 0 < v[name]["latency_ms"]["p50"] <= v[name]["latency_ms"]["p90"]
-        assert v[name]["latency_ms"]["threads"] == 1 and v[name]["latency_ms"]["thread_pool"] == "torch intra-op"
+        lat = v[name]["latency_ms"]
+        assert 0 < lat["p10"] <= lat["p50"] <= lat["p90"] and lat["spread"] == pytest.approx(lat["p90"] - lat["p10"], abs=2e-3)
+        assert lat["threads"] == 1 and lat["thread_pool"] == "torch intra-op" and lat["runs"] == 3
+    assert report["cpu"]["threads"] == 1 and isinstance(report["cpu"]["isa"], list) and "model" in report["cpu"]
+    timing = report["latency"]
+    assert timing["runs"] == 3 and timing["enough_runs"] is False and timing["min_runs"] == 20
+    assert timing["fp32_ptl"]["runs"] == 3, timing["fp32_ptl_missing"]
+    speedups = timing["int8_vs_fp32"]
+    assert set(speedups["vs_fp32_eager"]) == {"int8", "ptl"}
+    same_runtime = speedups["same_runtime"]
+    for entry in [same_runtime["eager"], same_runtime["lite_interpreter"], *speedups["vs_fp32_eager"].values()]:
+        assert entry["speedup"] > 0 and isinstance(entry["same_speed"], bool)
     assert v["fp32"]["top1"] == 100.0  # the val labels are the fp32 predictions
     assert v["fp32"]["agreement_top1"] == 100.0
     stamp = report["runtime"]

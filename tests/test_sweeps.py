@@ -111,6 +111,25 @@ def test_pareto_front():
     assert pareto_front([{"id": 1, "acc": 50.0, "ms": 1.0}], "acc", "ms") == [1]
 
 
+def test_latency_front_ignores_differences_inside_the_measured_spread():
+    """1.70-1.79 ms of one architecture is noise: the most accurate of them is the front, not a staircase."""
+    def pt(i, acc, p50, p10, p90):
+        return {"id": i, "acc": acc, "ms": p50, "lat": {"p50": p50, "p10": p10, "p90": p90}}
+    pts = [pt(1, 80.0, 1.70, 1.65, 1.80), pt(2, 81.0, 1.74, 1.68, 1.82), pt(3, 82.0, 1.79, 1.72, 1.86),
+           pt(4, 90.0, 5.3, 5.0, 5.6), pt(5, 85.0, 5.1, 4.9, 5.5)]
+    assert pareto_front(pts, "acc", "ms") == [1, 2, 3, 5, 4]  # by bare p50 every step of the noise is a trade-off
+    assert pareto_front(pts, "acc", "ms", spread="lat") == [3, 4]  # 3 is as fast as 1 and 2, 4 as fast as 5: more accurate
+    # equal accuracy at the same speed: the first is kept; a clearly faster one at equal accuracy wins
+    same = [pt(7, 80.0, 1.79, 1.7, 1.9), pt(6, 80.0, 1.70, 1.6, 1.8), pt(8, 80.0, 1.0, 0.9, 1.1)]
+    assert pareto_front(same[:2], "acc", "ms", spread="lat") == [6]
+    assert pareto_front(same, "acc", "ms", spread="lat") == [8]
+    # equal accuracy, overlapping spreads chained so that id order and spread order disagree: still one front
+    chain = [pt(1, 80.0, 1.5, 1.0, 2.0), pt(2, 80.0, 1.0, 0.5, 1.5), pt(3, 80.0, 0.6, 0.4, 0.9)]
+    assert pareto_front(chain, "acc", "ms", spread="lat") == [3]
+    # a point without a measured spread compares by its p50 alone
+    assert pareto_front([pt(1, 80.0, 1.7, 1.6, 1.8), {"id": 2, "acc": 79.0, "ms": 1.0}], "acc", "ms", spread="lat") == [2, 1]
+
+
 def test_optunas_storage_is_apart_from_our_alembic_table():
     """Optuna stamps its own revision in ``alembic_version``; it must never see ours."""
     url, kw = optuna_url("postgresql+psycopg://u:p@db:5432/distillery")
@@ -324,3 +343,33 @@ def test_a_trial_is_never_pruned_at_its_final_epoch():
     weak2 = st.ask()
     assert judge(weak2, {}, {1: 1.0, 2: 2.0}, epochs=2, warmup_epochs=0) == (1, 1.0)
     assert judge(st.ask(), {}, {2: 2.0}, epochs=2, warmup_epochs=0) is None  # only the last epoch is new
+
+
+def test_the_summary_front_uses_each_trials_measured_spread_and_flags_at_chance(sqlite_db, tmp_path):
+    """Stored trials with export reports on disk: the two same-speed trials give one front point, the
+    more accurate; a trial at the top-1 of guessing says so in its row."""
+    import json
+
+    from server.models import Artifact, Job
+    from server.sweeps import summarize
+
+    sweep_id = add_job(sqlite_db, kind="sweep", state="running", config={"trials": 3})
+    rows = [(0, 20.0, 1.70, 1.62, 1.80), (1, 30.0, 1.76, 1.66, 1.84), (2, 10.5, 5.0, 4.8, 5.4)]
+    ids = []
+    for number, top1, p50, p10, p90 in rows:
+        job_id = add_job(sqlite_db, kind="distill", state="succeeded", config={}, parent_id=sweep_id, trial_number=number)
+        ids.append(job_id)
+        path = tmp_path / f"report-{job_id}.json"
+        path.write_text(json.dumps({"cpu": {"model": "x", "isa": ["avx2"], "threads": 1}, "variants": {"ptl": {
+            "top1": top1, "size_bytes": 6_000_000 + number, "latency_ms": {"p50": p50, "p10": p10, "p90": p90, "runs": 50}}}}))
+        with sqlite_db.session() as s:
+            job = s.get(Job, job_id)
+            job.metrics, job.progress = {"val_top1": top1}, {"num_classes": 10}
+            s.add(Artifact(job_id=job_id, kind="report", format="report", path=str(path), size=1, sha256="0" * 64, meta={}))
+    with sqlite_db.session() as s:
+        summary = summarize(s, s.get(Job, sweep_id))
+    assert summary["fronts"]["latency"] == [ids[1]]  # trial 0 is as fast (spreads overlap) and less accurate
+    assert summary["fronts"]["size"] == [ids[0], ids[1]]
+    by_id = {t["job_id"]: t for t in summary["trials"]}
+    assert by_id[ids[0]]["latency"]["p10"] == 1.62 and by_id[ids[0]]["cpu"]["isa"] == ["avx2"]
+    assert [by_id[i]["at_chance"] for i in ids] == [False, False, True]  # 10.5% of 10 classes is guessing

@@ -164,6 +164,12 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "lease": {"type": ["object", "null"], "description": "the running attempt's lease (null when none is held)",
                       "properties": {"owner": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
                                      "heartbeat_at": {"type": ["string", "null"], "format": "date-time"}}},
+            "ship_card": {"type": ["object", "null"], "description": "detail view of a distill job that is not a baseline: "
+                          "teacher, student and baseline rows (top-1 with its 95% interval, the .ptl's latency p50/p10/p90 "
+                          "and size), the CPU the latencies were measured on, and the sentence that says what to ship "
+                          "(server/ship_card.py)",
+                          "properties": {"rows": {"type": "array", "items": {"type": "object"}},
+                                         "cpu": {"type": ["object", "null"]}, "sentence": {"type": "string"}}},
             "progress": _ref("Progress"), "metrics": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
             "artifacts": {"type": "array", "items": _ref("Artifact")}, "config": _ref("StoredConfig"),
             "top1": {"type": ["number", "null"], "description": "val top-1 of the exported checkpoint (top1_checkpoint)"},

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from deit_core.presets import SMALL_DATA
+from distillery.card_text import gain_line
 from tests.browser.conftest import CHROMIUM, teacher_config
 from tests.browser.test_dashboard import browser, field, logged_in_tab, shot  # noqa: F401  (browser is a fixture)
 
@@ -75,14 +76,32 @@ def test_a_teacher_picked_from_a_finished_job_trains_and_shows_the_gain(page, li
     assert job["config"]["train"]["seed"] == baseline["config"]["train"]["seed"]
     page.goto(f"/jobs/{job['id']}")
     gain = page.locator('[data-testid="distillation-gain"]')
-    page.wait_for_function("document.querySelector('[data-testid=distillation-gain]').textContent.includes(' pt over')")
-    expected = live.job(job["id"])["baseline"]["gain"]
-    sign = "+" if expected >= 0 else "−"
-    assert f"distillation gain: {sign}{abs(expected):.1f} pt over the same student without a teacher" in gain.inner_text()
+    page.wait_for_function("!document.querySelector('[data-testid=distillation-gain]').hidden && "
+                           "!document.querySelector('[data-testid=distillation-gain]').textContent.includes('waiting')")
+    now = live.job(job["id"])
+    base = now["baseline"]
+    if isinstance(base.get("gain_ci95"), list):  # the gain with its interval and verdict; green only when significant
+        sign = "+" if base["gain"] >= 0 else "−"
+        assert f"distillation gain {sign}{abs(base['gain']):.1f} pt (95% CI" in gain.inner_text()
+        assert base["verdict"] in gain.inner_text()
+    else:  # a record without an interval: both top-1s, no claim
+        assert f"{base['top1']:.1f}% for the same student without a teacher (interval not computed)" in gain.inner_text()
+    assert gain.get_attribute("data-significant") == str(base.get("significant") is True).lower()
+    if base.get("significant") is not True:
+        assert "unproven" in gain.get_attribute("class")  # never the green banner
+    # The ship card: teacher, student and baseline, the sentence, the CPU, the .ptl's download button.
+    card = page.locator('[data-testid="ship-card"]')
+    card.wait_for()
+    assert page.locator('[data-testid="ship-sentence"]').inner_text() == now["ship_card"]["sentence"]
+    assert [card.locator(f'tr[data-role="{r}"]').count() for r in ("teacher", "student", "baseline")] == [1, 1, 1]
+    assert now["ship_card"]["cpu"]["model"] in page.locator('[data-testid="ship-cpu"]').inner_text()
+    assert " ms (" in card.locator('tr[data-role="student"]').inner_text()  # p50 with its p10-p90 spread
+    assert page.locator('[data-testid="ship-download"]').is_visible()
     stats = page.locator("#job-stats").inner_text()
     assert "top-1 (final, exported)" in stats and f"{job['top1']:.1f}" in stats
     assert page.locator('[data-testid="exported-checkpoint"]').inner_text().startswith("Exported from the final checkpoint")
-    # Hover: every series of the top-1 chart at that epoch.
+    # Hover: every series of the top-1 chart at that epoch (below the ship card: scrolled into view first).
+    page.locator("#chart-top1").scroll_into_view_if_needed()
     box = page.locator("#chart-top1").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     tip = page.locator("#chart-top1 ~ .chart-tip")
@@ -93,7 +112,8 @@ def test_a_teacher_picked_from_a_finished_job_trains_and_shows_the_gain(page, li
     proc = live.cli("watch", str(job["id"]))
     assert proc.returncode == 0, proc.stderr
     assert f"top-1 {job['top1']:.1f}% on the validation images (final checkpoint, the one exported)" in proc.stdout
-    assert f"distillation gain: {expected:+.1f} pt" in proc.stdout
+    assert gain_line(base, now["top1"]) in proc.stdout
+    assert "what to ship:" in proc.stdout and now["ship_card"]["sentence"] in proc.stdout
 
 
 def test_compare_view_puts_jobs_side_by_side(page, live, distilled, finished_teacher):
@@ -111,7 +131,9 @@ def test_compare_view_puts_jobs_side_by_side(page, live, distilled, finished_tea
     page.wait_for_function("document.querySelector('#compare-chart').dataset.points > 0 && "
                            "document.querySelectorAll('#compare-chart path.series').length === 3")
     exported = page.locator('[data-testid="compare-exported"]').inner_text()
-    assert "p50 latency" in exported and " MB" in exported and "of fp32" in exported
+    assert "p50 latency" in exported and " MB" in exported and "of fp32" in exported and "measured on" in exported
+    ship = page.locator('[data-testid="compare-ship"]').inner_text()
+    assert f"#{job['id']}" in ship and live.job(job["id"])["ship_card"]["sentence"] in ship
     assert f"ids={job['id']},{baseline['id']},{finished_teacher['id']}" in page.url
     shot(page, "compare")
 

@@ -107,6 +107,14 @@ def test_baseline_is_the_same_student_without_a_teacher_and_the_gain_is_reported
     got = client.get(f"/api/v1/jobs/{main['id']}", headers=h).get_json()
     assert got["baseline"] == {"job_id": twin_id, "state": "succeeded", "top1": 74.0, "gain": 7.5}
     assert got["top1"] == 81.5 and got["top1_checkpoint"] == "final"  # the exported checkpoint's, not best_top1
+    card = got["ship_card"]  # the teacher named by its checkpoint artifact, the twin as the baseline row; no export yet
+    assert [(r["role"], r["job_id"]) for r in card["rows"]] == [("teacher", 1), ("student", main["id"]), ("baseline", twin_id)]
+    assert [r["top1"] for r in card["rows"]] == [90.0, 81.5, 74.0] and card["cpu"] is None
+    assert all(r["latency_ms"] is None and r["size_bytes"] is None for r in card["rows"])
+    assert card["sentence"].startswith("the distilled student is 8.5 pt below its teacher, and ")
+    assert "above" not in card["sentence"]  # no interval, no claim
+    listed = client.get("/api/v1/jobs", headers=h).get_json()
+    assert listed["jobs"] and all("ship_card" not in j for j in listed["jobs"])  # the list stays light: no report files read
 
 
 def test_baseline_needs_a_distill_job_with_a_teacher(setup):

@@ -50,7 +50,17 @@ def test_sweep_page_table_scatter_and_promote(page, live, sweep, tmp_path):
     page.wait_for_url(f"**/sweeps/{sweep['id']}")
     page.wait_for_function("document.querySelectorAll('[data-testid=sweep-trials] tbody tr').length === 2")
     table = page.locator('[data-testid="sweep-trials"]').inner_text()
-    assert "alpha=" in table and "lr=" in table and "succeeded" in table
+    assert "alpha=" in table and "lr=" in table
+    for t in trials:  # a trial that ended at the top-1 of guessing is "at chance", never a plain green success
+        badge = page.locator(f'#sweep-trials tr[data-job-id="{t["job_id"]}"] .badge').inner_text()
+        assert badge == ("at chance" if t["at_chance"] else "succeeded")
+        assert t["latency"]["p10"] <= t["latency"]["p50"] <= t["latency"]["p90"] and t["cpu"]["threads"] == 1
+    assert page.locator("#sweep-scatter line.spread").count() == 2  # each point's p10-p90 spread
+    assert trials[0]["cpu"]["model"] in page.locator('[data-testid="sweep-cpu"]').inner_text()
+    card = sweep["ship_card"]  # the teacher and the latency front, in the job JSON and on the page
+    assert [r["job_id"] for r in card["rows"] if r["role"] == "front"] == summary["fronts"]["latency"]
+    page.wait_for_function("!document.querySelector('#sweep-ship').hidden")
+    assert page.locator("#sweep-ship [data-testid=ship-sentence]").inner_text() == card["sentence"]
     page.wait_for_function("document.querySelector('#sweep-scatter').dataset.points === '2'")
     front = summary["fronts"]["latency"]
     assert page.locator("#sweep-scatter circle.trial-point.front").count() == len(front) >= 1

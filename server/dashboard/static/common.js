@@ -142,8 +142,85 @@ const Distillery = (() => {
     bar.setAttribute("aria-valuenow", (f * 100).toFixed(1));
   }
 
-  function badge(state) {
+  /** A job's state; a finished job whose top-1 is chance level (the API's at_chance) reads "at chance",
+   * never a plain green "succeeded". */
+  function badge(state, atChance) {
+    if (atChance && state === "succeeded") {
+      return el("span", { class: "badge state-at-chance", title: "succeeded, but its top-1 is that of guessing", text: "at chance" });
+    }
     return el("span", { class: "badge state-" + state, text: state });
+  }
+
+  const signed = (v, digits) => (v >= 0 ? "+" : "−") + Math.abs(v).toFixed(digits === undefined ? 1 : digits);
+  const isNum = (v) => typeof v === "number" && isFinite(v);
+
+  /** The distillation gain of a job's ``baseline`` block as {text, significant}: always with its
+   * interval and verdict; without an interval (an older record) the two top-1s and "interval not
+   * computed"; green (significant) only when the API says ``significant``. */
+  function gainSummary(b, top1) {
+    if (!b) return null;
+    if (b.pending) return { text: `distillation gain: ${b.pending}`, significant: false, state: "pending" };
+    if (isNum(b.gain) && Array.isArray(b.gain_ci95) && b.gain_ci95.length === 2) {
+      const [lo, hi] = b.gain_ci95;
+      const over = b.ci_over === "seeds" ? `over ${b.seeds} seeds` : "over images, one seed";
+      return { text: `distillation gain ${signed(b.gain)} pt (95% CI ${signed(lo)} to ${signed(hi)} pt, ${over})` +
+        (b.verdict ? `: ${b.verdict}` : ""), significant: b.significant === true, state: "measured" };
+    }
+    if (isNum(b.gain)) {
+      return { text: `top-1 ${num(top1, 1)}% against ${num(b.top1, 1)}% for the same student without a teacher ` +
+        "(interval not computed)", significant: false, state: "no-interval" };
+    }
+    return { text: `distillation gain: waiting for both runs (baseline ${b.state || "not started"})`, significant: false,
+      state: "waiting" };
+  }
+
+  /** "5.02 ms (4.80–5.40)": the median and the p10–p90 spread of the timed runs. */
+  function latencyText(lat) {
+    if (!lat || !isNum(lat.p50)) return "–";
+    const spread = isNum(lat.p10) && isNum(lat.p90) ? ` (${lat.p10.toFixed(2)}–${lat.p90.toFixed(2)})` : "";
+    return `${lat.p50.toFixed(2)} ms${spread}`;
+  }
+
+  /** "Intel(R) Xeon(R) ... (avx2, avx512f, amx_tile), 1 thread": where a latency was measured. */
+  function cpuText(cpu) {
+    if (!cpu) return "CPU not recorded";
+    const isa = (cpu.isa || []).length ? cpu.isa.join(", ") : "no AVX2/AVX-512/AMX";
+    const threads = isNum(cpu.threads) ? `, ${cpu.threads} thread${cpu.threads === 1 ? "" : "s"}` : "";
+    return `${cpu.model || "unknown CPU"} (${isa})${threads}`;
+  }
+
+  /** The ship card (the API's job.ship_card): the sentence, then teacher / student / baseline side by
+   * side, the CPU the latencies were measured on, and the teacher's fitness warning. */
+  function shipCard(card, jobHref) {
+    if (!card) return null;
+    const href = jobHref || ((id) => `jobs/${id}`);
+    const head = ["", "job", "model", "params (M)", "top-1 % (95% CI)", ".ptl latency p50 (p10–p90)", ".ptl size"];
+    const rows = card.rows.map((r) => {
+      const ci = Array.isArray(r.top1_ci95) ? ` (${r.top1_ci95[0].toFixed(1)}–${r.top1_ci95[1].toFixed(1)})` : "";
+      const top1 = [num(r.top1, 1) + ci];
+      if (r.role === "teacher" && isNum(r.teacher_train_top1)) {
+        top1.push(el("br"), el("small", { class: "muted", "data-testid": "teacher-train-top1",
+          text: `${r.teacher_train_top1.toFixed(1)}% on the student's training crops` }));
+      }
+      return el("tr", { "data-role": r.role },
+        el("th", { text: r.role === "student" ? "distilled student" : r.role === "baseline" ? "student alone"
+          : r.role === "front" ? `trial ${r.trial} (front)` : r.role }),
+        el("td", { "data-label": head[1] }, r.job_id ? el("a", { href: href(r.job_id), text: `#${r.job_id}` }) : "–",
+          r.at_chance ? [" ", badge("succeeded", true)] : null),
+        el("td", { "data-label": head[2], text: r.model || "–" }),
+        el("td", { class: "num", "data-label": head[3], text: num(r.params_m, 2) }),
+        el("td", { class: "num", "data-label": head[4] }, ...top1),
+        el("td", { class: "num", "data-label": head[5], text: latencyText(r.latency_ms) }),
+        el("td", { class: "num", "data-label": head[6], text: bytes(r.size_bytes) }));
+    });
+    const warning = card.rows.map((r) => r.fitness_warning).find(Boolean);
+    return el("div", { class: "ship-card", "data-testid": "ship-card" },
+      el("p", { class: "ship-sentence", "data-testid": "ship-sentence", text: card.sentence }),
+      el("div", { class: "table-wrap" }, el("table", { class: "cards" },
+        el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { text: h })))), el("tbody", {}, ...rows))),
+      el("p", { class: "muted ship-cpu", "data-testid": "ship-cpu",
+        text: `latency: batch 1, measured on ${cpuText(card.cpu)}; spreads that overlap are the same speed` }),
+      warning ? el("p", { class: "note warn", "data-testid": "teacher-fitness", text: "Teacher: " + warning }) : null);
   }
 
   /** "at chance" when a finished job's top-1 is no better than guessing (the API's job.at_chance). */
@@ -233,5 +310,5 @@ const Distillery = (() => {
 
   return { TOKEN_KEY, API, TERMINAL, ApiError, api, apiBlob, items, el, duration, age, parseTime, bytes, num,
            fraction, progressText, setBar, badge, owner, bestTop1, flash, poll, LABELS, label, flatConfig, valueText,
-           chanceNote };
+           chanceNote, gainSummary, latencyText, cpuText, shipCard, signed };
 })();

@@ -46,11 +46,17 @@
     const row = (label, cells, attrs) => D.el("tr", attrs || {}, D.el("th", { text: label }), ...cells.map((c) => D.el("td", { class: "num" }, c)));
     table($("compare-jobs"), head(), [
       row("kind", runs.map(({ job }) => job.kind + (job.baseline_of ? " (baseline)" : ""))),
-      row("state", runs.map(({ job }) => D.badge(job.state))),
+      row("state", runs.map(({ job }) => D.badge(job.state, job.at_chance))),
       row(`top-1 % (exported checkpoint)`, runs.map(({ job }) => D.num(job.top1, 1)), { "data-testid": "compare-top1" }),
-      row("distillation gain", runs.map(({ job }) => job.baseline && typeof job.baseline.gain === "number"
-        ? `${job.baseline.gain >= 0 ? "+" : "−"}${Math.abs(job.baseline.gain).toFixed(1)} pt` : "–")),
+      row("distillation gain", runs.map(({ job }) => {
+        const g = D.gainSummary(job.baseline, job.top1);
+        return g ? D.el("span", { class: g.significant ? "gain-significant" : "gain-unproven", text: g.text }) : "–";
+      }), { "data-testid": "compare-gain" }),
     ]);
+    const cards = runs.filter(({ job }) => job.ship_card);
+    $("compare-ship").replaceChildren(...(cards.length ? cards.map(({ job }) => D.el("div", { class: "card", "data-job-id": job.id },
+      D.el("h3", {}, D.el("a", { href: `jobs/${job.id}`, text: `#${job.id} ${job.name}` })), D.shipCard(job.ship_card)))
+      : [D.el("p", { class: "muted", text: "No distill job here: the card compares a distilled student with its teacher and baseline." })]));
     const flats = runs.map(({ job }) => D.flatConfig(job.config || {}));
     const keys = [...new Set(flats.flatMap((f) => Object.keys(f)))];
     const differs = keys.filter((k) => new Set(flats.map((f) => JSON.stringify(f[k] ?? null))).size > 1);
@@ -63,7 +69,8 @@
     const ex = runs.map(({ report }) => report ? Report.exported(report) : {});
     table($("compare-exported"), head(), [
       row("top-1 %", ex.map((e) => D.num(e.top1, 1))),
-      row("p50 latency", ex.map((e) => typeof e.p50 === "number" ? e.p50.toFixed(1) + " ms" : "–")),
+      row("p50 latency (p10–p90)", ex.map((e) => D.latencyText(e.latency))),
+      row("measured on", runs.map(({ report }) => report ? D.cpuText(report.cpu) : "–")),
       row("size", ex.map((e) => typeof e.size === "number" ? Report.mb(e.size) + (e.ratio ? ` (${(e.ratio * 100).toFixed(0)}% of fp32)` : "") : "–")),
     ]);
   }

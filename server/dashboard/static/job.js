@@ -116,19 +116,23 @@
     if (j.launcher && j.launcher.job_id) meta.push(`${j.launcher.kind} job ${j.launcher.job_id}`);
     $("job-meta").textContent = meta.join(" · ");
     const st = $("job-state");
-    st.textContent = j.state;
-    st.className = "badge state-" + j.state;
+    const badge = D.badge(j.state, j.at_chance);
+    st.textContent = badge.textContent;
+    st.className = badge.className;
+    st.title = badge.title || "";
     D.setBar($("job-progress"), j);
     const text = $("progress-text");
     text.textContent = statusText(j);
     text.classList.toggle("phase", j.state === "running" && !(j.progress || {}).step);
     const m = j.metrics || {};
     const stats = [[`top-1 (${j.top1_checkpoint || "final"}, exported)`, D.num(j.top1, 1)], ["best epoch top-1", D.num(m.best_top1, 1)],
-      ["teacher top-1", D.num(m.teacher_top1, 1)], ["agreement", D.num(m.val_agreement, 1)], ["loss", D.num(m.loss, 4)],
+      ["teacher top-1", D.num(m.teacher_top1, 1) + (isNum(m.teacher_train_top1)
+        ? ` (${m.teacher_train_top1.toFixed(1)} on training crops)` : "")], ["agreement", D.num(m.val_agreement, 1)], ["loss", D.num(m.loss, 4)],
       ["images/s", D.num(m.img_per_s, 0)], ["ETA", D.TERMINAL.includes(j.state) ? "–" : D.duration((j.progress || {}).eta_s)]];
     $("job-stats").replaceChildren(...stats.map(([k, v]) =>
       D.el("div", { class: "stat" }, D.el("dt", { text: k }), D.el("dd", { text: v }))));
     renderGain(j);
+    renderShipCard(j);
     const chance = D.chanceNote(j);
     $("chance").hidden = !chance;
     $("chance").textContent = chance ? "At chance: " + chance : "";
@@ -144,21 +148,34 @@
   }
   let configFor = null, cancelFlash = false;
 
+  /** The gain over the baseline with its interval and verdict; green only when significant (a
+   * "no measurable difference" is grey, never a green banner). */
   function renderGain(j) {
     const box = $("gain");
     const b = j.baseline;
-    if (!b) { box.hidden = true; return; }
+    const g = D.gainSummary(b, j.top1);
+    if (!g) { box.hidden = true; return; }
     box.hidden = false;
-    box.replaceChildren();
-    const link = D.el("a", { href: String(b.job_id), text: `job #${b.job_id}` });
-    if (isNum(b.gain)) {
-      box.classList.toggle("negative", b.gain < 0);
-      box.append(`distillation gain: ${b.gain >= 0 ? "+" : "−"}${Math.abs(b.gain).toFixed(1)} pt over the same student without a teacher ` +
-        `(${isNum(b.top1) ? b.top1.toFixed(1) + "% in " : ""}`, link, ")");
-    } else {
-      box.classList.remove("negative");
-      box.append(`distillation gain: waiting for both runs (baseline without a teacher: `, link, ` ${b.state})`);
-    }
+    box.classList.toggle("unproven", !g.significant);
+    box.classList.toggle("negative", g.significant && b.gain < 0);
+    box.dataset.significant = String(g.significant);
+    box.replaceChildren(g.text + " (baseline without a teacher: ",
+      D.el("a", { href: String(b.job_id), text: `job #${b.job_id}` }), isNum(b.top1) ? `, ${b.top1.toFixed(1)}%)` : ")");
+  }
+
+  /** The ship card at the top: what to ship, beside the .ptl's Download button. */
+  function renderShipCard(j) {
+    const box = $("ship-card");
+    const card = D.shipCard(j.ship_card, (id) => String(id));
+    box.hidden = !card;
+    if (!card) return;
+    const key = JSON.stringify(j.ship_card);
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    const ptl = (j.artifacts || []).filter((a) => a.format === "ptl").pop();
+    box.replaceChildren(D.el("div", { class: "ship-head" }, D.el("h2", { text: "What to ship" }),
+      ptl ? D.el("a", { class: "button", href: ptl.download_url, download: ptl.filename || "", "data-testid": "ship-download",
+        text: `Download ${ptl.filename || "model.ptl"} (${D.bytes(ptl.size)})` }) : null), card);
   }
 
   /** A failed job: its reason and what survived; a cancelled one: a grey note, not a red error. */

@@ -34,7 +34,7 @@
       D.el("td", { class: "name" }, D.el("a", { href: (job.kind === "sweep" ? "sweeps/" : "jobs/") + job.id,
         text: job.name || "(unnamed)" })),
       D.el("td", { text: job.kind }),
-      D.el("td", { title: job.waiting_reason || null }, D.badge(job.state),
+      D.el("td", { title: job.waiting_reason || null }, D.badge(job.state, job.at_chance),
         job.priority && job.priority !== "normal" ? D.el("small", { class: "muted", text: " " + job.priority }) : null),
       D.el("td", { class: "progress-col" }, bar, D.el("small", { class: "muted",
         text: job.state === "queued" && job.waiting_reason ? job.waiting_reason : D.progressText(job) })),

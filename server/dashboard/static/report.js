@@ -34,7 +34,7 @@ const Report = (() => {
     const v = (report && report.variants) || {};
     const ptl = v.ptl || v.pte || {};
     const fp32 = (report && report.model || {}).fp32_weights_bytes || (v.fp32 || {}).size_bytes;
-    return { top1: ptl.top1, p50: (ptl.latency_ms || {}).p50, size: ptl.size_bytes, ratio: fp32 && ptl.size_bytes ? ptl.size_bytes / fp32 : null };
+    return { top1: ptl.top1, p50: (ptl.latency_ms || {}).p50, latency: ptl.latency_ms, size: ptl.size_bytes, ratio: fp32 && ptl.size_bytes ? ptl.size_bytes / fp32 : null };
   }
 
   function gateSentence(gate) {
@@ -59,6 +59,23 @@ const Report = (() => {
     return out;
   }
 
+  const spread = (lat) => isNum(lat.p10) && isNum(lat.p90) ? `${lat.p10.toFixed(2)}–${lat.p90.toFixed(2)} ms` : "–";
+
+  /** "int8 vs fp32: 2.1x faster in eager, 1.9x in the Lite Interpreter; against fp32 eager: ..." */
+  function speedups(latency) {
+    const cmp = (latency || {}).int8_vs_fp32;
+    if (!cmp) return null;
+    const say = (e) => !e ? null : e.same_speed ? "the same speed" : `${e.speedup.toFixed(1)}x`;
+    const same = [["eager", "eager PyTorch"], ["lite_interpreter", "the Lite Interpreter"]]
+      .map(([k, words]) => say((cmp.same_runtime || {})[k]) && `${say(cmp.same_runtime[k])} in ${words}`).filter(Boolean);
+    const eager = Object.entries(cmp.vs_fp32_eager || {}).map(([k, e]) => say(e) && `${k} ${say(e)}`).filter(Boolean);
+    const parts = [];
+    if (same.length) parts.push(`int8 against fp32 in the same runtime: ${same.join(", ")}`);
+    if (eager.length) parts.push(`against fp32 eager: ${eager.join(", ")}`);
+    return parts.length ? `Speed-up (fp32 median / int8 median): ${parts.join("; ")}.` +
+      (latency.enough_runs === false ? ` Fewer than ${latency.min_runs} timed runs: the spread is rough.` : "") : null;
+  }
+
   /** The report as DOM nodes. ``job`` (optional) names the exported checkpoint. */
   function render(report, job, opts) {
     if (!report || typeof report !== "object") return [D.el("pre", { text: String(report) })];
@@ -73,11 +90,11 @@ const Report = (() => {
       D.el("span", { class: "badge " + verdict, text: verdict === "pass" ? "PASS" : verdict === "fail" ? "FAIL" : "NOT CHECKED" }),
       D.el("span", { text: "Parity gate — " + sentence })));
     const fp32 = (report.model || {}).fp32_weights_bytes || ((report.variants || {}).fp32 || {}).size_bytes;
-    const head = ["Model", "top-1 %", "top-5 %", "agrees with fp32 %", "p50 latency", "p90 latency", "size", "size vs fp32"];
+    const head = ["Model", "top-1 %", "top-5 %", "agrees with fp32 %", "p50 latency", "p10–p90 spread", "size", "size vs fp32"];
     const body = rows(report).map(([k, lbl, v]) => {
       const lat = v.latency_ms || {};
       const ratio = isNum(fp32) && isNum(v.size_bytes) && k !== "fp32" ? `${(v.size_bytes / fp32 * 100).toFixed(0)}%` : k === "fp32" ? "100%" : "–";
-      return [k, [lbl, pct(v.top1), pct(v.top5), pct(v.agreement_top1), ms(lat.p50), ms(lat.p90), mb(v.size_bytes), ratio]];
+      return [k, [lbl, pct(v.top1), pct(v.top5), pct(v.agreement_top1), ms(lat.p50), spread(lat), mb(v.size_bytes), ratio]];
     });
     out.push(D.el("table", { class: "report cards", "data-testid": "report-table" },
       D.el("thead", {}, D.el("tr", {}, ...head.map((h, i) => D.el("th", { class: i ? "num" : null, text: h })))),
@@ -86,7 +103,12 @@ const Report = (() => {
     const notes = [];
     if (notQuantized(report)) notes.push(NOT_QUANTIZED + ".");
     const lat = ((report.variants || {}).ptl || {}).latency_ms || {};
-    if (isNum(lat.threads)) notes.push(`Latency: median of ${lat.runs} runs of one image on ${lat.threads} CPU thread(s) (${lat.thread_pool || "torch"}).`);
+    if (isNum(lat.threads)) {
+      notes.push(`Latency: median and p10–p90 spread of ${lat.runs} runs of one image on ${lat.threads} CPU thread(s) ` +
+        `(${lat.thread_pool || "torch"}), measured on ${D.cpuText(report.cpu)}; latencies whose spreads overlap are the same speed.`);
+    }
+    const speed = speedups(report.latency);
+    if (speed) notes.push(speed);
     for (const s of report.skipped || []) if (!(notQuantized(report) && /^int8:/.test(s))) notes.push(s);
     if (notes.length) out.push(D.el("ul", { class: "report-notes", "data-testid": "report-notes" }, ...notes.map((n) => D.el("li", { text: n }))));
     const raw = Object.entries(flat(report, "", {})).map(([k, v]) => [k, D.valueText(v)]);

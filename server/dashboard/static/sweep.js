@@ -31,7 +31,8 @@
       svg.append(s("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, "no exported trial yet"));
       return;
     }
-    const xs = pts.map((t) => t.latency_ms), ys = pts.map(acc);
+    const xs = pts.flatMap((t) => [t.latency_ms, (t.latency || {}).p10, (t.latency || {}).p90].filter((v) => typeof v === "number"));
+    const ys = pts.map(acc);
     const pad = (lo, hi) => (hi - lo < 1e-9 ? [lo - 1, hi + 1] : [lo - (hi - lo) * 0.08, hi + (hi - lo) * 0.08]);
     const [x0, x1] = pad(Math.min(...xs), Math.max(...xs)), [y0, y1] = pad(Math.min(...ys), Math.max(...ys));
     const fx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R), fy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
@@ -53,6 +54,11 @@
     }
     for (const t of pts) {
       const isFront = front.includes(t.job_id);
+      const lat = t.latency || {};
+      if (typeof lat.p10 === "number" && typeof lat.p90 === "number") {  // the measured spread: differences inside it are noise
+        svg.append(s("line", { x1: fx(lat.p10), x2: fx(lat.p90), y1: fy(acc(t)), y2: fy(acc(t)), stroke: "currentColor",
+          "stroke-width": 1, opacity: 0.5, class: "spread", "data-job-id": t.job_id }));
+      }
       const c = s("circle", { cx: fx(t.latency_ms), cy: fy(acc(t)), r: isFront ? 6 : 4.5,
         class: "trial-point" + (isFront ? " front" : ""), fill: isFront ? "currentColor" : "none", stroke: "currentColor",
         "stroke-width": 1.5, "data-job-id": t.job_id });
@@ -82,7 +88,7 @@
   }
 
   function table(trials, fronts, promoted) {
-    const head = ["#", "job", "state", "parameters", "val top-1", ".ptl top-1", "p50 ms", "size", "front", ""];
+    const head = ["#", "job", "state", "parameters", "val top-1", ".ptl top-1", "p50 ms (p10–p90)", "size", "front", ""];
     const rows = trials.map((t) => {
       const marks = [fronts.latency.includes(t.job_id) ? "latency" : null, fronts.size.includes(t.job_id) ? "size" : null]
         .filter(Boolean).join(", ");
@@ -94,9 +100,9 @@
       return D.el("tr", { "data-job-id": t.job_id, "data-state": t.state, class: isPromoted ? "promoted" : null },
         D.el("td", {}, String(t.number)),
         D.el("td", {}, D.el("a", { href: `../jobs/${t.job_id}`, text: `#${t.job_id}` })),
-        D.el("td", {}, D.badge(t.state)),
+        D.el("td", {}, D.badge(t.state, t.at_chance)),
         D.el("td", { class: "params", title: t.error || "" }, paramText(t.params || {})),
-        D.el("td", {}, D.num(t.top1)), D.el("td", {}, D.num(t.ptl_top1)), D.el("td", {}, D.num(t.latency_ms, 3)),
+        D.el("td", {}, D.num(t.top1)), D.el("td", {}, D.num(t.ptl_top1)), D.el("td", {}, t.latency ? D.latencyText(t.latency) : D.num(t.latency_ms, 3)),
         D.el("td", {}, D.bytes(t.size_bytes)), D.el("td", { class: "front-mark" }, marks || "–"),
         D.el("td", { class: "action" }, action));
     });
@@ -125,8 +131,16 @@
     $("sweep-error").hidden = !job.error;
     $("sweep-error").textContent = job.error || "";
     $("cancel-btn").hidden = D.TERMINAL.includes(job.state);
+    const card = D.shipCard(job.ship_card, (id) => `../jobs/${id}`);
+    $("sweep-ship").hidden = !card;
+    if (card && $("sweep-ship").dataset.key !== JSON.stringify(job.ship_card)) {
+      $("sweep-ship").dataset.key = JSON.stringify(job.ship_card);
+      $("sweep-ship").replaceChildren(D.el("h2", { text: "What to ship" }), card);
+    }
     scatter($("sweep-scatter"), sum.trials, sum.fronts.latency, p);
     table(sum.trials, sum.fronts, p);
+    const cpu = (sum.trials.find((t) => t.cpu) || {}).cpu;
+    $("sweep-cpu").textContent = cpu ? `Latency measured on ${D.cpuText(cpu)}.` : "";
     $("size-front").textContent = sum.fronts.size.map((id) => `#${id}`).join(" → ") || "–";
     return !D.TERMINAL.includes(job.state);
   }
