@@ -70,7 +70,7 @@ def ship_card_text(card: dict[str, Any] | None) -> str | None:
             top1 += f", {r['teacher_train_top1']:.1f} on training crops"
         job = "-" if r.get("job_id") is None else str(r["job_id"]) + (" (at chance)" if r.get("at_chance") else "")
         role = f"trial {r.get('trial')} (front)" if r.get("role") == "front" else ROLE.get(r.get("role"), str(r.get("role")))
-        rows.append([role, job, str(r.get("model") or "-"),
+        rows.append([role, job, str(r.get("model") or "-").replace("_distilled_patch16_224", ""),
                      "-" if not _is_num(r.get("params_m")) else f"{r['params_m']:.2f}", top1,
                      latency_text(r.get("latency_ms")), format_size(r["size_bytes"]) if r.get("size_bytes") else "-"])
     lines = [card.get("sentence") or "",

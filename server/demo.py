@@ -33,6 +33,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any
 
 import requests
 
+from distillery.card_text import ship_card_text
 from server.cli import free_port
 from server.vocabulary import FINAL_STATES
 
@@ -209,38 +211,6 @@ def ci(pair: Any, fmt: str = "+.1f") -> str:
     return f"{_num(pair[0], fmt)} to {_num(pair[1], fmt)}" if isinstance(pair, (list, tuple)) and len(pair) == 2 else "-"
 
 
-def ship_card_lines(card: dict | None) -> list[str]:
-    """The job JSON's ``ship_card`` as a table: role, model, parameters, top-1 with its interval,
-    ``.ptl`` latency (median, p10-p90) and size; then the CPU it was timed on and its sentence,
-    wrapped to the terminal's 80 columns (the caller indents by 2)."""
-    import textwrap
-
-    from distillery.text_format import format_size, format_table
-
-    if not card or not card.get("rows"):
-        return ["no ship card in the job JSON (this service does not build one yet)"]
-    rows = []
-    for r in card["rows"]:
-        lat = r.get("latency_ms") or {}
-        top1_ci = r.get("top1_ci95") if isinstance(r.get("top1_ci95"), (list, tuple)) else (None, None)
-        rows.append([r.get("role", "-"), str(r.get("model", "-")).replace("_distilled_patch16_224", "")[:16],
-                     f"{_num(r.get('params_m'), '.1f')} M",
-                     f"{_num(r.get('top1'), '.1f')} ({_num(top1_ci[0], '.1f')}-{_num(top1_ci[1], '.1f')})",
-                     f"{_num(lat.get('p50'), '.2f')} ({_num(lat.get('p10'), '.2f')}-{_num(lat.get('p90'), '.2f')})"
-                     if lat else "-",
-                     format_size(r["size_bytes"]) if r.get("size_bytes") else "-"])
-    out = format_table(rows, ["role", "model", "params", "top-1 (95% CI)", ".ptl ms (p10-p90)", "size"]).splitlines()
-    cpu = card.get("cpu") or {}
-    if cpu:
-        timed = next((r["latency_ms"] for r in card["rows"] if r.get("latency_ms")), {})
-        out += textwrap.wrap(f"latency: median of {timed.get('runs', '?')} runs on {cpu.get('model', '?')} "
-                             f"({', '.join(cpu.get('isa') or []) or 'no AVX-512/AMX'}), "
-                             f"{timed.get('threads', cpu.get('threads'))} thread(s)", WIDTH - 4)
-    if card.get("sentence"):
-        out += textwrap.wrap(card["sentence"], WIDTH - 4)
-    return out
-
-
 def gain_lines(base: dict | None) -> list[str]:
     """The across-seed gain of the distilled student over the same student alone, always with its
     interval, and the verdict sentence; per seed below it; the ``.ptl`` students' if measured."""
@@ -392,8 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     primary = wait_for_comparison(url, h, job["id"])
     say()
     say(f"ship card (job {primary['id']}):")
-    for line in ship_card_lines(primary.get("ship_card")):
-        print("  " + line)
+    print(textwrap.indent(ship_card_text(primary.get("ship_card")) or "no ship card in the job JSON", "  "))
     say()
     for line in gain_lines(primary.get("baseline")):
         say(line)
