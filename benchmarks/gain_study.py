@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: deit_core is imported below
     sys.path.insert(0, str(ROOT))
 
+from deit_core.layout import FINAL_CONFIG, FINAL_DIR, METRICS_FILE  # noqa: E402  (after the sys.path line)
+
 STUDENT = {"model": "deit_tiny_distilled_patch16_224"}
 # The demo's recipe (server/demo.py) for digits at 32 px: no flips (a flipped 2 is not a 2), mild crops, no
 # mixup or RandAugment, one process, so repeated augmentation is off anyway; lr is per 512 images (scaled).
@@ -102,37 +104,16 @@ def parse_setting(text: str) -> Setting:
 
 def write_split(root: Path, per_class: int, img_size: int, split_seed: int) -> dict[str, int]:
     """``train/`` (``per_class`` images of each digit), ``heldout/`` (all the others) and ``probe/`` (the
-    first train image of each digit: the engine's per-epoch val, kept tiny so it costs nothing).
-
-    Same pixels as deit_core.data.write_digits_imagefolder; written atomically, reused when present.
-    """
+    first train image of each digit: the engine's per-epoch val, kept tiny so it costs nothing): the
+    demo's re-split (deit_core.data.write_digits_resplit), reused when present."""
     if (root / "heldout").is_dir():
         return {s: sum(1 for _ in (root / s).rglob("*.png")) for s in ("train", "heldout", "probe")}
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
+    from deit_core.data import write_digits_resplit
 
-    from deit_core.files import replace_dir, temp_dir_beside
-
-    digits = load_digits()
-    rng = np.random.default_rng(split_seed)
-    tmp = temp_dir_beside(root)
-    counts = {"train": 0, "heldout": 0, "probe": 0}
-    for label in range(10):
-        ids = rng.permutation(np.flatnonzero(digits.target == label))
-        if per_class >= len(ids):
-            raise SystemExit(f"--train-per-class {per_class} leaves no held-out image of digit {label} ({len(ids)} in all)")
-        parts = {"train": ids[:per_class], "heldout": ids[per_class:], "probe": ids[:1]}
-        for split, chosen in parts.items():
-            d = tmp / split / str(label)
-            d.mkdir(parents=True, exist_ok=True)
-            for i in chosen:
-                pixels = (digits.images[i] * (255.0 / 16.0)).clip(0, 255).astype("uint8")
-                Image.fromarray(pixels, mode="L").resize((img_size, img_size), Image.BILINEAR).save(d / f"{i:04d}.png")
-            counts[split] += len(chosen)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    replace_dir(tmp, root)
-    return counts
+    try:
+        return write_digits_resplit(root, per_class, img_size, split_seed, heldout_name="heldout", probe_name="probe")
+    except ValueError as e:
+        raise SystemExit(f"--train-per-class {per_class}: {e}") from None
 
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -140,10 +121,10 @@ def write_split(root: Path, per_class: int, img_size: int, split_seed: int) -> d
 def train_run(cfg: dict, out: Path, cache_dir: Path, threads: int) -> dict[str, Any]:
     """One ``python -m deit_core.train``; returns its timings and engine events (reused when already done)."""
     record = out / "study-run.json"
-    if record.exists() and (out / "final" / "config.json").exists():
+    if record.exists() and (out / FINAL_DIR / FINAL_CONFIG).exists():
         return json.loads(record.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").unlink(missing_ok=True)
+    (out / METRICS_FILE).unlink(missing_ok=True)
     path = out / "study-config.json"
     path.write_text(json.dumps(cfg, indent=2))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
@@ -155,7 +136,7 @@ def train_run(cfg: dict, out: Path, cache_dir: Path, threads: int) -> dict[str, 
     after, load1 = resource.getrusage(resource.RUSAGE_CHILDREN), os.getloadavg()
     if proc.returncode:
         raise SystemExit(f"training run {out} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    events = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    events = [json.loads(x) for x in (out / METRICS_FILE).read_text().splitlines()]
     ips = sorted(e["img_per_s"] for e in events if e["event"] == "step" and e["epoch"] > 1 and e["img_per_s"] > 0)
     cache = next((e for e in events if e["event"] == "teacher_cache"), {})
     start = next(e for e in events if e["event"] == "start")
@@ -292,7 +273,7 @@ def evaluate_run(run_dir: Path, heldout: Path) -> dict[str, Any]:
         rec = json.loads(path.read_text())
         if rec.get("eval_img_per_s_cpu"):
             return rec
-    labels, preds, ips = heldout_predictions(run_dir / "final", heldout)
+    labels, preds, ips = heldout_predictions(run_dir / FINAL_DIR, heldout)
     files = [str(p.relative_to(heldout)) for p in sorted(heldout.rglob("*.png"), key=lambda p: (p.parent.name, p.name))]
     top1 = 100.0 * sum(int(a == b) for a, b in zip(labels, preds)) / len(labels)
     rec = {"top1": top1, "eval_img_per_s_cpu": round(ips, 1), "files": files, "labels": labels, "predictions": preds}
@@ -321,7 +302,7 @@ def study(args) -> dict[str, Any]:
     trec = train_run(teacher_config(args, data), teacher_dir, cache_dir, args.threads)
     tpred = evaluate_run(teacher_dir, data / "heldout")
     teacher = {"model": args.teacher, "epochs": args.teacher_epochs, "lr": args.teacher_lr,
-               "params": params_of(teacher_dir / "final"), "heldout_top1": tpred["top1"],
+               "params": params_of(teacher_dir / FINAL_DIR), "heldout_top1": tpred["top1"],
                "eval_img_per_s_cpu": tpred["eval_img_per_s_cpu"], **trec}
     log(f"teacher {args.teacher}: held-out top-1 {tpred['top1']:.2f}, {teacher['params'] / 1e6:.2f} M params, "
         f"{trec['wall_s']:.0f} s wall (idle estimate {trec['idle_estimate_s']:.0f} s)")
@@ -332,9 +313,9 @@ def study(args) -> dict[str, Any]:
         preds = {}
         for setting in settings:
             rdir = runs / f"e{args.epochs}-lr{args.lr:g}" / f"seed{seed}" / setting.name
-            rec = train_run(student_config(args, data, teacher_dir / "final", setting, seed), rdir, cache_dir, args.threads)
+            rec = train_run(student_config(args, data, teacher_dir / FINAL_DIR, setting, seed), rdir, cache_dir, args.threads)
             ev = evaluate_run(rdir, data / "heldout")
-            student_params = student_params or params_of(rdir / "final")
+            student_params = student_params or params_of(rdir / FINAL_DIR)
             preds[setting.name] = ev
             row = {**rec, "top1": ev["top1"], "eval_img_per_s_cpu": ev["eval_img_per_s_cpu"], "run_dir": str(rdir)}
             if setting.type != "none":
