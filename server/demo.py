@@ -167,6 +167,13 @@ def status(jobs: list[dict]) -> str:
                        group_status("baseline", [j for j in jobs if role(j) == "baseline"])])
 
 
+def job_detail(url: str, h: dict, job_id: int) -> dict:
+    """One job as ``GET /jobs/ID`` shows it: with its config and artifacts."""
+    r = requests.get(f"{url}/api/v1/jobs/{job_id}", headers=h, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
 def fetch_group(url: str, h: dict, first_id: int) -> list[dict]:
     """Every job of this submission: the demo user's jobs from ``first_id`` (the teacher) on."""
     r = requests.get(f"{url}/api/v1/jobs", params={"limit": 200}, headers=h, timeout=30)
@@ -371,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     say()
     for j in (teacher, primary):
         if j["state"] == "succeeded":
+            j = job_detail(url, h, j["id"])  # the list rows carry no config (the image size the check runs at)
             dest = download_ptl(url, h, j)
             model = (j["config"].get("student") or j["config"]["teacher"])["model"]
             say(f"{role(j)} .ptl ({model}): {dest.resolve()}, "
