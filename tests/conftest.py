@@ -115,3 +115,36 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line("tests by marker: " + "; ".join(
             f"{name} {sum(c.values())} ({', '.join(f'{n} {o}' for o, n in sorted(c.items()))})"
             for name, c in sorted(counts.items(), key=lambda kv: (kv[0] == "unmarked", kv[0]))))
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite database at the newest migration, made once (Alembic takes most of a second); tests copy it."""
+    from server.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("migrated") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_db(tmp_path, migrated_sqlite):
+    """A fresh copy of the migrated database, holding the user alice (no service, no broker)."""
+    from server.db import Database
+    from server.models import User
+
+    shutil.copy(migrated_sqlite, tmp_path / "unit.db")
+    database = Database(f"sqlite:///{tmp_path}/unit.db")
+    with database.session() as s:
+        s.add(User(name="alice"))
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def sqlite_session(sqlite_db):
+    """A session on :func:`sqlite_db`, closed after the test."""
+    s = sqlite_db.factory()
+    yield s
+    s.close()
+

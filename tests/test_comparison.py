@@ -5,7 +5,6 @@ migrated SQLite file, the job JSON's ``baseline`` block reading it (``server.ser
 worker registering the engine's predictions files (``worker.artifacts``), and migration 0007."""
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,23 +28,9 @@ IMAGES = [f"{CLASSES[i % 2]}/{i:03d}.jpg" for i in range(40)]
 LABELS = [i % 2 for i in range(40)]
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory) -> Path:
-    from server.migrate import upgrade
-
-    path = tmp_path_factory.mktemp("comparison") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def database(tmp_path, migrated):
-    shutil.copy(migrated, tmp_path / "c.db")
-    db = Database(f"sqlite:///{tmp_path}/c.db")
-    with db.session() as s:
-        s.add(User(name="alice"))
-    yield db
-    db.dispose()
+def database(sqlite_db):
+    return sqlite_db
 
 
 def cfg(seed: int = 0, kind: str = "hard") -> dict:

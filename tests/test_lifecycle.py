@@ -4,9 +4,7 @@ what would have been sent (``SentTasks``), standing in for Celery's sending side
 from __future__ import annotations
 
 import itertools
-import shutil
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -51,28 +49,9 @@ class SentTasks:
         return [args[0] for _, args, _ in self.sent]
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory) -> Path:
-    """Migrated once (Alembic takes most of a second); each test gets its own copy."""
-    from server.migrate import upgrade
-
-    path = tmp_path_factory.mktemp("lifecycle") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def db(tmp_path, migrated):
-    from server.db import Database
-
-    shutil.copy(migrated, tmp_path / "l.db")
-    database = Database(f"sqlite:///{tmp_path}/l.db")
-    with database.session() as s:
-        s.add(User(name="alice"))
-    s = database.factory()
-    yield s
-    s.close()
-    database.dispose()
+def db(sqlite_session):
+    return sqlite_session
 
 
 @pytest.fixture

@@ -104,19 +104,8 @@ def test_top1_interval_is_wilson(top1, n, lo, hi):
 # The job JSON's ship_card, from stored rows: a migrated SQLite file and report.json files on disk
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture
-def db(tmp_path):
-    from server.db import Database
-    from server.migrate import upgrade
-    from server.models import User
-
-    upgrade(f"sqlite:///{tmp_path}/card.db")
-    database = Database(f"sqlite:///{tmp_path}/card.db")
-    with database.session() as s:
-        s.add(User(name="alice"))
-    s = database.factory()
-    yield s
-    s.close()
-    database.dispose()
+def db(sqlite_session):
+    return sqlite_session
 
 
 def _job(db, tmp_path, kind, top1, rep=None, **values):
