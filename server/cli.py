@@ -112,7 +112,7 @@ def _token_list(args: argparse.Namespace) -> int:
 
     from .auth import is_live
     from .models import ApiToken, User
-    from .serializers import iso
+    from .serializers import iso_utc
 
     def show(s) -> int:
         q = select(ApiToken).join(User, ApiToken.user_id == User.id).order_by(ApiToken.id)
@@ -121,8 +121,8 @@ def _token_list(args: argparse.Namespace) -> int:
         print("id\tuser\tname\tcreated\tlast_used\texpires\tstate")
         for t in s.scalars(q):
             state = "revoked" if t.revoked_at else ("active" if is_live(t) else "expired")
-            print("\t".join(str(v or "-") for v in (t.id, t.user.name, t.name, iso(t.created_at), iso(t.last_used_at),
-                                                     iso(t.expires_at), state)))
+            print("\t".join(str(v or "-") for v in (t.id, t.user.name, t.name, iso_utc(t.created_at), iso_utc(t.last_used_at),
+                                                     iso_utc(t.expires_at), state)))
         return 0
 
     return _token_rows(args, show)

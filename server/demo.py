@@ -209,7 +209,7 @@ def wait_for_comparison(url: str, h: dict, job_id: int, timeout: float = 120) ->
     group's last run ends, a moment after its state changes), or as it is after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        job = requests.get(f"{url}/api/v1/jobs/{job_id}", headers=h, timeout=30).json()
+        job = job_detail(url, h, job_id)
         base = job.get("baseline") or {}
         if (not base.get("pending") and "gain_ci95" in base) or time.monotonic() > deadline:
             return job

@@ -153,13 +153,12 @@ def iso_utc(ts: datetime | None) -> str | None:
     return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-iso = iso_utc  # the short name server.api.tokens and server.cli import
 
 
 def serialize_artifact(a: Artifact) -> dict[str, Any]:
     return {"id": a.id, "job_id": a.job_id, "kind": a.kind, "format": a.format, "size": a.size,
             "sha256": a.sha256, "filename": a.path.rsplit("/", 1)[-1], "metadata": a.meta or {}, "name": a.name,
-            "created_at": iso(a.created_at), "download_url": f"/api/v1/artifacts/{a.id}/download"}
+            "created_at": iso_utc(a.created_at), "download_url": f"/api/v1/artifacts/{a.id}/download"}
 
 
 def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None = None) -> dict[str, Any]:
@@ -171,12 +170,13 @@ def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None 
     out = {
         "id": job.id, "kind": job.kind, "name": job.name, "state": job.state, "attempt": job.attempt,
         "parent_id": job.parent_id, "owner": job.owner.name if job.owner else None,
-        "created_at": iso(job.created_at), "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at), "updated_at": iso(job.updated_at), "error": job.error,
+        "created_at": iso_utc(job.created_at), "started_at": iso_utc(job.started_at),
+        "finished_at": iso_utc(job.finished_at), "updated_at": iso_utc(job.updated_at), "error": job.error,
         "stop_reason": job.stop_reason,
         "cancel_requested": bool(job.cancel_requested), "worker": job.worker,
         "max_attempts": job.max_attempts, "attempt_history": list(job.attempt_history or []),
-        "lease": ({"owner": job.lease_owner, "expires_at": iso(job.lease_expires_at), "heartbeat_at": iso(job.heartbeat_at)}
+        "lease": ({"owner": job.lease_owner, "expires_at": iso_utc(job.lease_expires_at),
+                   "heartbeat_at": iso_utc(job.heartbeat_at)}
                   if job.lease_owner and job.lease_expires_at else None),
         "progress": progress, "metrics": dict(job.metrics or {}),
         "top1": exported_top1(job), "top1_checkpoint": EXPORTED_CHECKPOINT,
@@ -204,5 +204,5 @@ def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None 
 def serialize_dataset(d: Dataset) -> dict[str, Any]:
     return {"id": d.id, "name": d.name, "source": d.source, "path": d.path, "num_classes": d.num_classes,
             "num_train": d.num_train, "num_val": d.num_val, "owner": d.owner.name if d.owner else None,
-            "created_at": iso(d.created_at),
+            "created_at": iso_utc(d.created_at),
             "train": f"{d.path}/train", "val": f"{d.path}/val"}

@@ -121,3 +121,34 @@ class RestClient:
 
     def wait(self, job_id: int, states=("succeeded",), timeout: float | None = None, on_poll=None) -> dict:
         return wait_for_job(self.job, job_id, states, timeout or self.wait_timeout, on_poll, describe=self.logs)
+
+
+# torchrun's failure summary as it ends a run's output.log: rank 1 killed (or exited) first, rank 0 after it
+_TORCHRUN_SUMMARY = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+deit_core.train FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2026-11-26_23:43:34
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 100)
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-26_23:43:34
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : {code} (pid: 101){sig}
+  error_file: <N/A>
+  traceback : {tb}
+============================================================
+"""
+
+
+def torchrun_summary(code: int = -9, sig: str = "  (SIGKILL)", tb: str = "Signal 9 (SIGKILL) received by PID 101") -> str:
+    """The summary with rank 1's exit code, signal suffix and traceback line filled in."""
+    return _TORCHRUN_SUMMARY.format(code=code, sig=sig, tb=tb)

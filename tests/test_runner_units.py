@@ -24,7 +24,7 @@ from server.lifecycle import PRUNE_REASON
 from server.models import Artifact, Job, MetricPoint, User, utcnow
 from server.settings import Settings
 from server.vocabulary import CANCELLED, EXPORTING, FAILED, IN_PROGRESS_STATES, PRUNED, QUEUED, RUNNING, SUCCEEDED
-from tests.helpers import TINY_RECIPE, job_config
+from tests.helpers import TINY_RECIPE, job_config, torchrun_summary
 from worker import launch
 from worker.artifacts import add_row, register_file
 from worker.attempt import Attempt
@@ -59,29 +59,7 @@ PY = sys.executable
 # ------------------------------------------------------------------------------------------------
 # worker.outcome: a pure function, every branch
 # ------------------------------------------------------------------------------------------------
-TORCHRUN_SUMMARY = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
-============================================================
-deit_core.train FAILED
-------------------------------------------------------------
-Failures:
-[1]:
-  time      : 2026-11-26_23:43:34
-  host      : localhost
-  rank      : 0 (local_rank: 0)
-  exitcode  : 1 (pid: 100)
-  error_file: <N/A>
-  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
-------------------------------------------------------------
-Root Cause (first observed failure):
-[0]:
-  time      : 2026-11-26_23:43:34
-  host      : localhost
-  rank      : 1 (local_rank: 1)
-  exitcode  : -9 (pid: 101)  (SIGKILL)
-  error_file: <N/A>
-  traceback : Signal 9 (SIGKILL) received by PID 101
-============================================================
-"""
+TORCHRUN_SUMMARY = torchrun_summary()
 
 
 def test_training_that_ended_well_goes_on_and_an_export_that_ended_well_succeeds():

@@ -11,13 +11,13 @@ from sqlalchemy import select
 from ..auth import is_live, login_required, revoke
 from ..errors import ApiError
 from ..models import ApiToken, User
-from ..serializers import iso
+from ..serializers import iso_utc
 from .base import arg_name, db, get_object_or_404, paginate
 
 
 def serialize_token(t: ApiToken) -> dict:
-    return {"id": t.id, "user": t.user.name, "name": t.name, "created_at": iso(t.created_at),
-            "last_used_at": iso(t.last_used_at), "expires_at": iso(t.expires_at), "revoked_at": iso(t.revoked_at),
+    return {"id": t.id, "user": t.user.name, "name": t.name, "created_at": iso_utc(t.created_at),
+            "last_used_at": iso_utc(t.last_used_at), "expires_at": iso_utc(t.expires_at), "revoked_at": iso_utc(t.revoked_at),
             "active": is_live(t)}
 
 

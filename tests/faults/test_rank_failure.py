@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import torchrun_summary, wait_until
 from worker import launch
 from worker.rank_failure import failure_reason, parse_failures
 from worker.tail import MetricsTail, RunProgress
@@ -63,42 +63,19 @@ def test_sigkilled_rank_is_named_as_the_root_cause(tmp_path, digits):
         (reason, tail.error)
 
 
-SUMMARY = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
-============================================================
-deit_core.train FAILED
-------------------------------------------------------------
-Failures:
-[1]:
-  time      : 2026-11-26_23:43:34
-  host      : localhost
-  rank      : 0 (local_rank: 0)
-  exitcode  : 1 (pid: 100)
-  error_file: <N/A>
-  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
-------------------------------------------------------------
-Root Cause (first observed failure):
-[0]:
-  time      : 2026-11-26_23:43:34
-  host      : localhost
-  rank      : 1 (local_rank: 1)
-  exitcode  : {code} (pid: 101){sig}
-  error_file: <N/A>
-  traceback : {tb}
-============================================================
-"""
 
 
 def test_reason_precedence(tmp_path):
     """A killed rank beats rank 0's engine error even when the timestamps tie; a plain exit code
     does not (the engine's own message says more); without either, torchrun's root cause."""
     log = tmp_path / "output.log"
-    log.write_text(SUMMARY.format(code=-9, sig="  (SIGKILL)", tb="Signal 9 (SIGKILL) received by PID 101"))
+    log.write_text(torchrun_summary(code=-9, sig="  (SIGKILL)", tb="Signal 9 (SIGKILL) received by PID 101"))
     assert failure_reason(log, "RuntimeError: Connection reset by peer") == \
         "rank 1 was killed by SIGKILL (exit code -9, pid 101); the other rank(s) (0) stopped after it"
-    log.write_text(SUMMARY.format(code=1, sig="", tb="ValueError: bad shard"))
+    log.write_text(torchrun_summary(code=1, sig="", tb="ValueError: bad shard"))
     assert failure_reason(log, "ValueError: bad shard on rank 0") == "ValueError: bad shard on rank 0"
     assert failure_reason(log, None) == "rank 1 exited with code 1, pid 101: ValueError: bad shard"
-    log.write_text(SUMMARY.format(code=1, sig="", tb="Traceback (most recent call last):\n    File \"x.py\", line 6\n"
+    log.write_text(torchrun_summary(code=1, sig="", tb="Traceback (most recent call last):\n    File \"x.py\", line 6\n"
                                                   "      raise ValueError(\"bad shard 7\")\n  ValueError: bad shard 7\n  "))
     assert failure_reason(log, None) == "rank 1 exited with code 1, pid 101: ValueError: bad shard 7"
     log.write_text("no summary at all\n")
