@@ -159,7 +159,8 @@ class DistillationConfig:
     # DEFAULT_KL_REDUCTION (why: above it).
     kl_reduction: str = spec(DEFAULT_KL_REDUCTION, choices=KL_REDUCTIONS,
                              help="soft only: deit (the reference code's sum / numel, smaller by the number of "
-                             "classes; measured better on small data, see the README) or batchmean (the paper's per-sample KL)")
+                             "classes; measured better on small data, see docs/recipes.md) or batchmean "
+                             "(the paper's per-sample KL)")
     # The teacher-output cache (deit_core/teacher_cache.py). "auto": read a cache whose key matches
     # from the store the run is given (the service's <storage>/teacher_cache), else run the teacher
     # live and write one (under the size cap); "off": never; anything else names a cache to read

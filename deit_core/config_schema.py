@@ -124,7 +124,7 @@ def markdown() -> str:
              "One schema for the CLI's YAML/JSON file and the REST body's `config` (`openapi.json`'s `JobConfig` "
              "is generated from the same declarations). Every key is validated; an unknown key is an error and "
              "every error names its field (`train.batch_size`). A server may cap some maxima lower "
-             "(`DISTILLERY_MAX_*`, in the README's configuration table).", "",
+             "(`DISTILLERY_MAX_*`, in the [configuration reference](configuration.md)).", "",
              f"`kind`: one of {', '.join(f'`{k}`' for k in KINDS)} (the REST API also takes `sweep`). "
              "Ranges: `[a, b]` includes both ends, `(a, b]` excludes a.", ""]
     for name, cls in SECTIONS.items():
