@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from flask import redirect, render_template, request, session, url_for
 
 from server.dashboard import bp
+from server.vocabulary import MAX_SEEDS
 
 log = logging.getLogger(__name__)
 
@@ -161,4 +162,5 @@ def _presets_json() -> str:
 @bp.route("/submit")
 @login_required
 def submit() -> str:
-    return render_template("submit.html", page="submit", recipe_json=_recipe_json(), presets_json=_presets_json())
+    return render_template("submit.html", page="submit", recipe_json=_recipe_json(), presets_json=_presets_json(),
+                           max_seeds=MAX_SEEDS)

@@ -37,6 +37,35 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 QUICK_TRAIN = {**TINY_RECIPE, "epochs": 1, "batch_size": 16, "lr": 1.0e-3, "smoothing": 0, "log_every": 1}
 
 
+# Issue 20: at 390 px no element may reach past the page's edges, unless it sits in a box that scrolls
+# sideways on its own (a wide comparison table); and no text may be set to break words mid-word.
+_PHONE_OVERFLOW_JS = """() => {
+  const W = document.documentElement.clientWidth;
+  const scrollsInBox = (e) => { for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+    const ox = getComputedStyle(a).overflowX; if (ox === 'auto' || ox === 'scroll') return true; } return false; };
+  const out = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const r = el.getBoundingClientRect();
+    if (!r.width && !r.height) continue;
+    const cls = typeof el.className === 'string' && el.className.trim() ? '.' + el.className.trim().split(/\\s+/).join('.') : '';
+    const name = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + cls;
+    if ((r.right > W + 1 || r.left < -1) && !scrollsInBox(el)) {
+      out.push(`${name} spans ${Math.round(r.left)}..${Math.round(r.right)} px`);
+    }
+    const wb = getComputedStyle(el).wordBreak;
+    if (wb === 'break-all' || wb === 'break-word') out.push(`${name} has word-break: ${wb}`);
+  }
+  return {width: W, scrollWidth: document.documentElement.scrollWidth, problems: out.slice(0, 12)};
+}"""
+
+
+def phone_layout_problems(page) -> list[str]:
+    """What on the page does not fit a phone (``page`` set to 390 px): see _PHONE_OVERFLOW_JS."""
+    found = page.evaluate(_PHONE_OVERFLOW_JS)
+    extra = [f"the page scrolls sideways ({found['scrollWidth']} px)"] if found["scrollWidth"] > found["width"] + 2 else []
+    return extra + found["problems"]
+
+
 @dataclass
 class Live:
     """Handle on the running service."""

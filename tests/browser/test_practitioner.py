@@ -13,6 +13,7 @@ test-artifacts/screenshots/.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 
 from deit_core.presets import SMALL_DATA
 from distillery.card_text import gain_line
-from tests.browser.conftest import CHROMIUM, teacher_config
+from tests.browser.conftest import CHROMIUM, phone_layout_problems, teacher_config
 from tests.browser.test_dashboard import browser, field, logged_in_tab, shot  # noqa: F401  (browser is a fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -266,3 +267,82 @@ def test_phone_width_cards_with_the_download_button_in_view(page, live, finished
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
 
+
+
+# ---- issue 20: the phone model first, artifacts grouped, one loss, clone keeps what made the job, 390 px ----
+
+def test_job_page_puts_the_phone_model_first_and_groups_the_artifacts(page, live, distilled, tmp_path):
+    job, _ = distilled
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.goto(f"/jobs/{job['id']}")
+        box = page.locator('[data-testid="phone-model"]')
+        box.wait_for()
+        button = page.locator('[data-testid="phone-download-ptl"]')
+        # Above the progress card and inside the first screen of a phone, not 3,000 px down.
+        assert button.bounding_box()["y"] + button.bounding_box()["height"] <= 844
+        assert box.bounding_box()["y"] < page.locator("#job-progress").bounding_box()["y"]
+        ptl = next(a for a in job["artifacts"] if a["format"] == "ptl")
+        with page.expect_download() as info:
+            button.click()
+        path = tmp_path / info.value.suggested_filename
+        info.value.save_as(path)
+        assert path.suffix == ".ptl" and hashlib.sha256(path.read_bytes()).hexdigest() == ptl["sha256"]
+        # The live service exports with --no-pte: the page says so instead of leaving the .pte out silently.
+        page.locator('[data-testid="pte-missing"]').wait_for()
+        assert "--no-pte" in page.locator('[data-testid="pte-missing"]').inner_text()
+        groups = page.locator("#artifacts-body tr.group").evaluate_all("rows => rows.map(r => r.dataset.groupHead)")
+        assert groups[0] == "phone" and groups[-1] == "training", groups
+        assert page.locator('#artifacts-body tr[data-format="ptl"]').get_attribute("data-group") == "phone"
+        assert page.locator('#artifacts-body tr[data-format="checkpoint"]').get_attribute("data-group") == "training"
+        shot(page, "job-phone-model")
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_header_loss_is_the_number_the_chart_legend_shows(page, live, distilled):
+    job, _ = distilled
+    page.goto(f"/jobs/{job['id']}")
+    page.wait_for_function("document.querySelector('#chart-loss + .legend') !== null")
+    stat = page.locator('#job-stats .stat[data-stat^="loss"]')
+    label, value = stat.locator("dt").inner_text(), stat.locator("dd").inner_text()
+    legend = page.locator("#chart-loss + .legend").inner_text()
+    series = "epoch mean" if "epoch mean" in label else "train loss"
+    assert f"{series} {value}" in legend, (label, value, legend)
+
+
+def test_clone_of_a_distill_job_keeps_its_teacher_baseline_seeds_and_dataset(page, live, distilled, finished_teacher):
+    job, _ = distilled
+    ckpt = next(a for a in finished_teacher["artifacts"] if a["format"] == "checkpoint")
+    page.goto(f"/jobs/{job['id']}")
+    page.click("#clone-link")
+    page.wait_for_function("document.querySelector('#clone-note') && !document.querySelector('#clone-note').hidden")
+    assert page.locator("#teacher-from").input_value() == str(ckpt["id"])
+    assert field(page, "teacher.checkpoint").input_value() == str(ckpt["id"])
+    assert page.locator("#baseline").is_checked() and page.locator("#seeds").input_value() == str(job["seeds"])
+    assert page.locator("#dataset option:checked").inner_text().startswith(live.dataset)
+
+
+def test_picking_a_teacher_names_its_dataset_in_the_select(page, live, finished_teacher):
+    page.goto("/submit")
+    page.check("input[name=kind][value=distill]")
+    ckpt = next(a for a in finished_teacher["artifacts"] if a["format"] == "checkpoint")
+    page.locator(f'#teacher-from option[value="{ckpt["id"]}"]').wait_for(state="attached")
+    page.locator(f'#dataset option:has-text("{live.dataset}")').wait_for(state="attached")
+    assert page.locator("#dataset").input_value() == ""  # "— enter paths below —" until something sets the data
+    page.select_option("#teacher-from", str(ckpt["id"]))
+    page.wait_for_function("document.querySelector('#teacher-hint').textContent.includes('set from job')")
+    assert page.locator("#dataset option:checked").inner_text().startswith(live.dataset)
+
+
+def test_every_page_fits_a_390px_phone(page, live, distilled, finished_teacher):
+    job, baseline = distilled
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        for path in ("/", f"/jobs/{job['id']}", f"/jobs/{finished_teacher['id']}", "/submit", f"/submit?from={job['id']}",
+                     f"/compare?ids={job['id']},{baseline['id']},{finished_teacher['id']}"):
+            page.goto(path)
+            page.wait_for_timeout(1500)  # the pages fill in from the API
+            assert not phone_layout_problems(page), f"{path} on a 390px phone: {phone_layout_problems(page)}"
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})

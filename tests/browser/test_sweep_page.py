@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import CHROMIUM, QUICK_TRAIN
+from tests.browser.conftest import CHROMIUM, QUICK_TRAIN, phone_layout_problems
 from tests.browser.test_dashboard import browser, logged_in_tab, shot  # noqa: F401  (browser is a fixture)
 from tests.helpers import job_config
 
@@ -86,3 +86,19 @@ def test_sweep_page_table_scatter_and_promote(page, live, sweep, tmp_path):
     out = live.cli("sweep", "download", str(sweep["id"]), "--front", "--output", str(front_dir))
     assert out.returncode == 0, out.stderr
     assert sorted(int(p.stem.rsplit("job", 1)[1]) for p in front_dir.glob("*.ptl")) == sorted(front)
+
+
+def test_sweep_page_words_and_phone_width(page, live, sweep):
+    """Issue 20: "2 of 2 trials finished", not "2/2 trials finished · trials"; at 390 px the trials are
+    cards and nothing reaches past the page."""
+    page.goto(f"/sweeps/{sweep['id']}")
+    page.wait_for_function("document.querySelectorAll('[data-testid=sweep-trials] tbody tr').length === 2")
+    assert page.locator('[data-testid="sweep-progress"]').inner_text() == "2 of 2 trials finished"
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.wait_for_timeout(500)
+        assert not phone_layout_problems(page), phone_layout_problems(page)
+        assert page.locator("#sweep-trials thead").is_hidden()  # cards: each value carries its column's name
+        shot(page, "sweep-phone")
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})

@@ -63,10 +63,17 @@
 
   function drawCharts(m) {
     const f4 = (v) => v.toFixed(4), f2 = (v) => v.toFixed(2);
+    const stepLoss = m.pts("loss", "step"), epochLoss = m.pts("loss", "epoch");
     Charts.line($("chart-loss"), { series: [
-      { label: "train loss", points: m.pts("loss", "step"), format: f4 },
-      { label: "epoch mean", points: m.pts("loss", "epoch"), markers: true, color: 1, format: f4 },
+      { label: "train loss", points: stepLoss, format: f4 },
+      { label: "epoch mean", points: epochLoss, markers: true, color: 1, format: f4 },
     ] });
+    // The header shows the same number as the chart's legend, named the same way: the last epoch's
+    // mean once an epoch has ended, the last step's loss before that.
+    const last = (pts) => (pts.length ? pts[pts.length - 1][1] : undefined);
+    shownLoss = epochLoss.length ? { label: "loss (epoch mean)", value: last(epochLoss) }
+      : stepLoss.length ? { label: "loss (last step)", value: last(stepLoss) } : null;
+    if (job) renderStats(job);
     const top1 = TOP1_SERIES.map(([k, label, color]) => ({ label, color, markers: true, points: m.pts(k, "epoch"), format: f2 }));
     const teacherTop1 = isNum(m.last("teacher_top1")) ? m.last("teacher_top1") : (job && job.metrics || {}).teacher_top1;
     const xs = top1.flatMap((se) => se.points.map((p) => p[0]));
@@ -124,13 +131,8 @@
     const text = $("progress-text");
     text.textContent = statusText(j);
     text.classList.toggle("phase", j.state === "running" && !(j.progress || {}).step);
-    const m = j.metrics || {};
-    const stats = [[`top-1 (${j.top1_checkpoint || "final"}, exported)`, D.num(j.top1, 1)], ["best epoch top-1", D.num(m.best_top1, 1)],
-      ["teacher top-1", D.num(m.teacher_top1, 1) + (isNum(m.teacher_train_top1)
-        ? ` (${m.teacher_train_top1.toFixed(1)} on training crops)` : "")], ["agreement", D.num(m.val_agreement, 1)], ["loss", D.num(m.loss, 4)],
-      ["images/s", D.num(m.img_per_s, 0)], ["ETA", D.TERMINAL.includes(j.state) ? "–" : D.duration((j.progress || {}).eta_s)]];
-    $("job-stats").replaceChildren(...stats.map(([k, v]) =>
-      D.el("div", { class: "stat" }, D.el("dt", { text: k }), D.el("dd", { text: v }))));
+    renderStats(j);
+    renderPhone(j);
     renderGain(j);
     renderShipCard(j);
     const chance = D.chanceNote(j);
@@ -146,7 +148,49 @@
     if (lineageFor !== j.parent_id) { lineageFor = j.parent_id; renderLineage(j); }
     if (configFor !== j.id && j.config) { configFor = j.id; renderConfig(j.config); }
   }
-  let configFor = null, cancelFlash = false;
+  let configFor = null, cancelFlash = false, shownLoss = null, exportReport = null;
+
+  function renderStats(j) {
+    const m = j.metrics || {};
+    const loss = shownLoss || { label: "loss", value: m.loss };
+    const stats = [[`top-1 (${j.top1_checkpoint || "final"}, exported)`, D.num(j.top1, 1)], ["best epoch top-1", D.num(m.best_top1, 1)],
+      ["teacher top-1", D.num(m.teacher_top1, 1) + (isNum(m.teacher_train_top1)
+        ? ` (${m.teacher_train_top1.toFixed(1)} on training crops)` : "")], ["agreement", D.num(m.val_agreement, 1)],
+      [loss.label, D.num(loss.value, 4)],
+      ["images/s", D.num(m.img_per_s, 0)], ["ETA", D.TERMINAL.includes(j.state) ? "–" : D.duration((j.progress || {}).eta_s)]];
+    $("job-stats").replaceChildren(...stats.map(([k, v]) =>
+      D.el("div", { class: "stat", "data-stat": k }, D.el("dt", { text: k }), D.el("dd", { text: v }))));
+  }
+
+  const PHONE_FORMATS = { ptl: ".ptl (PyTorch Lite Interpreter)", pte: ".pte (ExecuTorch)" };
+  /** Why the export made no .pte, from its report's "skipped" list (e.g. "model.pte: --no-pte given"). */
+  function missingPteReason(report) {
+    const line = ((report || {}).skipped || []).find((x) => String(x).startsWith("model.pte"));
+    if (!line) return null;
+    const why = String(line).replace(/^model\.pte:\s*/, "");
+    return why.includes("--no-pte") ? "the export ran with --no-pte (DISTILLERY_EXPORT_ARGS on the worker)" : why;
+  }
+
+  /** "Download phone model" first on the page: the int8 .ptl (and .pte when made), or why a format is missing. */
+  function renderPhone(j) {
+    const box = $("phone-model");
+    const arts = j.artifacts || [];
+    const files = Object.keys(PHONE_FORMATS).map((f) => arts.filter((a) => a.format === f).pop()).filter(Boolean);
+    if (!files.length) { box.hidden = true; return; }
+    const pteWhy = files.some((a) => a.format === "pte") ? null : missingPteReason(exportReport);
+    const key = files.map((a) => a.id).join(",") + "|" + (pteWhy || "");
+    box.hidden = false;
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.replaceChildren(
+      D.el("div", { class: "phone-head" }, D.el("h2", { text: "Phone model" }),
+        D.el("div", { class: "phone-buttons" }, ...files.map((a) => D.el("a", { class: "button primary", href: a.download_url,
+          download: a.filename || "", "data-testid": "phone-download-" + a.format,
+          text: `Download phone model ${a.format === "ptl" ? "" : "(.pte) "}· ${D.bytes(a.size)}` })))),
+      D.el("p", { class: "muted phone-what", text: files.map((a) => `${a.filename}: int8 ${PHONE_FORMATS[a.format]}`).join("; ") +
+        ". Load the .ptl with _load_for_lite_interpreter (Android, iOS)." }),
+      pteWhy ? D.el("p", { class: "muted", "data-testid": "pte-missing", text: `No .pte: ${pteWhy}.` }) : "");
+  }
 
   /** The gain over the baseline with its interval and verdict; green only when significant (a
    * "no measurable difference" is grey, never a green banner). */
@@ -244,6 +288,27 @@
   }
 
   // ------------------------------------------------------------------ artifacts and report
+  // Artifacts in three groups, the phone files first: what ships, what a server runs, what training left.
+  const ARTIFACT_GROUPS = [
+    ["phone", "For the phone", ["ptl", "pte"]],
+    ["server", "For a server", ["pt"]],
+    ["training", "From training (checkpoint, caches, predictions, report)", null],
+  ];
+  const FORMAT_LABELS = { ptl: ".ptl · int8, Lite Interpreter", pte: ".pte · int8, ExecuTorch", pt: ".pt · TorchScript",
+    checkpoint: "checkpoint", teacher_outputs: "teacher outputs (cache)", report: "export report", labels: "class labels" };
+  const formatLabel = (a) => a.format === "predictions" ? `predictions (${a.name || "val"})` : FORMAT_LABELS[a.format] || a.format;
+  const groupOf = (a) => (ARTIFACT_GROUPS.find(([, , fs]) => fs && fs.includes(a.format)) || ARTIFACT_GROUPS[2])[0];
+
+  function artifactRow(a) {
+    return D.el("tr", { "data-format": a.format, "data-group": groupOf(a) },
+      D.el("td", {}, D.el("strong", { text: formatLabel(a) })),
+      D.el("td", { "data-label": "kind", text: a.kind || "–" }),
+      D.el("td", { class: "num", "data-label": "size", text: D.bytes(a.size) }),
+      D.el("td", { class: "sha", "data-label": "sha256" }, D.el("code", { title: a.sha256 || "", text: a.sha256 || "–" })),
+      D.el("td", { class: "action" }, D.el("a", { class: "button", href: a.download_url || `${D.API}/artifacts/${a.id}/download`,
+        download: a.filename || "", "data-testid": "download-" + a.format, text: "Download" })));
+  }
+
   function renderArtifacts(arts) {
     const body = $("artifacts-body");
     const key = arts.map((a) => a.id + ":" + a.sha256).join(",") + "|" + (job && job.state);
@@ -252,13 +317,11 @@
     if (!arts.length) {
       body.replaceChildren(D.el("tr", {}, D.el("td", { colspan: 5, class: "muted", text: "None yet." })));
     } else {
-      body.replaceChildren(...arts.map((a) => D.el("tr", { "data-format": a.format },
-        D.el("td", {}, D.el("strong", { text: a.format })),
-        D.el("td", { "data-label": "kind", text: a.kind || "–" }),
-        D.el("td", { class: "num", "data-label": "size", text: D.bytes(a.size) }),
-        D.el("td", { class: "sha", "data-label": "sha256" }, D.el("code", { title: a.sha256 || "", text: a.sha256 || "–" })),
-        D.el("td", { class: "action" }, D.el("a", { class: "button", href: a.download_url || `${D.API}/artifacts/${a.id}/download`,
-          download: a.filename || "", "data-testid": "download-" + a.format, text: "Download" })))));
+      body.replaceChildren(...ARTIFACT_GROUPS.flatMap(([name, title]) => {
+        const rows = arts.filter((a) => groupOf(a) === name);
+        return rows.length ? [D.el("tr", { class: "group", "data-group-head": name }, D.el("th", { colspan: 5, text: title })),
+          ...rows.map(artifactRow)] : [];
+      }));
     }
     const report = arts.filter((a) => a.format === "report").pop();
     if (report && report.id !== reportArtifactId) {
@@ -277,6 +340,8 @@
     const box = $("report");
     try {
       const report = await D.api(`/artifacts/${art.id}/download`);
+      exportReport = report;
+      if (job) renderPhone(job);
       box.replaceChildren(...Report.render(report, job, { rejected: (art.metadata || {}).rejected }));
     } catch (e) {
       box.replaceChildren(D.el("p", { class: "field-error", text: "Could not load the report: " + e.message }));

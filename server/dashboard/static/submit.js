@@ -147,7 +147,7 @@
           (preset && !cloning ? `; ${PRESETS[preset].label.toLowerCase()} preset applied` : "");
         update();
       });
-      if (!list.length) document.getElementById("dataset-hint").textContent = "No datasets registered yet (POST /api/v1/datasets).";
+      if (!list.length) document.getElementById("dataset-hint").textContent = "No datasets yet: `distillery datasets upload FOLDER --name NAME` adds one (or POST /api/v1/datasets).";
     } catch (e) {
       document.getElementById("dataset-hint").textContent = "Could not list datasets: " + e.message;
     }
@@ -167,6 +167,15 @@
       for (const part of ["train", "val"]) if (ds[part] === path || ds.path + "/" + part === path) return `dataset:${ds.name}/${part}`;
     }
     return path;
+  }
+
+  /** The Dataset select names the dataset the data fields point at (after a teacher or a clone filled them). */
+  function syncDatasetSelect() {
+    const train = (fieldEl("data.train") || {}).value || "";
+    const ds = datasets.find((d) => train === `dataset:${d.name}/train`);
+    const sel = document.getElementById("dataset");
+    sel.value = ds ? String(ds.id) : "";
+    if (ds) document.getElementById("dataset-hint").textContent = `data.train and data.val: dataset ${ds.name}`;
   }
 
   async function loadTeachers() {
@@ -191,6 +200,7 @@
           setField("teacher.model", (c.teacher || {}).model);
           for (const k of ["img_size", "crop_pct"]) if ((c.data || {})[k] !== undefined) setField("data." + k, c.data[k]);
           if ((c.data || {}).train) { setField("data.train", dataRef(c.data.train)); setField("data.val", dataRef(c.data.val)); }
+          syncDatasetSelect();
           document.getElementById("teacher-hint").textContent = `teacher.model, image size and data set from job #${t.id} ` +
             `(${(c.teacher || {}).model}, ${(c.data || {}).img_size} px)`;
           update();
@@ -259,7 +269,11 @@
         teacher: { model: c.teacher.model }, train: c.train, resources: c.resources } };
       c.teacher = { model: c.teacher.model, checkpoint: null };
     }
-    if (body.kind === "distill" && document.getElementById("baseline").checked) body.baseline = true;
+    if (body.kind === "distill" && document.getElementById("baseline").checked) {
+      body.baseline = true;
+      const seeds = parseInt(document.getElementById("seeds").value, 10);
+      if (seeds > 1) body.seeds = seeds;
+    }
     try {
       const job = await D.api("/jobs", { method: "POST", json: body });
       location.href = "jobs/" + job.id;
@@ -268,6 +282,8 @@
       btn.disabled = false;
     }
   });
+  function showSeeds() { document.getElementById("seeds-field").hidden = !document.getElementById("baseline").checked; }
+  document.getElementById("baseline").addEventListener("change", showSeeds);
   for (const r of form.querySelectorAll("input[name=kind]")) r.addEventListener("change", applyKind);
   document.getElementById("pipeline").addEventListener("change", applyKind);
 
@@ -285,6 +301,15 @@
         if (path === "data.train" || path === "data.val") setField(path, dataRef(v));
         else if (path !== "kind") setField(path, v);
       }
+      syncDatasetSelect();
+      // The teacher it learnt from (a finished teacher job's checkpoint), the baseline and the seeds come along.
+      const tsel = document.getElementById("teacher-from");
+      const topt = j.parent_id ? [...tsel.options].find((o) => o.dataset.job === String(j.parent_id)) : null;
+      if (topt) { tsel.value = topt.value; setField("teacher.checkpoint", topt.value); }
+      const baseline = document.getElementById("baseline");
+      baseline.checked = !!(j.baseline || j.seeds > 1);
+      document.getElementById("seeds").value = String(j.seeds || 1);
+      showSeeds();
       document.getElementById("clone-note").textContent = `Starting from job #${j.id} ${j.name}: change what you want and submit.`;
       document.getElementById("clone-note").hidden = false;
       update();

@@ -8,6 +8,9 @@
   const NS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   const sweepId = parseInt($("sweep").dataset.jobId, 10);
+  // What the sweep is doing now (worker/sweep.py stores the phase), in words.
+  const SWEEP_PHASES = { "teacher outputs": "computing the teacher's outputs once for all trials",
+    trials: "running trials" };
   const PARAMS = ["student_model", "distillation_type", "alpha", "tau", "lr", "epochs"];
 
   function s(tag, attrs, text) {
@@ -97,13 +100,15 @@
         ? D.el("button", { type: "button", class: "promote-btn", "data-job-id": t.job_id, disabled: isPromoted,
           onclick: () => promote(t) }, isPromoted ? "Promoted" : "Promote")
         : null;
+      // data-label: on a phone each trial is a card and each value carries its column's name (dashboard.css).
       return D.el("tr", { "data-job-id": t.job_id, "data-state": t.state, class: isPromoted ? "promoted" : null },
-        D.el("td", {}, String(t.number)),
+        D.el("td", { class: "trial-no", "data-label": "trial" }, String(t.number)),
         D.el("td", {}, D.el("a", { href: `../jobs/${t.job_id}`, text: `#${t.job_id}` })),
         D.el("td", {}, D.badge(t.state, t.at_chance)),
         D.el("td", { class: "params", title: t.error || "" }, paramText(t.params || {})),
-        D.el("td", {}, D.num(t.top1)), D.el("td", {}, D.num(t.ptl_top1)), D.el("td", {}, t.latency ? D.latencyText(t.latency) : D.num(t.latency_ms, 3)),
-        D.el("td", {}, D.bytes(t.size_bytes)), D.el("td", { class: "front-mark" }, marks || "–"),
+        D.el("td", { "data-label": head[4] }, D.num(t.top1)), D.el("td", { "data-label": head[5] }, D.num(t.ptl_top1)),
+        D.el("td", { "data-label": "p50 ms" }, t.latency ? D.latencyText(t.latency) : D.num(t.latency_ms, 3)),
+        D.el("td", { "data-label": head[7] }, D.bytes(t.size_bytes)), D.el("td", { class: "front-mark", "data-label": head[8] }, marks || "–"),
         D.el("td", { class: "action" }, action));
     });
     $("sweep-trials").replaceChildren(D.el("thead", {}, D.el("tr", {}, ...head.map((h) => D.el("th", {}, h)))),
@@ -117,8 +122,8 @@
     $("sweep-meta").textContent = `${D.owner(job)} · study ${sum.study} · objective: ${sum.objective} · ` +
       `pruner: ${(sum.pruner || {}).type} · ${sum.parallel} at a time`;
     D.setBar($("sweep-progress"), job);
-    $("progress-text").textContent = `${sum.finished}/${sum.trials_requested} trials finished` +
-      ((job.progress || {}).phase ? ` · ${job.progress.phase}` : "");
+    $("progress-text").textContent = `${sum.finished} of ${sum.trials_requested} trials finished` +
+      (SWEEP_PHASES[(job.progress || {}).phase] && !D.TERMINAL.includes(job.state) ? ` · ${SWEEP_PHASES[job.progress.phase]}` : "");
     const counts = Object.entries(sum.counts || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "–";
     const prep = sum.teacher_outputs_job;
     $("sweep-stats").replaceChildren(
