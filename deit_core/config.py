@@ -28,6 +28,10 @@ KL_REDUCTIONS = ("batchmean", "deit")
 DEFAULT_KL_REDUCTION = "deit"
 TEACHER_CACHE_STORES = ("auto", "argmax", "fp16", "fp32", "topk")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+# The train crop: "resized" is DeiT's RandomResizedCrop; "padded" is the reference code's crop for images of
+# at most PADDED_CROP_MAX_PX (RandomCrop with img_size / 8 px of padding), for like-for-like comparisons.
+TRAIN_CROPS = ("resized", "padded")
+PADDED_CROP_MAX_PX = 32
 STUDENT_MODELS = tuple(f"deit_{s}_distilled_patch16_{r}" for s in ("tiny", "small", "base") for r in (224, 384))
 STUDENT_RE = re.compile(r"^deit_(tiny|small|base)_distilled_patch(\d+)_(224|384)$")
 TEACHER_PATTERN = r"^regnety_[A-Za-z0-9_]+$"
@@ -195,6 +199,9 @@ class TrainConfig:
     aa: str | None = spec("rand-m9-mstd0.5-inc1", pattern=AA_PATTERN, max_length=200,
                           message="not a timm auto-augment spec, e.g. rand-m9-mstd0.5-inc1 or null: {value!r}",
                           help="timm auto-augment spec (RandAugment by default); null, '' or '0': off")
+    crop: str = spec("resized", choices=TRAIN_CROPS,
+                     help="resized: RandomResizedCrop (DeiT); padded: RandomCrop with img_size/8 px of padding, as the "
+                          "reference code does at 32 px (only for data.img_size <= 32)")
     scale_min: float = spec(0.08, lo=0.01, hi=1.0,
                             help="RandomResizedCrop's smallest area share; raise it for small images")
     hflip: float = spec(0.5, lo=0.0, hi=1.0, help="horizontal flip probability")
@@ -435,6 +442,9 @@ def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
     if distillation is not None:
         _check_distillation(distillation, teacher)
     _check_train(train)
+    if train.crop == "padded" and data.img_size > PADDED_CROP_MAX_PX:
+        raise ConfigError("train.crop", f"'padded' is the small-image crop (data.img_size <= {PADDED_CROP_MAX_PX}); "
+                          f"data.img_size is {data.img_size}: use 'resized'")
     resources = _check_resources(resources, raw.get("resources") or {})
     if check_paths:
         _check_paths(data, teacher, student, distillation)

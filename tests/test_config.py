@@ -84,3 +84,29 @@ def test_randaugment_at_top_magnitude_survives_every_op():
     img = Image.new("RGB", (32, 32), (120, 30, 200))
     for _ in range(200):
         assert tf(img).shape == (3, 32, 32)
+
+
+def test_padded_crop_is_the_small_image_crop(small_digits):
+    """Issue 22: the reference's RandomCrop(32, padding=4) as a recipe option, refused above 32 px."""
+    import torch
+    from torchvision import transforms as T
+
+    from deit_core.config import TrainConfig
+    from deit_core.data import image_folder, train_transform
+
+    cfg = parse_config(with_overrides(teacher_config(small_digits), {"train.crop": "padded"}))
+    assert cfg.train.crop == "padded" and cfg.data.img_size == 32
+    big = with_overrides(teacher_config(small_digits), {"train.crop": "padded", "data.img_size": 64})
+    with pytest.raises(ConfigError) as err:
+        parse_config(big)
+    assert err.value.field == "train.crop" and "64" in str(err.value)
+    tf = train_transform(32, TrainConfig(crop="padded", aa=None, reprob=0.0))
+    crop = tf.transforms[0].transforms[-1]
+    assert isinstance(crop, T.RandomCrop) and crop.padding == 4
+    ds = image_folder(str(small_digits / "train"), "data.train")
+    img = ds[0][0]
+    torch.manual_seed(0)
+    padded = tf(img)
+    torch.manual_seed(0)
+    resized = train_transform(32, TrainConfig(aa=None, reprob=0.0))(img)
+    assert padded.shape == resized.shape == (3, 32, 32) and not torch.equal(padded, resized)

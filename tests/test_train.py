@@ -302,6 +302,48 @@ def test_loader_workers_do_not_change_randaugment_images(small_digits):
         assert torch.equal(a, b)
 
 
+def test_batch_seeding_gives_the_images_of_per_image_global_seeding(small_digits):
+    """Issue 22: the loader seeds per image but saves/restores the global RNGs once per batch and seeds
+    only torch's CPU generator; the images must be exactly those of the old per-image
+    save/seed-all/restore (what resumed runs and the 0-vs-2-worker guarantee were tested against)."""
+    import random
+
+    import numpy as np
+
+    from deit_core.data import EpochSeededDataset, item_seed
+
+    t = TrainConfig(seed=5, reprob=0.25)  # RandAugment (numpy, random) and random erasing (torch, random)
+    ds = augmented_train_set(small_digits, t)
+    keys = [(2, i, i % 2) for i in range(0, 24, 3)]
+
+    def per_image_global(key):
+        epoch, i, copy = key
+        s = item_seed(t.seed, epoch, i, copy)
+        states = random.getstate(), torch.get_rng_state(), np.random.get_state()
+        random.seed(s)
+        torch.manual_seed(s)
+        np.random.seed(s % 2**32)
+        try:
+            return ds[i]
+        finally:
+            random.setstate(states[0])
+            torch.set_rng_state(states[1])
+            np.random.set_state(states[2])
+
+    seeded = EpochSeededDataset(ds, seed=t.seed)
+    np.random.seed(99)
+    random.seed(99)
+    torch.manual_seed(99)
+    before = np.random.get_state()[1].copy(), random.getstate(), torch.get_rng_state()
+    batch = seeded.__getitems__(keys)
+    assert np.array_equal(np.random.get_state()[1], before[0]) and random.getstate() == before[1]
+    assert torch.equal(torch.get_rng_state(), before[2]), "a batch moved the training loop's torch RNG"
+    for key, (img, label) in zip(keys, batch):
+        ref_img, ref_label = per_image_global(key)
+        assert torch.equal(img, ref_img) and label == ref_label
+        assert torch.equal(seeded[key][0], img)  # one key alone gives the same tensor as in its batch
+
+
 @pytest.mark.parametrize("crop_pct", [0.875, 1.0])
 def test_eval_transform_is_timms_resize_and_center_crop(crop_pct):
     import numpy as np
