@@ -55,10 +55,37 @@ def primary_of(db: Session, job: Job) -> Job | None:
     return primary
 
 
-def group(db: Session, primary: Job) -> list[Pair]:
-    """The group's pairs, seed 0 (the primary) first, then the replicates in creation order."""
+def group(db: Session, primary: Job, relatives: "Relatives | None" = None) -> list[Pair]:
+    """The group's pairs, seed 0 (the primary) first, then the replicates in creation order (from
+    ``relatives`` when a list page loaded them for all its rows at once)."""
+    if relatives is not None:
+        students = [primary, *relatives.replicates.get(primary.id, [])]
+        return [Pair(k, student, relatives.twins.get(student.id)) for k, student in enumerate(students)]
     students = [primary, *db.scalars(select(Job).where(Job.replicate_of == primary.id).order_by(Job.id))]
     return [Pair(k, student, twin_of(db, student.id)) for k, student in enumerate(students)]
+
+
+@dataclass(frozen=True)
+class Relatives:
+    """The baseline twins and replicates of a page of jobs, loaded in two queries (:func:`relatives_of`)."""
+
+    twins: dict[int, Job]  # student id -> its newest baseline twin
+    replicates: dict[int, list[Job]]  # primary id -> its replicate students, in creation order
+
+
+def relatives_of(db: Session, jobs: list[Job]) -> Relatives:
+    """What :func:`group` and :func:`twin_of` would ask for each of ``jobs``, for all of them at once."""
+    ids = [j.id for j in jobs if j.kind == DISTILL]
+    replicates: dict[int, list[Job]] = {}
+    twins: dict[int, Job] = {}
+    if not ids:
+        return Relatives(twins, replicates)
+    for r in db.scalars(select(Job).where(Job.replicate_of.in_(ids)).order_by(Job.id)):
+        replicates.setdefault(r.replicate_of, []).append(r)
+    students = ids + [r.id for rs in replicates.values() for r in rs]
+    for t in db.scalars(select(Job).where(Job.baseline_of.in_(students)).order_by(Job.id)):
+        twins[t.baseline_of] = t  # ascending ids: the newest twin is the one left
+    return Relatives(twins, replicates)
 
 
 def pending_reason(pairs: list[Pair], expected_seeds: int) -> str | None:

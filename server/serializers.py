@@ -43,7 +43,7 @@ def at_chance(job: Job) -> bool:
 GAIN_KEYS = ("gain", "gain_ci95", "mcnemar_p", "n_images", "verdict", "per_seed")
 
 
-def baseline_info(job: Job) -> dict[str, Any] | None:
+def baseline_info(job: Job, relatives: replicates.Relatives | None = None) -> dict[str, Any] | None:
     """For a distill job submitted with ``baseline: true``: its teacher-less twin (seed 0's) and the
     gain over the baselines with its evidence, as ``worker.comparison`` stored it in the primary's
     ``comparison`` (read here, never computed: no gain is shown without its interval). Until it is
@@ -52,7 +52,7 @@ def baseline_info(job: Job) -> dict[str, Any] | None:
     db = object_session(job)
     if db is None or job.kind != "distill":
         return None
-    twin = replicates.twin_of(db, job.id)
+    twin = relatives.twins.get(job.id) if relatives is not None else replicates.twin_of(db, job.id)
     if twin is None:
         return None
     stored = job.comparison or {}
@@ -62,15 +62,15 @@ def baseline_info(job: Job) -> dict[str, Any] | None:
     out["ci_over"] = stored.get("ci_over", "seeds" if (job.seeds or 1) > 1 else "images")
     out["seeds"] = int(stored.get("seeds") or job.seeds or 1)
     out["ptl"] = stored.get("ptl")
-    out["pending"] = stored.get("pending") if job.comparison is not None else _waiting(db, job)
+    out["pending"] = stored.get("pending") if job.comparison is not None else _waiting(db, job, relatives)
     return out
 
 
-def _waiting(db, job: Job) -> str | None:
+def _waiting(db, job: Job, relatives: replicates.Relatives | None = None) -> str | None:
     """What a group with no stored comparison waits for (a replicate: its primary's comparison)."""
     if job.replicate_of is not None:
         return f"the comparison is on the primary job {job.replicate_of}"
-    return replicates.pending_reason(replicates.group(db, job), job.seeds or 1) or "comparing the runs' predictions"
+    return replicates.pending_reason(replicates.group(db, job, relatives), job.seeds or 1) or "comparing the runs' predictions"
 
 
 def teacher_job(job: Job) -> Job | None:
@@ -161,7 +161,8 @@ def serialize_artifact(a: Artifact) -> dict[str, Any]:
             "created_at": iso_utc(a.created_at), "download_url": f"/api/v1/artifacts/{a.id}/download"}
 
 
-def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None = None) -> dict[str, Any]:
+def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None = None,
+                  relatives: replicates.Relatives | None = None) -> dict[str, Any]:
     """A job as the API shows it. ``capacity``: the live workers (``server.workers.live_capacity``),
     read once by a list handler for all its rows; read here when a queued job needs it and none is given."""
     progress = {k: (job.progress or {}).get(k) for k in PROGRESS_KEYS}
@@ -181,7 +182,7 @@ def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None 
         "progress": progress, "metrics": dict(job.metrics or {}),
         "top1": exported_top1(job), "top1_checkpoint": EXPORTED_CHECKPOINT,
         "chance_top1": chance_level(job), "at_chance": at_chance(job),
-        "baseline_of": job.baseline_of, "baseline": baseline_info(job),
+        "baseline_of": job.baseline_of, "baseline": baseline_info(job, relatives),
         "seeds": job.seeds or 1, "replicate_of": job.replicate_of,
         "artifacts": [serialize_artifact(a) for a in job.artifacts],
     }

@@ -147,11 +147,13 @@ def arg_int(name: str, default: int, lo: int = 0, hi: int | None = None) -> int:
     return value
 
 
-def paginate(query: Select, key: str, serialize, id_column=None, max_limit: int = 200) -> dict[str, Any]:
+def paginate(query: Select, key: str, serialize, id_column=None, max_limit: int = 200, prepare=None) -> dict[str, Any]:
     """Newest-first pages: ``?limit=&offset=`` or keyset ``?limit=&cursor=`` (ids below ``cursor``).
 
     Returns ``{key: [...], total, limit, offset, next_offset, next_cursor}``; ``total`` counts every
     match of the filters; ``next_cursor`` (the last id) keeps pages stable while rows are added.
+    ``prepare(rows)``, if given, loads what the page's rows need in a fixed number of queries and
+    returns the serializer to use, so a page of 200 costs the queries of a page of 1.
     """
     limit = arg_int("limit", 50, 1, max_limit)
     offset = arg_int("offset", 0, 0, MAX_OFFSET)
@@ -162,6 +164,8 @@ def paginate(query: Select, key: str, serialize, id_column=None, max_limit: int 
         page = page.where(id_column < arg_int("cursor", 0, 1, MAX_CURSOR))
     rows = s.scalars(page.limit(limit + 1).offset(offset)).all()
     more, rows = len(rows) > limit, rows[:limit]
+    if prepare is not None:
+        serialize = prepare(rows)
     return {key: [serialize(r) for r in rows], "total": total, "limit": limit, "offset": offset,
             "next_offset": offset + len(rows) if more else None,
             "next_cursor": rows[-1].id if more and rows else None}

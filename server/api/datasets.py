@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flask import g, jsonify, request
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from deit_core.files import storage_error
 
@@ -103,7 +104,7 @@ def _storage_failure(e: OSError, what: str) -> ApiError:
 
 @login_required
 def list_datasets():
-    q = select(Dataset).order_by(Dataset.id.desc())
+    q = select(Dataset).options(joinedload(Dataset.owner)).order_by(Dataset.id.desc())  # owners with the page
     if not g.user.is_admin:
         q = q.where(Dataset.owner_id == g.user.id)
     return jsonify(paginate(q, "datasets", serialize_dataset, Dataset.id))
