@@ -12,7 +12,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from deit_core import cli as core_cli
-    from distillery import client, sweep_client
+    from distillery import client, sweep_client, webhook_client
     from distillery.api_client import connection_arguments
     from server import cli as server_cli
     from worker import cli as worker_cli
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = connection_arguments()  # --url/--token, shared by the job and the sweep commands
     client.register(sub, common)
     sweep_client.register(sub, common)
+    webhook_client.register(sub, common)
     return parser
 
 

@@ -90,6 +90,12 @@ class Settings:
         teacher_cache_max_bytes: the largest teacher-output cache a job may write (its size is
             estimated before it is written; over the cap the job runs with the live teacher).
         sweep_max_trials: the most trials one sweep may ask for.
+        public_url: the address users reach this service at (``DISTILLERY_PUBLIC_URL``,
+            e.g. ``https://distillery.example.org``): webhook events carry absolute download URLs
+            under it; empty: the URLs are paths (``/api/v1/artifacts/7/download``).
+        webhook_poll_s / webhook_retry_s / webhook_max_attempts: how often a worker looks for ended
+            jobs to announce and sends what is due; the first retry's delay (doubling, at most an
+            hour); how many tries an event gets before it is marked failed.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -133,6 +139,10 @@ class Settings:
     slurm_poll_s: float = 2.0
     teacher_cache_max_bytes: int = 8 << 30
     sweep_max_trials: int = 200
+    public_url: str = ""
+    webhook_poll_s: float = 2.0
+    webhook_retry_s: float = 10.0
+    webhook_max_attempts: int = 8
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -181,6 +191,10 @@ class Settings:
             slurm_poll_s=float(env.get("DISTILLERY_SLURM_POLL_S", d.slurm_poll_s)),
             teacher_cache_max_bytes=parse_int(env.get("DISTILLERY_TEACHER_CACHE_MAX_BYTES"), d.teacher_cache_max_bytes),
             sweep_max_trials=parse_int(env.get("DISTILLERY_SWEEP_MAX_TRIALS"), d.sweep_max_trials),
+            public_url=env.get("DISTILLERY_PUBLIC_URL", d.public_url).rstrip("/"),
+            webhook_poll_s=float(env.get("DISTILLERY_WEBHOOK_POLL_S", d.webhook_poll_s)),
+            webhook_retry_s=float(env.get("DISTILLERY_WEBHOOK_RETRY_S", d.webhook_retry_s)),
+            webhook_max_attempts=max(1, parse_int(env.get("DISTILLERY_WEBHOOK_MAX_ATTEMPTS"), d.webhook_max_attempts)),
         )
 
     def replace(self, **changes) -> "Settings":

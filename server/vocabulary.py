@@ -56,6 +56,13 @@ PREDICTIONS_NAMES = (VAL_PREDICTIONS_NAME, *EXPORT_PREDICTIONS_NAMES)
 # A distill job with ``baseline: true`` may ask for this many training seeds at most (``seeds: N``).
 MAX_SEEDS = 5
 
+# A webhook event's sending state (server.webhooks): waiting for its next try, answered 2xx, or given up.
+DELIVERY_PENDING, DELIVERY_DELIVERED, DELIVERY_FAILED = "pending", "delivered", "failed"
+DELIVERY_STATES = (DELIVERY_PENDING, DELIVERY_DELIVERED, DELIVERY_FAILED)
+# The event a webhook hears, and the header carrying its signature: "sha256=" + HMAC-SHA256(secret, body) in hex.
+WEBHOOK_EVENT = "job.finished"
+SIGNATURE_HEADER = "X-Distillery-Signature"
+
 # The Celery task the API sends by name; the worker registers a function under it.
 RUN_TASK = "distillery.run_job"
 
@@ -63,4 +70,5 @@ __all__ = ["DISTILLATION_TYPES", "JOB_KINDS", "JOB_STATES", "ACTIVE_STATES", "IN
            "RETRYABLE_STATES", "ARTIFACT_FORMATS", "RUN_TASK", "QUEUED", "RUNNING", "EXPORTING", "SUCCEEDED",
            "FAILED", "CANCELLED", "PRUNED", "TEACHER", "DISTILL", "TEACHER_OUTPUTS", "SWEEP", "PRIORITIES",
            "DEFAULT_PRIORITY", "LAUNCHERS", "LOCAL", "SLURM", "MAX_ID", "LEASE_LOST", "STOP_REASONS",
-           "PREDICTIONS", "VAL_PREDICTIONS_NAME", "EXPORT_PREDICTIONS_NAMES", "PREDICTIONS_NAMES", "MAX_SEEDS"]
+           "PREDICTIONS", "VAL_PREDICTIONS_NAME", "EXPORT_PREDICTIONS_NAMES", "PREDICTIONS_NAMES", "MAX_SEEDS",
+           "DELIVERY_PENDING", "DELIVERY_DELIVERED", "DELIVERY_FAILED", "DELIVERY_STATES", "WEBHOOK_EVENT", "SIGNATURE_HEADER"]

@@ -19,6 +19,7 @@ from .reattach import SlurmReattach
 from .reconciler import Reconciler
 from .registry import Registry
 from .runner import JobRunner
+from .webhook_sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def register(app: Celery) -> None:
     stopping = threading.Event()
     local = LocalLeases()  # leases this process holds: its own reconciler never judges them
     reconcilers: list[Reconciler] = []
-    registries: list[Registry] = []
+    registries: list[Registry | WebhookSender] = []  # background threads stopped at shutdown
 
     def advance_sweep_of(job_id: int) -> None:
         """The one place a run consults its sweep (the runner's ``sweep_hook``): after each stored
@@ -67,6 +68,9 @@ def register(app: Celery) -> None:
         registry = Registry(settings, database(settings))  # the workers table: this worker's name, slots, queues
         registries.append(registry)
         registry.start()
+        sender = WebhookSender(settings, database(settings))  # ended jobs -> their owners' webhooks
+        registries.append(sender)
+        sender.start()
 
     # Celery's warm shutdown (SIGTERM) only sets a flag and waits for the task; the supervisor
     # watches this event to stop its run and re-queue the job instead of blocking for hours.

@@ -13,7 +13,7 @@ from ..errors import ApiError
 from ..lifecycle import JobConflict
 from ..submissions import SubmissionError
 from ..vocabulary import MAX_ID
-from . import artifacts, datasets, health, jobs, openapi, presets, sweeps, tokens, users
+from . import artifacts, datasets, health, jobs, openapi, presets, sweeps, tokens, users, webhooks
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -48,6 +48,10 @@ ROUTES = [
     ("/users/<name>/limits", users.put_limits, ["PUT"]),
     ("/tokens", tokens.list_tokens, ["GET"]),
     ("/tokens/<id:token_id>", tokens.revoke_token, ["DELETE"]),
+    ("/webhooks", webhooks.create_webhook, ["POST"]),
+    ("/webhooks", webhooks.list_webhooks, ["GET"]),
+    ("/webhooks/<id:webhook_id>", webhooks.delete_webhook, ["DELETE"]),
+    ("/webhooks/<id:webhook_id>/deliveries", webhooks.list_deliveries, ["GET"]),
     ("/health", health.health, ["GET"]),
     ("/openapi.json", openapi.openapi_json, ["GET"]),
 ]

@@ -12,7 +12,7 @@ from deit_core.presets import PRESET_NAMES
 from ..quotas import MAX_CAP
 from ..settings import Settings
 from ..vocabulary import ARTIFACT_FORMATS, DEFAULT_PRIORITY, JOB_KINDS, JOB_STATES, LAUNCHERS, MAX_ID, MAX_SEEDS, PRIORITIES
-from . import sweeps
+from . import sweeps, webhooks
 from .base import NAME_PATTERN
 
 MAX_OFFSET = 1_000_000_000
@@ -294,6 +294,9 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
     schemas.update(sweep_schemas)
     schemas["Job"]["properties"].update(sweeps.JOB_PROPERTIES)
     paths.update(sweep_paths)
+    hook_schemas, hook_paths = webhooks.openapi_parts(_ref, _json, err, ID, _page)
+    schemas.update(hook_schemas)
+    paths.update(hook_paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "distillery", "version": "1", "description": "Train compact DeiT students distilled from RegNetY teachers, "

@@ -106,3 +106,42 @@ def test_server_down_is_a_clear_message(live):
     proc = live.cli("jobs", url=f"http://127.0.0.1:{free_port()}")
     assert proc.returncode == api_client.EXIT_UNREACHABLE
     assert "cannot reach" in proc.stderr and "connection refused" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_webhooks_hear_when_a_job_ends_signed_and_only_their_owners(live):
+    """Issue 22: `distillery webhooks add` on the live `distillery up`; its worker's sender thread POSTs
+    the cancelled job's event, signed, to a receiver on 127.0.0.1; bob's job is not sent to alice."""
+    import subprocess
+    import sys
+
+    from tests.helpers import wait_until
+    from tests.test_webhooks import Receiver
+
+    receiver = Receiver("a receiver's own secret, 32+ chars")
+    try:
+        added = live.cli("webhooks", "add", receiver.url, "--secret", receiver.secret)
+        assert added.returncode == 0, added.stderr
+        hook_id = int(re.search(r"webhook (\d+):", added.stdout).group(1))
+        bob = subprocess.run([sys.executable, "-m", "distillery", "token", "create", "--user", "bob"], cwd=live.workdir,
+                             env=live.env, capture_output=True, text=True, timeout=60, check=True).stdout.split()[-1]
+        resp = live.api("POST", "/datasets", headers={"Authorization": f"Bearer {bob}"},
+                        json={"name": "bobs-digits", "path": str(live.workdir / "var" / "digits")})
+        assert resp.status_code == 201, resp.text
+        ids = {}
+        for who, token, data in (("alice", live.token, live.dataset), ("bob", bob, "bobs-digits")):
+            body = {"kind": "teacher", "name": f"hooked-{who}", "config": teacher_config(data, epochs=50)}
+            proc = live.cli("submit", str(live.write_job_file(f"hooked-{who}.json", body)), token=token)
+            ids[who] = int(proc.stdout.strip().splitlines()[-1])
+            assert live.cli("cancel", str(ids[who]), token=token).returncode == 0
+        event = wait_until(lambda: next((r for r in receiver.received if r["body"]["job"]["id"] == ids["alice"]), None),
+                           60, "the cancelled job's webhook event")
+        assert event["verified"] and event["body"]["job"]["state"] == "cancelled"
+        assert event["body"]["job"]["owner"] == "alice"
+        bobs = lambda: live.api("GET", f"/jobs/{ids['bob']}", headers={"Authorization": f"Bearer {bob}"}).json()  # noqa: E731
+        wait_until(lambda: bobs()["state"] == "cancelled" and bobs()["finished_at"], 60, "bob's job to be cancelled")
+        shown = wait_until(lambda: "delivered" in (out := live.cli("webhooks", "deliveries", str(hook_id))).stdout and out,
+                           30, "the delivery to be recorded")
+        assert f"{ids['alice']} (cancelled)" in shown.stdout
+        assert all(r["body"]["job"]["id"] != ids["bob"] for r in receiver.received)
+    finally:
+        receiver.close()
