@@ -110,9 +110,16 @@ def _error_from_response(resp: Any, what: str) -> ClientError:
         return ClientError(f"not allowed (HTTP 403): {message}", EXIT_AUTH)
     if resp.status_code == 404:
         return ClientError(f"{what} not found (HTTP 404)", EXIT_NOT_FOUND)
-    field = err.get("field")
-    prefix = f"{field}: " if field and not str(message).startswith(f"{field}:") else ""
-    return ClientError(f"HTTP {resp.status_code}: {prefix}{message}", EXIT_API_ERROR)
+    problems = [e for e in err.get("errors") or [] if isinstance(e, dict)]
+    if len(problems) > 1:  # a config checked whole: every problem, one line each
+        lines = [f"  {_named(p.get('field'), p.get('message'))}" for p in problems]
+        return ClientError(f"HTTP {resp.status_code}: {len(problems)} problems:\n" + "\n".join(lines), EXIT_API_ERROR)
+    return ClientError(f"HTTP {resp.status_code}: {_named(err.get('field'), message)}", EXIT_API_ERROR)
+
+
+def _named(field: Any, message: Any) -> str:
+    """``field: message`` unless the message already starts with its field."""
+    return f"{field}: {message}" if field and not str(message).startswith(f"{field}:") else str(message)
 
 
 # ------------------------------------------------------------------------------- command wiring

@@ -7,7 +7,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from deit_core.config import SECTIONS, did_you_mean  # plain data and difflib: no torch
+
 from .api_client import EXIT_API_ERROR, ClientError
+
+CONFIG_KEYS = ("kind", *SECTIONS)
+
+
+def is_bare_config(raw: dict[str, Any]) -> bool:
+    """Whether a file holds just a config: every key is a config key or a near miss of one (``dat``,
+    which the server then names as ``config.dat``). Anything else (``name``, ``confg``) makes it a whole
+    body, sent as written, so the server names a misspelt body key rather than ``config.name``."""
+    return not isinstance(raw.get("config"), dict) and all(
+        k in CONFIG_KEYS or did_you_mean(k, CONFIG_KEYS) for k in raw)
 
 
 def load_job_file(path: str, name: str | None = None) -> dict[str, Any]:
@@ -30,10 +42,11 @@ def load_job_file(path: str, name: str | None = None) -> dict[str, Any]:
         raise ClientError(f"{p} is not valid {kind}: {e}", EXIT_API_ERROR) from None
     if not isinstance(raw, dict):
         raise ClientError(f"{p} must hold a mapping (a job body or a config), got {type(raw).__name__}")
-    if isinstance(raw.get("config"), dict):
-        body = dict(raw)
-        body.setdefault("kind", body["config"].get("kind"))
-    else:
+    if is_bare_config(raw):
         body = {"kind": raw.get("kind"), "config": raw}
+    else:
+        body = dict(raw)
+        if isinstance(body.get("config"), dict):
+            body.setdefault("kind", body["config"].get("kind"))
     body["name"] = name or body.get("name") or p.stem
     return body

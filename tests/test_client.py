@@ -138,3 +138,33 @@ def test_ship_card_text_names_the_cpu_spread_and_teacher_fitness():
     assert "Intel(R) Xeon(R) Platinum 8480+ (avx2, avx512f, amx_tile), 1 thread" in text
     assert "warning: teacher: the teacher is right on only 80.0%" in text
     assert ship_card_text(None) is None and latency_text({"p50": 1.5}) == "1.50 ms" and latency_text(None) == "-"
+
+
+def test_job_file_with_a_misspelt_body_key_is_sent_as_a_body(tmp_path):
+    """``confg:`` next to ``name:`` is a body with a typo, not a config with an unknown ``name`` key."""
+    f = tmp_path / "job.yaml"
+    f.write_text("kind: teacher\nname: t\nconfg: {data: {train: a, val: b}}\n")
+    assert job_files.load_job_file(str(f)) == {"kind": "teacher", "name": "t", "confg": {"data": {"train": "a", "val": "b"}}}
+    f.write_text("kind: teacher\ndat: {train: a}\n")  # a section's near miss: still a config, the server names config.dat
+    assert job_files.load_job_file(str(f))["config"] == {"kind": "teacher", "dat": {"train": "a"}}
+
+
+class _ErrorResponse:
+    status_code, reason = 400, "Bad Request"
+
+    def __init__(self, body):
+        self.body = body
+
+    def json(self):
+        return self.body
+
+
+def test_client_prints_every_config_problem():
+    errors = [{"field": "config.train.epochz", "message": "unknown key; did you mean epochs?"},
+              {"field": "config.train.lr", "message": "must be > 0.0, got -1.0"}]
+    e = api_client._error_from_response(_ErrorResponse({"error": {"code": "invalid_config", **errors[0], "errors": errors}}),
+                                        "jobs")
+    assert e.message.splitlines() == ["HTTP 400: 2 problems:", "  config.train.epochz: unknown key; did you mean epochs?",
+                                      "  config.train.lr: must be > 0.0, got -1.0"]
+    one = api_client._error_from_response(_ErrorResponse({"error": {"field": "name", "message": "is required"}}), "jobs")
+    assert one.message == "HTTP 400: name: is required"
