@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .augment_spec import aa_problem
 from .layout import MAX_INT32
 
 # teacher: train the teacher; distill: a student from a teacher; teacher_outputs: only the teacher's
@@ -35,6 +34,41 @@ STUDENT_RE = re.compile(r"^deit_(tiny|small|base)_distilled_patch(\d+)_(224|384)
 TEACHER_PATTERN = r"^regnety_[A-Za-z0-9_]+$"
 AA_PATTERN = r"^(0?|(rand|augmix|original|v0|3a)[\s\S]*)$"  # "" and "0" (off), or a timm auto-augment spec
 MAX_PATH_CHARS = 4096
+
+
+# ``train.aa`` is checked by timm's own auto-augment parser (``timm.data.auto_augment``, what
+# ``create_transform`` calls when training starts) at submission rather than at the first batch: a
+# pattern cannot tell rand-m9-mstd0.5-inc1 from rand-m9-mstd0.5-incl. The parser alone is not enough: it
+# silently skips a section that is not a key followed by a number (``incl``), so such a section is refused too.
+AA_OFF = (None, "", "0")
+_AA_SECTION = re.compile(r"(\d.*)")  # timm's own split of a section into key and value
+
+
+def aa_skipped_sections(spec: str) -> list[str]:
+    """The sections after the policy name that timm's parser ignores without a word (no number in them);
+    RandAugment's ``t...`` section (a transform list) is a key on its own."""
+    rand = spec.startswith("rand")
+    return [c for c in spec.split("-")[1:] if len(_AA_SECTION.split(c)) < 2 and not (rand and c.startswith("t"))]
+
+
+def aa_problem(spec: str | None) -> str | None:
+    """Why timm's parser refuses ``spec`` (None: it is off or timm accepts every section of it)."""
+    if spec in AA_OFF:
+        return None
+    from timm.data import auto_augment  # lazy: torch, and only when a spec is given
+
+    parse = (auto_augment.rand_augment_transform if spec.startswith("rand")
+             else auto_augment.augment_and_mix_transform if spec.startswith("augmix")
+             else auto_augment.auto_augment_transform)
+    try:
+        parse(spec, None)
+    except (AssertionError, ValueError, KeyError, IndexError, TypeError) as e:
+        return f"timm's auto-augment parser refused {spec!r}: {e or type(e).__name__}"
+    skipped = aa_skipped_sections(spec)
+    if skipped:
+        return (f"timm's auto-augment parser would ignore section {skipped[0]!r} of {spec!r} (a section is a key and "
+                "a number, e.g. inc1, m9, mstd0.5)")
+    return None
 
 
 class ConfigError(ValueError):
