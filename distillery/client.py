@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import IO, Any, Callable, TextIO
 
 from deit_core.presets import PRESET_NAMES  # plain data: no torch
-from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS, PRIORITIES  # plain tuples: no Flask, Celery or torch
+
+# plain tuples: no Flask, Celery or torch
+from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS, PRIORITIES, SWEEP
 
 from .api_client import (
     EXIT_API_ERROR,
@@ -35,7 +37,7 @@ from .api_client import (
     remove_client_config,
     write_client_config,
 )
-from .artifact_download import download_artifact, response_chunks
+from .artifact_download import download_artifact, export_report
 from .card_text import cpu_text, gain_line, latency_text, ship_card_text, state_text
 from .job_files import load_job_file
 from .text_format import format_age, format_duration, format_size, format_table
@@ -65,8 +67,20 @@ def format_bar(fraction: float, width: int = 24) -> str:
     return "#" * full + "-" * (width - full)
 
 
+def sweep_line(job: dict[str, Any], width: int = 24) -> str:
+    """A sweep's line: trials finished of those asked for and the best trial so far (it has no epochs)."""
+    summary = job.get("sweep") or (job.get("progress") or {}).get("sweep") or {}
+    best = summary.get("best") or {}
+    frac = progress_fraction(job)
+    best_text = f"  best trial {best.get('number')} top-1 {_num(best.get('top1'), '.2f')}" if best else ""
+    return (f"sweep {job.get('id')} {state_text(job):<9} [{format_bar(frac, width)}] {frac * 100:5.1f}%  "
+            f"trials {summary.get('finished', 0)}/{summary.get('trials_requested') or '-'}{best_text}")
+
+
 def progress_line(job: dict[str, Any], width: int = 24) -> str:
-    """One terminal line: state, bar, percent, epoch, loss, top-1, ETA."""
+    """One terminal line: state, bar, percent, epoch, loss, top-1, ETA (a sweep: :func:`sweep_line`)."""
+    if job.get("kind") == SWEEP:
+        return sweep_line(job, width)
     p = job.get("progress") or {}
     m = job.get("metrics") or {}
     frac = progress_fraction(job)
@@ -90,7 +104,12 @@ def outcome_lines(job: dict[str, Any]) -> list[str]:
     a warning when that is chance level, and the distillation gain over the baseline."""
     out = []
     top1 = _best_top1(job)
-    if isinstance(top1, (int, float)):
+    if job.get("kind") == SWEEP:  # no checkpoint of its own: its best trial's
+        best = (job.get("sweep") or {}).get("best") or {}
+        if best:
+            out.append(f"best trial {best.get('number')} (job {best.get('job_id')}): top-1 {_num(best.get('top1'), '.1f')}% on "
+                       f"the validation images; every trial: distillery sweep watch {job.get('id')}")
+    elif isinstance(top1, (int, float)):
         out.append(f"top-1 {top1:.1f}% on the validation images ({job.get('top1_checkpoint') or 'final'} checkpoint, "
                    "the one exported)")
     if job.get("at_chance") and isinstance(job.get("chance_top1"), (int, float)):
@@ -229,7 +248,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if state == "succeeded":
         for line in outcome_lines(job):
             print(line)
-        print(f"job {args.id} succeeded")
+        print(f"{'sweep' if job.get('kind') == SWEEP else 'job'} {args.id} succeeded")
         return EXIT_OK
     detail = f": {job['error']}" if job.get("error") else ""
     print(f"job {args.id} {state}{detail}", file=sys.stderr)
@@ -273,16 +292,9 @@ def config_diff(configs: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Any
 
 def exported_summary(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
     """The .ptl's top-1, p50 latency and size from the job's export report (empty when there is none)."""
-    report_art = next((a for a in reversed(job.get("artifacts") or []) if a.get("format") == "report"), None)
-    if report_art is None:
+    report = export_report(client, job)
+    if not report:
         return {}
-    resp = client.get(f"/artifacts/{report_art['id']}/download", stream=True, what=f"artifact {report_art['id']}")
-    try:
-        report = json.loads(b"".join(response_chunks(resp)))
-    except ValueError:
-        return {}
-    finally:
-        resp.close()
     ptl = (report.get("variants") or {}).get("ptl") or {}
     return {"top1": ptl.get("top1"), "p50_ms": (ptl.get("latency_ms") or {}).get("p50"), "latency": ptl.get("latency_ms"),
             "size": ptl.get("size_bytes"), "cpu": report.get("cpu")}

@@ -168,3 +168,38 @@ def test_client_prints_every_config_problem():
                                       "  config.train.lr: must be > 0.0, got -1.0"]
     one = api_client._error_from_response(_ErrorResponse({"error": {"field": "name", "message": "is required"}}), "jobs")
     assert one.message == "HTTP 400: name: is required"
+
+
+class _ReportClient:
+    """A succeeded job with a .ptl and the export report the exporter writes when given --no-pte."""
+
+    report = {"skipped": ["model.pte: --no-pte given", "int8: something else"]}
+
+    def get(self, path, stream=False, **kw):
+        if stream:
+            import json
+
+            return _Resp(json.dumps(self.report).encode(), None)
+        return {"id": 2, "state": "succeeded", "artifacts": [{"id": 5, "format": "ptl"}, {"id": 6, "format": "report"}]}
+
+
+def test_missing_artifact_says_why_from_the_export_report(tmp_path):
+    with pytest.raises(api_client.ClientError) as e:
+        artifact_download.download_artifact(_ReportClient(), 2, "pte", str(tmp_path / "m.pte"))
+    assert e.value.message.startswith("job 2 has no pte artifact: its export ran with --no-pte (the service's "
+                                      "DISTILLERY_EXPORT_ARGS")
+    assert e.value.exit_code == api_client.EXIT_NOT_FOUND
+    quiet = _ReportClient()
+    quiet.report = {"skipped": []}
+    assert artifact_download.missing_reason(quiet, quiet.get("/jobs/2"), "pte") == "its export report does not say why"
+
+
+def test_watch_on_a_sweep_speaks_of_trials():
+    sweep = {"id": 9, "kind": "sweep", "state": "succeeded", "top1": 91.0, "progress": {"fraction": 1.0},
+             "sweep": {"finished": 8, "trials_requested": 8, "best": {"number": 3, "job_id": 14, "top1": 91.0}}}
+    line = client.progress_line(sweep, width=10)
+    assert line.startswith("sweep 9 ") and "trials 8/8" in line and "best trial 3 top-1 91.00" in line
+    assert "epoch" not in line
+    lines = client.outcome_lines(sweep)
+    assert lines[0].startswith("best trial 3 (job 14): top-1 91.0%")
+    assert not any("the one exported" in x for x in lines)
