@@ -157,15 +157,24 @@ def group_status(label: str, jobs: list[dict]) -> str:
     return part + (f" ep {p['epoch']}/{p['epochs']}" if p.get("epoch") else f" {(p.get('phase') or 'starting')[:12]}")
 
 
-def status(jobs: list[dict]) -> str:
+def fit(parts: list[str], room: int, sep: str = " | ") -> str:
+    """``parts`` joined by ``sep`` in at most ``room`` characters: the longest part loses its tail first, so
+    every part keeps its label (cutting the joined line lost the baselines, the last part)."""
+    sizes = [len(p) for p in parts]
+    while sum(sizes) + len(sep) * (len(parts) - 1) > room and max(sizes) > 0:
+        sizes[sizes.index(max(sizes))] -= 1
+    return sep.join(p[:n].rstrip() for p, n in zip(parts, sizes))
+
+
+def status(jobs: list[dict], room: int = WIDTH - 1) -> str:
     """One line for all the demo's jobs, grouped: the teacher (its top-1 once done), the students,
-    the baselines."""
+    the baselines; at most ``room`` characters."""
     teacher = [j for j in jobs if role(j) == "teacher"]
     t = teacher[0] if teacher else None
     head = (f"teacher {_num(t.get('top1'), '.1f')}%" if t and t["state"] == "succeeded" and t.get("top1") is not None
             else group_status("teacher", teacher).replace(" 0/1", ""))
-    return " | ".join([head, group_status("student", [j for j in jobs if role(j) == "student"]),
-                       group_status("baseline", [j for j in jobs if role(j) == "baseline"])])
+    return fit([head, group_status("student", [j for j in jobs if role(j) == "student"]),
+                group_status("baseline", [j for j in jobs if role(j) == "baseline"])], room)
 
 
 def job_detail(url: str, h: dict, job_id: int) -> dict:
@@ -190,7 +199,8 @@ def follow(url: str, h: dict, first_id: int, proc: subprocess.Popen, started: fl
         line = status(jobs)
         if tty or line != last:
             elapsed = int(time.monotonic() - started)
-            text = f"[demo] {elapsed // 60:02d}:{elapsed % 60:02d} {line}"[: WIDTH - 1]
+            prefix = f"[demo] {elapsed // 60:02d}:{elapsed % 60:02d} "
+            text = prefix + status(jobs, WIDTH - 1 - len(prefix))
             sys.stdout.write(("\r\x1b[2K" + text) if tty else text + "\n")
             sys.stdout.flush()
             last = line
@@ -247,7 +257,8 @@ def gain_lines(base: dict | None) -> list[str]:
 def download_ptl(url: str, h: dict, job: dict) -> Path:
     """The job's ``.ptl`` under var/demo, sha256-checked and run once in the Lite Interpreter."""
     import torch
-    from torch.jit.mobile import _load_for_lite_interpreter
+
+    from deit_core.mobile import load_ptl
 
     ptl = next((a for a in job["artifacts"] if a["format"] == "ptl"), None)
     if ptl is None:
@@ -262,7 +273,7 @@ def download_ptl(url: str, h: dict, job: dict) -> Path:
     if digest != ptl["sha256"]:
         raise SystemExit(f"[demo] sha256 mismatch for {dest}: {digest} != {ptl['sha256']}")
     side = int(job["config"]["data"]["img_size"])
-    _load_for_lite_interpreter(str(dest))(torch.rand(1, 3, side, side))
+    load_ptl(dest)(torch.rand(1, 3, side, side))  # torch's Lite Interpreter deprecation warning filtered there
     return dest
 
 
