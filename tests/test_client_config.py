@@ -111,3 +111,16 @@ def test_admin_command_without_a_deployment_says_where_it_looked(home, tmp_path)
     r = cli("token", "create", "--user", "x", cwd=tmp_path, check=False)
     assert r.returncode == 2
     assert "no database at" in r.stderr and "DISTILLERY_HOME" in r.stderr
+
+
+def test_distillery_home_moves_every_embedded_default(tmp_path):
+    from server.settings import Settings
+
+    st = Settings.from_env({"DISTILLERY_HOME": str(tmp_path)})
+    assert st.sqlite_file == tmp_path / "distillery.db"
+    assert (st.storage_path, Path(st.broker_dir), st.secret_key_file) == (
+        tmp_path / "storage", tmp_path / "broker", tmp_path / "secret_key")
+    assert st.allowed_data_roots[0] == tmp_path
+    alone = Settings.from_env({"DISTILLERY_HOME": str(tmp_path), "DISTILLERY_STORAGE": "/elsewhere"})
+    assert alone.storage == "/elsewhere" and alone.sqlite_file == tmp_path / "distillery.db"
+    assert Settings.from_env({}).database_url == Settings().database_url  # unset: ./var as before
