@@ -119,7 +119,8 @@ def resolve_data_path(db: Session, settings: Settings, user: User, raw: str, fie
             name, _, sub = raw[len("dataset:"):].partition("/")
             ds = next((d for d in _datasets_of(db, user) if d.name == name), None)
             if ds is None:
-                raise SubmissionError(field, f"no dataset named {name!r}; register it with POST /api/v1/datasets")
+                raise SubmissionError(field, f"no dataset named {name!r}; register it with `distillery datasets upload "
+                                      f"PATH --name {name}` (or POST /api/v1/datasets); `distillery datasets list` shows yours")
             check_safe_path(sub or ".")
             try:
                 return str(scope.folder(str(Path(ds.path) / sub), (Path(ds.path).resolve(),)))

@@ -147,6 +147,9 @@ def test_job_file_with_a_misspelt_body_key_is_sent_as_a_body(tmp_path):
     assert job_files.load_job_file(str(f)) == {"kind": "teacher", "name": "t", "confg": {"data": {"train": "a", "val": "b"}}}
     f.write_text("kind: teacher\ndat: {train: a}\n")  # a section's near miss: still a config, the server names config.dat
     assert job_files.load_job_file(str(f))["config"] == {"kind": "teacher", "dat": {"train": "a"}}
+    f.write_text("kind: teacher\nname: t\nseeds: 1\ndata: {train: a}\n")  # a config with body keys beside it
+    assert job_files.load_job_file(str(f)) == {"kind": "teacher", "name": "t", "seeds": 1,
+                                               "config": {"kind": "teacher", "data": {"train": "a"}}}
 
 
 class _ErrorResponse:
