@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -39,6 +40,41 @@ AA_PATTERN = r"^(0?|(rand|augmix|original|v0|3a)[\s\S]*)$"  # "" and "0" (off), 
 MAX_PATH_CHARS = 4096
 
 
+# ``train.aa`` is checked by timm's own auto-augment parser (``timm.data.auto_augment``, what
+# ``create_transform`` calls when training starts) at submission rather than at the first batch: a
+# pattern cannot tell rand-m9-mstd0.5-inc1 from rand-m9-mstd0.5-incl. The parser alone is not enough: it
+# silently skips a section that is not a key followed by a number (``incl``), so such a section is refused too.
+AA_OFF = (None, "", "0")
+_AA_SECTION = re.compile(r"(\d.*)")  # timm's own split of a section into key and value
+
+
+def aa_skipped_sections(spec: str) -> list[str]:
+    """The sections after the policy name that timm's parser ignores without a word (no number in them);
+    RandAugment's ``t...`` section (a transform list) is a key on its own."""
+    rand = spec.startswith("rand")
+    return [c for c in spec.split("-")[1:] if len(_AA_SECTION.split(c)) < 2 and not (rand and c.startswith("t"))]
+
+
+def aa_problem(spec: str | None) -> str | None:
+    """Why timm's parser refuses ``spec`` (None: it is off or timm accepts every section of it)."""
+    if spec in AA_OFF:
+        return None
+    from timm.data import auto_augment  # lazy: torch, and only when a spec is given
+
+    parse = (auto_augment.rand_augment_transform if spec.startswith("rand")
+             else auto_augment.augment_and_mix_transform if spec.startswith("augmix")
+             else auto_augment.auto_augment_transform)
+    try:
+        parse(spec, None)
+    except (AssertionError, ValueError, KeyError, IndexError, TypeError) as e:
+        return f"timm's auto-augment parser refused {spec!r}: {e or type(e).__name__}"
+    skipped = aa_skipped_sections(spec)
+    if skipped:
+        return (f"timm's auto-augment parser would ignore section {skipped[0]!r} of {spec!r} (a section is a key and "
+                "a number, e.g. inc1, m9, mstd0.5)")
+    return None
+
+
 class ConfigError(ValueError):
     """A config value is wrong. ``field`` is the dotted path of the offending key."""
 
@@ -46,6 +82,54 @@ class ConfigError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class ConfigErrors(ConfigError):
+    """Every problem of one config, so a user fixes them in one round instead of one per submission.
+    ``field``/``message`` are the first problem's (what callers that show one error read); ``errors``
+    is the whole list, in the order the keys were checked."""
+
+    def __init__(self, errors: list[ConfigError]):
+        super().__init__(errors[0].field, errors[0].message)
+        self.errors = errors
+        self.args = ("; ".join(f"{e.field}: {e.message}" for e in errors),)
+
+
+def did_you_mean(word: Any, choices: Any) -> str:
+    """``"; did you mean lr?"`` when ``word`` is close to one of ``choices`` (difflib), else ``""``."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def unknown_key(key: Any, allowed: Any) -> str:
+    """The one wording of an unknown key: the close match if there is one, else the allowed keys."""
+    hint = did_you_mean(key, allowed)
+    return f"unknown key{hint}" if hint else f"unknown key; allowed keys: {', '.join(sorted(allowed))}"
+
+
+class Problems:
+    """Collects :class:`ConfigError` s instead of stopping at the first: ``with problems.check(): ...``
+    runs one check and keeps its error; :meth:`raise_any` raises them all as one :class:`ConfigErrors`."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def add(self, e: ConfigError) -> None:
+        self.errors.extend(e.errors if isinstance(e, ConfigErrors) else [e])
+
+    def check(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; on a ConfigError, keep it and return None."""
+        try:
+            return fn(*args)
+        except ConfigError as e:
+            self.add(e)
+            return None
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise ConfigErrors(self.errors)
 
 
 @dataclass(frozen=True)
@@ -94,8 +178,8 @@ def check_field(path: str, value: Any, s: FieldSpec) -> None:
         _check_range(path, value, s.lo, s.hi, lo_open=s.lo_open)
         return
     if s.choices is not None and value not in s.choices:
-        raise ConfigError(path, s.message.format(value=value) if s.message
-                          else f"must be one of {', '.join(s.choices)}, got {value!r}")
+        raise ConfigError(path, (s.message.format(value=value) if s.message
+                                 else f"must be one of {', '.join(s.choices)}, got {value!r}") + did_you_mean(value, s.choices))
     if s.pattern is not None and not _regex(s.pattern).search(value):
         raise ConfigError(path, (s.message or "must match {pattern}, got {value!r}").format(value=value, pattern=s.pattern))
     too_short = s.min_length is not None and len(value) < s.min_length
@@ -295,24 +379,32 @@ def _coerce(path: str, value: Any, annotation: str) -> Any:
     raise ConfigError(path, f"expected {annotation}, got {type(value).__name__} {value!r}")
 
 
-def _build_section(name: str, raw: Any, required: tuple[str, ...] = ()) -> Any:
+def _build_section(name: str, raw: Any, problems: Problems, required: tuple[str, ...] = ()) -> Any:
+    """The section from its raw mapping, every unknown key and wrong type kept in ``problems``; a bad
+    value is left at its default so the other checks still run. None when it cannot be built at all."""
     cls = SECTIONS[name]
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(name, f"must be a mapping, got {type(raw).__name__}")
+        problems.add(ConfigError(name, f"must be a mapping, got {type(raw).__name__}"))
+        return None
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"{name}.{key}", f"unknown key; allowed keys: {', '.join(fields)}")
-    values = {}
+            problems.add(ConfigError(f"{name}.{key}", unknown_key(key, fields)))
+    values, complete = {}, True
     for fname, f in fields.items():
         path = f"{name}.{fname}"
         if fname in raw:
-            values[fname] = _coerce(path, raw[fname], str(f.type))
+            try:
+                values[fname] = _coerce(path, raw[fname], str(f.type))
+            except ConfigError as e:
+                problems.add(e)
+                complete = complete and f.default is not dataclasses.MISSING
         elif f.default is dataclasses.MISSING or fname in required:
-            raise ConfigError(path, "is required")
-    return cls(**values)
+            problems.add(ConfigError(path, "is required"))
+            complete = False
+    return cls(**values) if complete else None
 
 
 def _check_range(path: str, value: float | None, lo: float | None = None, hi: float | None = None,
@@ -334,24 +426,21 @@ def _check_path(path: str, value: str, want_dir: bool) -> None:
 
 
 def check_section(name: str, section: Any) -> None:
-    """Every field's declared range, choices, pattern and length, in declaration order."""
+    """Every field's declared range, choices, pattern and length, in declaration order; raises
+    :class:`ConfigErrors` with all of the section's problems."""
+    problems = Problems()
     for f in dataclasses.fields(section):
-        check_field(f"{name}.{f.name}", getattr(section, f.name), field_spec(f))
+        problems.check(check_field, f"{name}.{f.name}", getattr(section, f.name), field_spec(f))
+    problems.raise_any()
 
 
-def _check_models(data: DataConfig, teacher: TeacherConfig, student: StudentConfig | None) -> None:
-    check_section("data", data)
-    check_section("teacher", teacher)
-    if student is None:
-        return
-    check_section("student", student)
+def _check_patch(data: DataConfig, student: StudentConfig) -> None:
     ps = student.effective_patch_size
     if data.img_size % ps:
         raise ConfigError("data.img_size", f"must be a multiple of the student patch size {ps}, got {data.img_size}")
 
 
 def _check_distillation(distillation: DistillationConfig, teacher: TeacherConfig) -> None:
-    check_section("distillation", distillation)
     if distillation.type != "none" and teacher.checkpoint is None:
         raise ConfigError("teacher.checkpoint", "a distill run needs a trained teacher: a weights file, "
                           "a final/ directory, an artifact id or 'timm'")
@@ -360,14 +449,14 @@ def _check_distillation(distillation: DistillationConfig, teacher: TeacherConfig
 
 
 def _check_train(t: TrainConfig) -> None:
-    check_section("train", t)
     if (t.mixup > 0 or t.cutmix > 0) and t.batch_size % 2:
         raise ConfigError("train.batch_size", "must be even when mixup or cutmix is on (they pair images within a batch)")
+    if isinstance(t.aa, str) and (why := aa_problem(t.aa)):
+        raise ConfigError("train.aa", why)
 
 
 def _check_resources(resources: ResourcesConfig, raw: Mapping[str, Any]) -> ResourcesConfig:
-    """Ranges, and one value for the processes on each node, spelt ``processes`` or ``processes_per_node``."""
-    check_section("resources", resources)
+    """One value for the processes on each node, spelt ``processes`` or ``processes_per_node``."""
     per_node = resources.processes_per_node
     if per_node is not None and "processes" in raw and raw["processes"] != per_node:
         raise ConfigError("resources.processes_per_node", f"{per_node} contradicts resources.processes={raw['processes']} "
@@ -392,24 +481,54 @@ def _check_paths(data: DataConfig, teacher: TeacherConfig, student: StudentConfi
             _check_path(path, value, False)
 
 
-def _check_top_level(raw: Any) -> str:
-    """The mapping's keys and its kind; returns the kind."""
+def _check_top_level(raw: Any, problems: Problems) -> str | None:
+    """The mapping's keys and its kind (None when it is not one of :data:`KINDS`); every problem kept."""
     if not isinstance(raw, Mapping):
         raise ConfigError("config", f"must be a mapping, got {type(raw).__name__}")
     top = {"kind", *SECTIONS}
     for key in raw:
         if key not in top:
-            raise ConfigError(str(key), f"unknown key; allowed keys: {', '.join(sorted(top))}")
+            problems.add(ConfigError(str(key), unknown_key(key, top)))
     kind = raw.get("kind")
     if kind not in KINDS:
-        raise ConfigError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+        problems.add(ConfigError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}{did_you_mean(kind, KINDS)}"))
+        kind = None
     if "data" not in raw:
-        raise ConfigError("data", "is required")
-    if kind != "distill" and raw.get("student") is not None:
-        raise ConfigError("student", "only allowed for kind 'distill'")
+        problems.add(ConfigError("data", "is required"))
+    if kind not in ("distill", None) and raw.get("student") is not None:
+        problems.add(ConfigError("student", "only allowed for kind 'distill'"))
     if kind == "teacher" and raw.get("distillation") is not None:
-        raise ConfigError("distillation", "only allowed for kinds 'distill' and 'teacher_outputs'")
+        problems.add(ConfigError("distillation", "only allowed for kinds 'distill' and 'teacher_outputs'"))
     return kind
+
+
+def _section_names(raw: Mapping[str, Any], kind: str | None) -> list[str]:
+    """The sections a config of ``kind`` is built from (an unknown kind: the ones it gives)."""
+    names = [n for n in ("data", "teacher", "train", "resources") if n != "data" or "data" in raw]
+    if kind == "distill":
+        return [*names, "student", "distillation"]
+    if kind == "teacher_outputs":
+        return [*names, "distillation"]
+    return names + [n for n in ("student", "distillation") if kind is None and raw.get(n) is not None]
+
+
+def _check_across(kind: str | None, s: dict[str, Any], raw: Mapping[str, Any], problems: Problems) -> None:
+    """The checks that read more than one field, each on the sections that could be built."""
+    data, teacher, student, distillation, train = (s.get(n) for n in ("data", "teacher", "student", "distillation", "train"))
+    if kind == "teacher_outputs" and distillation is not None and distillation.type == "none":
+        problems.add(ConfigError("distillation.type", "a teacher_outputs job stores the teacher's outputs for hard or "
+                                 "soft distillation; 'none' has nothing to store"))
+    if data is not None and student is not None:
+        problems.check(_check_patch, data, student)
+    if distillation is not None and teacher is not None:
+        problems.check(_check_distillation, distillation, teacher)
+    if train is not None:
+        problems.check(_check_train, train)
+    if train is not None and data is not None and train.crop == "padded" and data.img_size > PADDED_CROP_MAX_PX:
+        problems.add(ConfigError("train.crop", f"'padded' is the small-image crop (data.img_size <= {PADDED_CROP_MAX_PX}); "
+                                 f"data.img_size is {data.img_size}: use 'resized'"))
+    if s.get("resources") is not None:
+        s["resources"] = problems.check(_check_resources, s["resources"], raw.get("resources") or {})
 
 
 def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
@@ -421,35 +540,21 @@ def parse_config(raw: Any, check_paths: bool = True) -> JobConfig:
             ``False`` and resolves paths itself (artifact ids, dataset registry).
 
     Raises:
-        ConfigError: with the dotted field name of the first problem found.
+        ConfigErrors: every problem found, each with its dotted field name (``field``/``message``
+            are the first one's). Paths are checked only once everything else is right.
     """
-    kind = _check_top_level(raw)
-    data = _build_section("data", raw["data"])
-    teacher = _build_section("teacher", raw.get("teacher"))
-    train = _build_section("train", raw.get("train"))
-    resources = _build_section("resources", raw.get("resources"))
-    student = distillation = None
-    if kind == "distill":
-        student = _build_section("student", raw.get("student"))
-        distillation = _build_section("distillation", raw.get("distillation"))
-    elif kind == "teacher_outputs":  # a distill config without the student: type decides what is stored
-        distillation = _build_section("distillation", raw.get("distillation"))
-        if distillation.type == "none":
-            raise ConfigError("distillation.type", "a teacher_outputs job stores the teacher's outputs for hard or soft "
-                              "distillation; 'none' has nothing to store")
-
-    _check_models(data, teacher, student)
-    if distillation is not None:
-        _check_distillation(distillation, teacher)
-    _check_train(train)
-    if train.crop == "padded" and data.img_size > PADDED_CROP_MAX_PX:
-        raise ConfigError("train.crop", f"'padded' is the small-image crop (data.img_size <= {PADDED_CROP_MAX_PX}); "
-                          f"data.img_size is {data.img_size}: use 'resized'")
-    resources = _check_resources(resources, raw.get("resources") or {})
+    problems = Problems()
+    kind = _check_top_level(raw, problems)
+    sections = {n: _build_section(n, raw.get(n), problems) for n in _section_names(raw, kind)}
+    for name, section in sections.items():
+        if section is not None:
+            problems.check(check_section, name, section)
+    _check_across(kind, sections, raw, problems)
+    problems.raise_any()
     if check_paths:
-        _check_paths(data, teacher, student, distillation)
-    return JobConfig(kind=kind, data=data, teacher=teacher, train=train, resources=resources,
-                     student=student, distillation=distillation)
+        _check_paths(sections["data"], sections["teacher"], sections.get("student"), sections.get("distillation"))
+    return JobConfig(kind=kind, student=sections.get("student"), distillation=sections.get("distillation"),
+                     **{n: sections[n] for n in ("data", "teacher", "train", "resources")})
 
 
 def load_config_file(path: str | os.PathLike, check_paths: bool = True) -> JobConfig:

@@ -234,11 +234,19 @@ def _save_smallest_ptl(candidates: dict[str, torch.jit.ScriptModule], ptl_path: 
     return best, sizes
 
 
+LITE_DEPRECATED = "Lite Interpreter is deprecated"  # torch >= 2.9 warns on every load (Future- and DeprecationWarning)
+
+
 def load_ptl(path: str | Path) -> Any:
-    """Load a ``.ptl`` with the Lite Interpreter (what a phone runs)."""
+    """Load a ``.ptl`` with the Lite Interpreter (what a phone runs). torch's warning that the Lite
+    Interpreter is deprecated (use ExecuTorch) is filtered here, that one only: the ``.ptl`` is shipped
+    on purpose next to the ExecuTorch ``.pte``, and the warning printed above the demo's result."""
     from torch.jit.mobile import _load_for_lite_interpreter
 
-    return _load_for_lite_interpreter(str(path))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=LITE_DEPRECATED, category=FutureWarning)
+        warnings.filterwarnings("ignore", message=LITE_DEPRECATED, category=DeprecationWarning)
+        return _load_for_lite_interpreter(str(path))
 
 
 def save_ptl(module: torch.jit.ScriptModule, path: str | Path) -> None:

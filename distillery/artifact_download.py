@@ -5,6 +5,7 @@ half-written model behind. Both the job commands and ``distillery sweep download
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -44,6 +45,36 @@ def response_chunks(resp: Any) -> Iterator[bytes]:
     yield from resp.iter_content(chunk_size=1 << 20)
 
 
+def export_report(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
+    """The job's newest export report (deit_core/export.py's report.json), ``{}`` when it has none."""
+    art = next((a for a in reversed(job.get("artifacts") or []) if a.get("format") == "report"), None)
+    if art is None:
+        return {}
+    resp = client.get(f"/artifacts/{art['id']}/download", stream=True, what=f"artifact {art['id']}")
+    try:
+        report = json.loads(b"".join(response_chunks(resp)))
+    except ValueError:
+        return {}
+    finally:
+        resp.close()
+    return report if isinstance(report, dict) else {}
+
+
+def missing_reason(client: ApiClient, job: dict[str, Any], fmt: str) -> str:
+    """Why a job has no ``fmt`` artifact, from what its export report records as skipped (``model.pte:
+    --no-pte given``); the job's state when it has not exported yet."""
+    if job.get("state") != "succeeded":
+        return f"the job is {job.get('state')}; artifacts are registered when its export ends"
+    skipped = [str(s) for s in export_report(client, job).get("skipped") or []
+               if str(s).startswith((f"model.{fmt}:", f"{fmt}:"))]
+    if not skipped:
+        return "its export report does not say why"
+    why = f"its export skipped it ({'; '.join(skipped)})"
+    if f"--no-{fmt}" in why:
+        why = f"its export ran with --no-{fmt} (the service's DISTILLERY_EXPORT_ARGS; the demo sets it for a quicker export)"
+    return why
+
+
 def download_artifact(client: ApiClient, job_id: int, fmt: str, output: str | None) -> tuple[Path, str, int]:
     """Download a job's artifact of format ``fmt``, verify its sha256 and write it atomically.
 
@@ -58,7 +89,7 @@ def download_artifact(client: ApiClient, job_id: int, fmt: str, output: str | No
     arts = [a for a in job.get("artifacts") or [] if a.get("format") == fmt]
     if not arts:
         have = ", ".join(sorted({str(a.get("format")) for a in job.get("artifacts") or []})) or "none yet"
-        raise ClientError(f"job {job_id} has no {fmt} artifact (state {job.get('state')}; artifacts: {have})",
+        raise ClientError(f"job {job_id} has no {fmt} artifact: {missing_reason(client, job, fmt)} (artifacts: {have})",
                           EXIT_NOT_FOUND)
     art = arts[-1]
     resp = client.get(f"/artifacts/{art['id']}/download", stream=True, what=f"artifact {art['id']}")

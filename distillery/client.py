@@ -1,4 +1,5 @@
-"""Job subcommands of the `distillery` client: submit, jobs, watch, cancel, diff, download.
+"""Job subcommands of the `distillery` client: submit, jobs, watch, cancel, diff, download; and the two
+small groups a first session needs around them: ``datasets upload | list`` and ``login`` / ``logout``.
 
 They talk to a running service over HTTP (:mod:`distillery.api_client`), so they work from any machine
 with the package installed and never import Flask, Celery or torch. Every failure a user can cause (a
@@ -10,15 +11,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import sys
+import tarfile
+import tempfile
 import time
-from typing import Any, Callable, TextIO
+from pathlib import Path
+from typing import IO, Any, Callable, TextIO
 
 from deit_core.presets import PRESET_NAMES  # plain data: no torch
-from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS, PRIORITIES  # plain tuples: no Flask, Celery or torch
 
-from .api_client import EXIT_API_ERROR, EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, EXIT_OK, ApiClient, ClientError, guard
-from .artifact_download import download_artifact, response_chunks
+# plain tuples: no Flask, Celery or torch
+from server.vocabulary import ARTIFACT_FORMATS, FINAL_STATES, JOB_KINDS, PRIORITIES, SWEEP
+
+from .api_client import (
+    EXIT_API_ERROR,
+    EXIT_JOB_CANCELLED,
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    ApiClient,
+    ClientError,
+    guard,
+    read_client_config,
+    remove_client_config,
+    write_client_config,
+)
+from .artifact_download import download_artifact, export_report
 from .card_text import cpu_text, gain_line, latency_text, ship_card_text, state_text
 from .job_files import load_job_file
 from .text_format import format_age, format_duration, format_size, format_table
@@ -48,8 +67,20 @@ def format_bar(fraction: float, width: int = 24) -> str:
     return "#" * full + "-" * (width - full)
 
 
+def sweep_line(job: dict[str, Any], width: int = 24) -> str:
+    """A sweep's line: trials finished of those asked for and the best trial so far (it has no epochs)."""
+    summary = job.get("sweep") or (job.get("progress") or {}).get("sweep") or {}
+    best = summary.get("best") or {}
+    frac = progress_fraction(job)
+    best_text = f"  best trial {best.get('number')} top-1 {_num(best.get('top1'), '.2f')}" if best else ""
+    return (f"sweep {job.get('id')} {state_text(job):<9} [{format_bar(frac, width)}] {frac * 100:5.1f}%  "
+            f"trials {summary.get('finished', 0)}/{summary.get('trials_requested') or '-'}{best_text}")
+
+
 def progress_line(job: dict[str, Any], width: int = 24) -> str:
-    """One terminal line: state, bar, percent, epoch, loss, top-1, ETA."""
+    """One terminal line: state, bar, percent, epoch, loss, top-1, ETA (a sweep: :func:`sweep_line`)."""
+    if job.get("kind") == SWEEP:
+        return sweep_line(job, width)
     p = job.get("progress") or {}
     m = job.get("metrics") or {}
     frac = progress_fraction(job)
@@ -73,7 +104,12 @@ def outcome_lines(job: dict[str, Any]) -> list[str]:
     a warning when that is chance level, and the distillation gain over the baseline."""
     out = []
     top1 = _best_top1(job)
-    if isinstance(top1, (int, float)):
+    if job.get("kind") == SWEEP:  # no checkpoint of its own: its best trial's
+        best = (job.get("sweep") or {}).get("best") or {}
+        if best:
+            out.append(f"best trial {best.get('number')} (job {best.get('job_id')}): top-1 {_num(best.get('top1'), '.1f')}% on "
+                       f"the validation images; every trial: distillery sweep watch {job.get('id')}")
+    elif isinstance(top1, (int, float)):
         out.append(f"top-1 {top1:.1f}% on the validation images ({job.get('top1_checkpoint') or 'final'} checkpoint, "
                    "the one exported)")
     if job.get("at_chance") and isinstance(job.get("chance_top1"), (int, float)):
@@ -212,7 +248,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if state == "succeeded":
         for line in outcome_lines(job):
             print(line)
-        print(f"job {args.id} succeeded")
+        print(f"{'sweep' if job.get('kind') == SWEEP else 'job'} {args.id} succeeded")
         return EXIT_OK
     detail = f": {job['error']}" if job.get("error") else ""
     print(f"job {args.id} {state}{detail}", file=sys.stderr)
@@ -256,16 +292,9 @@ def config_diff(configs: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Any
 
 def exported_summary(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
     """The .ptl's top-1, p50 latency and size from the job's export report (empty when there is none)."""
-    report_art = next((a for a in reversed(job.get("artifacts") or []) if a.get("format") == "report"), None)
-    if report_art is None:
+    report = export_report(client, job)
+    if not report:
         return {}
-    resp = client.get(f"/artifacts/{report_art['id']}/download", stream=True, what=f"artifact {report_art['id']}")
-    try:
-        report = json.loads(b"".join(response_chunks(resp)))
-    except ValueError:
-        return {}
-    finally:
-        resp.close()
     ptl = (report.get("variants") or {}).get("ptl") or {}
     return {"top1": ptl.get("top1"), "p50_ms": (ptl.get("latency_ms") or {}).get("p50"), "latency": ptl.get("latency_ms"),
             "size": ptl.get("size_bytes"), "cpu": report.get("cpu")}
@@ -308,11 +337,115 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------------ datasets
+# ``datasets upload PATH --name N`` / ``datasets list``: what the errors that point at POST /api/v1/datasets
+# ask for, without curl. A folder is packed as a .tar.gz (its train/ and val/ at the archive's top, as the
+# server unpacks it) into a temporary file; an archive file is sent as it is. The multipart body is then
+# streamed from the file with its length (MultipartStream): a dataset of gigabytes never sits in memory,
+# and the server can refuse an oversized one from its Content-Length.
+
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
+
+
+def pack_folder(src: Path, out: IO[bytes]) -> None:
+    """``src``'s children (``train/``, ``val/``) at the top of a streamed ``.tar.gz`` written to ``out``."""
+    if not (src / "train").is_dir():
+        raise ClientError(f"{src} has no train/ folder: a dataset is an ImageFolder pair train/<class>/*, "
+                          "val/<class>/*", EXIT_API_ERROR)
+    with tarfile.open(fileobj=out, mode="w|gz") as tf:
+        for child in sorted(src.iterdir()):
+            tf.add(child, arcname=child.name)
+
+
+class MultipartStream:
+    """A multipart/form-data body (a ``name`` field, then ``file``) read from an open archive file in
+    chunks; ``len`` tells ``requests`` the Content-Length, so nothing is chunk-encoded or buffered."""
+
+    def __init__(self, name: str, filename: str, archive: IO[bytes]):
+        self.boundary = secrets.token_hex(16)
+        self.head = (f'--{self.boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\n{name}\r\n'
+                     f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                     "Content-Type: application/octet-stream\r\n\r\n").encode()
+        self.tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self.archive = archive
+        self.len = len(self.head) + os.fstat(archive.fileno()).st_size + len(self.tail)
+        self.content_type = f"multipart/form-data; boundary={self.boundary}"
+        self._head, self._tail = memoryview(self.head), memoryview(self.tail)
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.len if size is None or size < 0 else size
+        if self._head:
+            out, self._head = bytes(self._head[:size]), self._head[size:]
+            return out
+        chunk = self.archive.read(size)
+        if chunk:
+            return chunk
+        out, self._tail = bytes(self._tail[:size]), self._tail[size:]
+        return out
+
+
+def cmd_datasets_upload(args: argparse.Namespace) -> int:
+    src = Path(args.path).expanduser()
+    client = ApiClient(args.url, args.token, timeout=600)
+    if src.is_dir():
+        with tempfile.TemporaryFile() as archive:
+            pack_folder(src, archive)
+            archive.seek(0)
+            ds = _send(client, args.name, f"{src.resolve().name}.tar.gz", archive)
+    elif src.is_file() and src.name.endswith(ARCHIVE_SUFFIXES):
+        with open(src, "rb") as archive:
+            ds = _send(client, args.name, src.name, archive)
+    else:
+        raise ClientError(f"{src}: give a dataset folder (train/, val/) or a {', '.join(ARCHIVE_SUFFIXES)} file",
+                          EXIT_API_ERROR)
+    print(f"dataset {ds['name']!r} (id {ds['id']}): {ds.get('num_classes')} classes, {ds.get('num_train')} training and "
+          f"{ds.get('num_val')} validation images; use it as data.train: dataset:{ds['name']}/train, "
+          f"data.val: dataset:{ds['name']}/val")
+    return EXIT_OK
+
+
+def _send(client: ApiClient, name: str, filename: str, archive: IO[bytes]) -> dict:
+    body = MultipartStream(name, filename, archive)
+    print(f"uploading {filename} ({format_size(body.len)}) as dataset {name!r}")
+    return client.post("/datasets", data=body, headers={"Content-Type": body.content_type}, what="datasets endpoint")
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    rows = list_items(ApiClient(args.url, args.token).get("/datasets", params={"limit": 200}, what="datasets endpoint"))
+    table = [[str(d.get("id")), d.get("name", ""), str(d.get("num_classes")), str(d.get("num_train")),
+              str(d.get("num_val")), d.get("source") or "", d.get("owner") or ""] for d in rows]
+    print(format_table(table, ["id", "name", "classes", "train", "val", "source", "owner"]) if table else "no datasets")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------- login, logout
+# The saved connection (distillery.api_client) by hand, for a service the demo did not start or a token
+# made later. ``login`` checks the token against the service first, so a typo is refused before it is saved.
+
+def cmd_login(args: argparse.Namespace) -> int:
+    url = args.server.rstrip("/")
+    token = args.secret.strip()
+    ApiClient(url, token).get("/jobs", params={"limit": 1}, what="jobs endpoint")  # 401: ClientError, nothing saved
+    saved = read_client_config()
+    settings = {"url": url, "token": token}
+    if saved.get("home") and saved.get("url", "").rstrip("/") == url:
+        settings["home"] = saved["home"]  # the same embedded service: its state folder stays known
+    path = write_client_config(settings)
+    print(f"logged in to {url}; saved in {path} (mode 0600). `distillery jobs` now uses it.")
+    return EXIT_OK
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    path = remove_client_config()
+    print(f"removed {path}" if path else "no saved login to remove")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------ register
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add submit, jobs, watch, cancel, diff and download to the ``distillery`` parser; ``common`` is
-    :func:`distillery.api_client.connection_arguments`."""
+    """Add submit, jobs, watch, cancel, diff, download, datasets, login and logout to the ``distillery``
+    parser; ``common`` is :func:`distillery.api_client.connection_arguments`."""
     p = sub.add_parser("submit", parents=[common], help="submit a job file (YAML or JSON); prints the job id last")
     p.add_argument("file", help="a job body {kind, name, config} or just a config")
     p.add_argument("--name", help="job name (default: the body's name, else the file name)")
@@ -349,3 +482,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--output", help="file or directory (default: the server's file name, here)")
     p.set_defaults(func=guard(cmd_download))
 
+    p = sub.add_parser("datasets", help="upload and list datasets (ImageFolder train/ and val/)")
+    dsub = p.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
+    q = dsub.add_parser("upload", parents=[common], help="upload a folder (packed as .tar.gz) or a .zip/.tar.gz file")
+    q.add_argument("path", help="a folder with train/<class>/* and val/<class>/*, or an archive of one")
+    q.add_argument("--name", required=True, help="the dataset's name (jobs use dataset:NAME/train)")
+    q.set_defaults(func=guard(cmd_datasets_upload))
+    q = dsub.add_parser("list", parents=[common], help="the datasets you can use, as a table")
+    q.set_defaults(func=guard(cmd_datasets_list))
+
+    p = sub.add_parser("login", help="check a token against a service and save both for the client commands "
+                       "(~/.config/distillery/client.json, 0600)")
+    p.add_argument("server", metavar="URL", help="the service root, e.g. http://127.0.0.1:8000")
+    p.add_argument("secret", metavar="TOKEN", help="an API token (distillery token create --user NAME)")
+    p.set_defaults(func=guard(cmd_login))
+    p = sub.add_parser("logout", help="delete the saved URL and token")
+    p.set_defaults(func=guard(cmd_logout))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Callable, TypeVar
@@ -81,6 +82,23 @@ def _touch(db: Session, row: ApiToken, now: datetime) -> None:
     if last is None or now - last > LAST_USED_EVERY:
         db.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
         db.commit()
+
+
+_PASTED = re.compile(r"^\s*(?:export\s+)?DISTILLERY_TOKEN\s*=\s*(.*?)\s*;?\s*$", re.DOTALL)
+
+
+def pasted_token(text: str | None) -> str:
+    """The token in what a user pasted into the login form: the token itself, or the shell line the
+    demo and ``distillery token create`` users copy, ``export DISTILLERY_TOKEN=...`` or
+    ``DISTILLERY_TOKEN="..."`` (quotes stripped). ``static/login.js`` applies the same rule to the
+    token it keeps for the pages' API calls."""
+    text = (text or "").strip()
+    m = _PASTED.match(text)
+    if m:
+        text = m.group(1)
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            text = text[1:-1].strip()
+    return text
 
 
 def token_row(token: str | None, db: Session | None = None) -> ApiToken | None:

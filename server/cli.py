@@ -19,6 +19,29 @@ def settings_from_env():
     return Settings.from_env()
 
 
+def admin_settings():
+    """Settings for the admin commands (``token``, ``user limit``), which must find the deployment's
+    database from any folder, not only the one ``distillery up`` runs in. In order: DISTILLERY_HOME or
+    DISTILLERY_DATABASE_URL when set (explicit always wins); the working folder's ``var/`` when it holds
+    the database (as before); else the state folder the demo recorded in the client's settings file
+    (``distillery.api_client``, written as soon as its service is up). Not the package's location:
+    an installed package lives in site-packages, where no deployment keeps its state."""
+    from .settings import Settings
+
+    env = dict(os.environ)
+    here = Settings.from_env(env)
+    if env.get("DISTILLERY_HOME") or env.get("DISTILLERY_DATABASE_URL") or here.sqlite_file is None or here.sqlite_file.exists():
+        return here
+    from distillery.api_client import config_path, read_client_config
+
+    recorded = read_client_config(env).get("home")
+    if recorded and Settings.from_env({**env, "DISTILLERY_HOME": recorded}).sqlite_file.exists():
+        return Settings.from_env({**env, "DISTILLERY_HOME": recorded})
+    print(f"error: no database at {here.sqlite_file}: run this in the folder `distillery up` runs in, or set "
+          f"DISTILLERY_HOME to that folder's var/ (the demo records it in {config_path(env)})", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def service_settings(role: str):
     """Settings for ``serve`` / ``worker``: exit 2 with instructions on a missing or weak secret key."""
     from .session_key import WeakSecretKey, require_strong_key
@@ -79,7 +102,7 @@ def _token_create(args: argparse.Namespace) -> int:
     from .auth import create_token
     from .db import Database
 
-    settings = settings_from_env()
+    settings = admin_settings()
     if (code := require_schema(settings)) is not None:
         return code
     database = Database(settings.database_url)
@@ -95,7 +118,7 @@ def _token_create(args: argparse.Namespace) -> int:
 def _token_rows(args: argparse.Namespace, fn) -> int:
     from .db import Database
 
-    settings = settings_from_env()
+    settings = admin_settings()
     if (code := require_schema(settings)) is not None:
         return code
     database = Database(settings.database_url)
@@ -151,7 +174,7 @@ def _user_limit(args: argparse.Namespace) -> int:
     from .models import User
     from .quotas import LimitError, limits_of, set_limits
 
-    settings = settings_from_env()
+    settings = admin_settings()
 
     def apply(s) -> int:
         user = s.scalar(select(User).where(User.name == args.name))

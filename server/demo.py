@@ -23,8 +23,9 @@ The setting is data (:class:`DemoSetting`, one flag each). The default is the on
 +0.3 to +2.3 over 5 seeds). Three seeds fit the demo's time but rarely exclude 0 on their own (only
 one of the ten 3-seed subsets of those five did), so the demo prints whatever interval it measured;
 issue 18's feasibility setting was the same at 32 px (``--img-size 32``).
-The service is left running; the last lines are the two ``export DISTILLERY_URL=...
-DISTILLERY_TOKEN=...`` lines for the command-line client.
+The service is left running. As soon as it is up, its URL, token and state folder are saved where
+the command-line client reads them (``distillery.api_client``), so ``.venv/bin/distillery jobs``
+works from any folder while it trains, and ``distillery token create`` finds its database.
 """
 from __future__ import annotations
 
@@ -156,15 +157,24 @@ def group_status(label: str, jobs: list[dict]) -> str:
     return part + (f" ep {p['epoch']}/{p['epochs']}" if p.get("epoch") else f" {(p.get('phase') or 'starting')[:12]}")
 
 
-def status(jobs: list[dict]) -> str:
+def fit(parts: list[str], room: int, sep: str = " | ") -> str:
+    """``parts`` joined by ``sep`` in at most ``room`` characters: the longest part loses its tail first, so
+    every part keeps its label (cutting the joined line lost the baselines, the last part)."""
+    sizes = [len(p) for p in parts]
+    while sum(sizes) + len(sep) * (len(parts) - 1) > room and max(sizes) > 0:
+        sizes[sizes.index(max(sizes))] -= 1
+    return sep.join(p[:n].rstrip() for p, n in zip(parts, sizes))
+
+
+def status(jobs: list[dict], room: int = WIDTH - 1) -> str:
     """One line for all the demo's jobs, grouped: the teacher (its top-1 once done), the students,
-    the baselines."""
+    the baselines; at most ``room`` characters."""
     teacher = [j for j in jobs if role(j) == "teacher"]
     t = teacher[0] if teacher else None
     head = (f"teacher {_num(t.get('top1'), '.1f')}%" if t and t["state"] == "succeeded" and t.get("top1") is not None
             else group_status("teacher", teacher).replace(" 0/1", ""))
-    return " | ".join([head, group_status("student", [j for j in jobs if role(j) == "student"]),
-                       group_status("baseline", [j for j in jobs if role(j) == "baseline"])])
+    return fit([head, group_status("student", [j for j in jobs if role(j) == "student"]),
+                group_status("baseline", [j for j in jobs if role(j) == "baseline"])], room)
 
 
 def job_detail(url: str, h: dict, job_id: int) -> dict:
@@ -189,7 +199,8 @@ def follow(url: str, h: dict, first_id: int, proc: subprocess.Popen, started: fl
         line = status(jobs)
         if tty or line != last:
             elapsed = int(time.monotonic() - started)
-            text = f"[demo] {elapsed // 60:02d}:{elapsed % 60:02d} {line}"[: WIDTH - 1]
+            prefix = f"[demo] {elapsed // 60:02d}:{elapsed % 60:02d} "
+            text = prefix + status(jobs, WIDTH - 1 - len(prefix))
             sys.stdout.write(("\r\x1b[2K" + text) if tty else text + "\n")
             sys.stdout.flush()
             last = line
@@ -246,7 +257,8 @@ def gain_lines(base: dict | None) -> list[str]:
 def download_ptl(url: str, h: dict, job: dict) -> Path:
     """The job's ``.ptl`` under var/demo, sha256-checked and run once in the Lite Interpreter."""
     import torch
-    from torch.jit.mobile import _load_for_lite_interpreter
+
+    from deit_core.mobile import load_ptl
 
     ptl = next((a for a in job["artifacts"] if a["format"] == "ptl"), None)
     if ptl is None:
@@ -261,7 +273,7 @@ def download_ptl(url: str, h: dict, job: dict) -> Path:
     if digest != ptl["sha256"]:
         raise SystemExit(f"[demo] sha256 mismatch for {dest}: {digest} != {ptl['sha256']}")
     side = int(job["config"]["data"]["img_size"])
-    _load_for_lite_interpreter(str(dest))(torch.rand(1, 3, side, side))
+    load_ptl(dest)(torch.rand(1, 3, side, side))  # torch's Lite Interpreter deprecation warning filtered there
     return dest
 
 
@@ -281,6 +293,33 @@ def start_service() -> tuple[str, subprocess.Popen, str]:
     wait_healthy(url, proc)
     token = run("token", "create", "--user", "demo", "--admin").strip().splitlines()[-1]
     return url, proc, token
+
+
+def connect_client(url: str, token: str) -> Path:
+    """Save the service's URL and token where the command-line client reads them (the user's
+    ``client.json``, 0600, atomically) with the state folder, so ``distillery jobs`` works from any
+    terminal and folder at once and ``distillery token create`` finds this deployment's database."""
+    from distillery.api_client import write_client_config
+
+    home = os.environ.get("DISTILLERY_HOME") or str(VAR.resolve())
+    return write_client_config({"url": url, "token": token, "home": str(Path(home).resolve())})
+
+
+def client_command() -> str:
+    """How to run the client from here: the ``distillery`` script next to this Python (the venv's,
+    which a fresh shell does not have on its PATH), relative to the working folder when under it."""
+    script = Path(sys.executable).parent / "distillery"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def announce(url: str, token: str) -> None:
+    """The dashboard, the token and the client, before anything is trained: the run can be watched live."""
+    saved = connect_client(url, token)
+    say(f"dashboard: {url}/jobs  (log in with this token: {token})")
+    say(f"client: saved to {saved}; from any folder: {client_command()} jobs  (or watch ID, diff, download)")
 
 
 def stop_service(proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -350,8 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     url, proc, token = start_service()
     h = {"Authorization": f"Bearer {token}"}
-    say(f"dashboard: {url}/jobs  (log in with this token: {token})")
-    say(f"client: export DISTILLERY_URL={url} DISTILLERY_TOKEN={token}")
+    announce(url, token)
     try:
         register_data(url, h, s)
         job = submit(url, h, s)
@@ -384,11 +422,9 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{role(j)} .ptl ({model}): {dest.resolve()}, "
                 f"{dest.stat().st_size / 1e6:.1f} MB, sha256 verified, runs in the Lite Interpreter")
     minutes = (time.monotonic() - started) / 60
-    say(f"done in {minutes:.1f} min; dashboard: {url}/jobs/{primary['id']}  (log in with the token below)")
+    say(f"done in {minutes:.1f} min; dashboard: {url}/jobs/{primary['id']}  (log in with this token: {token})")
     say(f"the service keeps running (pid {proc.pid}); stop it with: kill {proc.pid}")
-    say("for the command-line client (distillery jobs, watch, diff, download), paste:")
-    print(f"export DISTILLERY_URL={url}")
-    print(f"export DISTILLERY_TOKEN={token}")
+    say(f"the command-line client is set up: {client_command()} jobs  (or diff {teacher_id} {primary['id']}, download)")
     return 1 if failed else 0
 
 

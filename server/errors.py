@@ -6,13 +6,23 @@ from flask import jsonify
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message", "field"}}`` with ``status``."""
+    """An error answered as ``{"error": {"code", "message", "field"}}`` with ``status``.
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+    ``errors``, when a request had several problems (a config checked whole), is every one of them as
+    ``[{field, message}]``, answered as ``error.errors``; ``field``/``message`` stay the first one's so
+    a client that reads one error still reads the right one.
+    """
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 errors: list[dict[str, str | None]] | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.errors = errors
 
     def response(self):
-        resp = jsonify({"error": {"code": self.code, "message": self.message, "field": self.field}})
+        body = {"code": self.code, "message": self.message, "field": self.field}
+        if self.errors:
+            body["errors"] = self.errors
+        resp = jsonify({"error": body})
         resp.status_code = self.status
         return resp

@@ -14,8 +14,19 @@ from typing import Mapping
 
 from .vocabulary import LOCAL
 
-DEFAULT_DATABASE_URL = "sqlite:///var/distillery.db"
+DEFAULT_HOME = "var"
 DEFAULT_BROKER_URL = "filesystem://"
+
+
+def home_defaults(home: str) -> dict[str, object]:
+    """The embedded default's locations under one state folder ``home``: its SQLite database, broker
+    folder, storage, data root and state (generated secret key). ``DISTILLERY_HOME`` moves them all at
+    once, so a command run from any folder reaches the same deployment."""
+    return {"database_url": f"sqlite:///{home}/distillery.db", "broker_dir": f"{home}/broker", "storage": f"{home}/storage",
+            "data_roots": (home,), "state_dir": home}
+
+
+DEFAULT_DATABASE_URL = home_defaults(DEFAULT_HOME)["database_url"]
 
 
 def parse_bool(value: str | None, default: bool = False) -> bool:
@@ -50,6 +61,9 @@ class Settings:
         queue: Celery queue name; tests use a unique one so parallel sessions never share messages.
         secret_key: Flask session signing key (dashboard login). No default: ``serve`` and ``worker``
             refuse to start without a strong one; ``distillery up`` generates one in ``state_dir``.
+        home: the embedded default's state folder, under which the defaults of ``database_url``,
+            ``broker_dir``, ``storage``, ``data_roots`` and ``state_dir`` lie (``DISTILLERY_HOME``;
+            default ``var``, relative to the working folder). Each of them can still be set alone.
         state_dir: the embedded default's state folder (its generated secret key lives here, 0600).
         secure_cookies: mark the session cookie ``Secure`` even when the request looks like plain http
             (behind a TLS-terminating proxy); https requests get it anyway.
@@ -105,6 +119,7 @@ class Settings:
     data_roots: tuple[str, ...] = ("var",)
     queue: str = "distillery"
     secret_key: str = ""
+    home: str = DEFAULT_HOME
     state_dir: str = "var"
     secure_cookies: bool = False
     session_hours: int = 8
@@ -148,8 +163,10 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """Build settings from ``DISTILLERY_*`` variables (``os.environ`` by default)."""
         env = os.environ if environ is None else environ
-        d = cls()
+        home = env.get("DISTILLERY_HOME") or DEFAULT_HOME
+        d = cls(home=home, **home_defaults(home))
         return cls(
+            home=home,
             database_url=env.get("DISTILLERY_DATABASE_URL", d.database_url),
             broker_url=env.get("DISTILLERY_BROKER_URL", d.broker_url),
             broker_dir=env.get("DISTILLERY_BROKER_DIR", d.broker_dir),
@@ -237,11 +254,16 @@ class Settings:
         return Path(self.state_dir).resolve() / "secret_key"
 
     @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database's file (None for another database)."""
+        return Path(self.database_url[len("sqlite:///"):]).resolve() if self.database_url.startswith("sqlite:///") else None
+
+    @property
     def private_paths(self) -> tuple[Path, ...]:
         """The service's own state, never a data or checkpoint path even when under a data root."""
         out = [self.secret_key_file, Path(self.broker_dir).resolve()]
-        if self.database_url.startswith("sqlite:///"):
-            out.append(Path(self.database_url[len("sqlite:///"):]).resolve())
+        if self.sqlite_file is not None:
+            out.append(self.sqlite_file)
         return tuple(out)
 
     @property

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from deit_core.config import ConfigError, parse_config
+from deit_core.config import ConfigError, ConfigErrors, TeacherConfig, did_you_mean, parse_config
 
 from . import quotas
 from .checkpoint_match import CheckpointMismatch, check_classes, fill_from_checkpoints
@@ -38,9 +38,23 @@ TEACHER_JOB_KEYS = {"name", "config"}
 class SubmissionError(ValueError):
     """A job submission is invalid; ``field`` is the dotted path in the request body."""
 
-    def __init__(self, field: str, message: str, status: int = 400, code: str = "invalid_config"):
+    def __init__(self, field: str, message: str, status: int = 400, code: str = "invalid_config",
+                 errors: list[dict[str, str]] | None = None):
         super().__init__(f"{field}: {message}")
         self.field, self.message, self.status, self.code = field, message, status, code
+        self.errors = errors  # every problem as [{field, message}] when there were several checks (a config)
+
+    @classmethod
+    def from_config(cls, e: ConfigError, prefix: str) -> "SubmissionError":
+        """The engine's error(s), field names prefixed by their place in the body (``config.``)."""
+        every = e.errors if isinstance(e, ConfigErrors) else [e]
+        return cls(f"{prefix}{e.field}", e.message, errors=[{"field": f"{prefix}{x.field}", "message": x.message} for x in every])
+
+    @classmethod
+    def merged(cls, errors: list["SubmissionError"]) -> "SubmissionError":
+        """Several checks' errors as one (the first one's status, code, field and message)."""
+        every = [x for e in errors for x in (e.errors or [{"field": e.field, "message": e.message}])]
+        return cls(errors[0].field, errors[0].message, errors[0].status, errors[0].code, errors=every)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +119,8 @@ def resolve_data_path(db: Session, settings: Settings, user: User, raw: str, fie
             name, _, sub = raw[len("dataset:"):].partition("/")
             ds = next((d for d in _datasets_of(db, user) if d.name == name), None)
             if ds is None:
-                raise SubmissionError(field, f"no dataset named {name!r}; register it with POST /api/v1/datasets")
+                raise SubmissionError(field, f"no dataset named {name!r}; register it with `distillery datasets upload "
+                                      f"PATH --name {name}` (or POST /api/v1/datasets); `distillery datasets list` shows yours")
             check_safe_path(sub or ".")
             try:
                 return str(scope.folder(str(Path(ds.path) / sub), (Path(ds.path).resolve(),)))
@@ -205,7 +220,7 @@ def parse_job_config(raw: Any, prefix: str, kind: str | None, placeholder_teache
     try:
         cfg = parse_config(check, check_paths=False).to_dict()
     except ConfigError as e:
-        raise SubmissionError(f"{prefix}{e.field}", e.message) from None
+        raise SubmissionError.from_config(e, prefix) from None
     if placeholder_teacher:
         cfg["teacher"]["checkpoint"] = None
     return cfg
@@ -254,11 +269,18 @@ def job_name(value: Any, field: str) -> str:
 def kind_and_name(body: Mapping[str, Any]) -> tuple[str, str]:
     """The first checks of any body: a known ``kind``, a ``name``, a ``config``."""
     kind = body.get("kind")
+    failed = []
     if kind not in JOB_KINDS:
-        raise SubmissionError("kind", f"must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
-    name = job_name(body.get("name"), "name")
+        failed.append(SubmissionError("kind", f"must be one of {', '.join(JOB_KINDS)}, got {kind!r}"
+                                      + did_you_mean(kind, JOB_KINDS)))
+    try:
+        name = job_name(body.get("name"), "name")
+    except SubmissionError as e:
+        failed.append(e)
     if "config" not in body:
-        raise SubmissionError("config", "is required")
+        failed.append(SubmissionError("config", "is required"))
+    if failed:
+        raise SubmissionError.merged(failed)
     return kind, name
 
 
@@ -333,7 +355,13 @@ def teacher_job_specs(db: Session, settings: Settings, user: User, body: Mapping
     t_name = job_name(teacher_spec.get("name", f"{name}-teacher"), "teacher_job.name")
     if "config" not in teacher_spec:
         raise SubmissionError("teacher_job.config", "is required")
-    t_cfg = parse_job_config(teacher_spec["config"], "teacher_job.config.", TEACHER, placeholder_teacher=False, db=db, user=user)
+    failed: list[SubmissionError] = []  # both configs are checked, so one 400 lists the problems of both
+    try:
+        t_cfg = parse_job_config(teacher_spec["config"], "teacher_job.config.", TEACHER, placeholder_teacher=False,
+                                 db=db, user=user)
+    except SubmissionError as e:
+        failed.append(e)
+        t_cfg = {"teacher": {"model": TeacherConfig().model}}
     d_raw = body["config"]
     if isinstance(d_raw, Mapping):
         teacher_raw = d_raw.get("teacher") or {}
@@ -342,7 +370,12 @@ def teacher_job_specs(db: Session, settings: Settings, user: User, body: Mapping
                 raise SubmissionError("config.teacher.checkpoint",
                                       "must be null or absent when teacher_job is given (it is the teacher's checkpoint)")
             d_raw = {**d_raw, "teacher": {**teacher_raw, "model": teacher_raw.get("model", t_cfg["teacher"]["model"])}}
-    d_cfg = parse_job_config(d_raw, "config.", DISTILL, placeholder_teacher=True, db=db, user=user)
+    try:
+        d_cfg = parse_job_config(d_raw, "config.", DISTILL, placeholder_teacher=True, db=db, user=user)
+    except SubmissionError as e:
+        failed.append(e)
+    if failed:
+        raise SubmissionError.merged(failed)
     if d_cfg["teacher"]["model"] != t_cfg["teacher"]["model"]:
         raise SubmissionError("config.teacher.model",
                               f"must be the teacher job's model {t_cfg['teacher']['model']!r}, got {d_cfg['teacher']['model']!r}")

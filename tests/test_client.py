@@ -138,3 +138,71 @@ def test_ship_card_text_names_the_cpu_spread_and_teacher_fitness():
     assert "Intel(R) Xeon(R) Platinum 8480+ (avx2, avx512f, amx_tile), 1 thread" in text
     assert "warning: teacher: the teacher is right on only 80.0%" in text
     assert ship_card_text(None) is None and latency_text({"p50": 1.5}) == "1.50 ms" and latency_text(None) == "-"
+
+
+def test_job_file_with_a_misspelt_body_key_is_sent_as_a_body(tmp_path):
+    """``confg:`` next to ``name:`` is a body with a typo, not a config with an unknown ``name`` key."""
+    f = tmp_path / "job.yaml"
+    f.write_text("kind: teacher\nname: t\nconfg: {data: {train: a, val: b}}\n")
+    assert job_files.load_job_file(str(f)) == {"kind": "teacher", "name": "t", "confg": {"data": {"train": "a", "val": "b"}}}
+    f.write_text("kind: teacher\ndat: {train: a}\n")  # a section's near miss: still a config, the server names config.dat
+    assert job_files.load_job_file(str(f))["config"] == {"kind": "teacher", "dat": {"train": "a"}}
+    f.write_text("kind: teacher\nname: t\nseeds: 1\ndata: {train: a}\n")  # a config with body keys beside it
+    assert job_files.load_job_file(str(f)) == {"kind": "teacher", "name": "t", "seeds": 1,
+                                               "config": {"kind": "teacher", "data": {"train": "a"}}}
+
+
+class _ErrorResponse:
+    status_code, reason = 400, "Bad Request"
+
+    def __init__(self, body):
+        self.body = body
+
+    def json(self):
+        return self.body
+
+
+def test_client_prints_every_config_problem():
+    errors = [{"field": "config.train.epochz", "message": "unknown key; did you mean epochs?"},
+              {"field": "config.train.lr", "message": "must be > 0.0, got -1.0"}]
+    e = api_client._error_from_response(_ErrorResponse({"error": {"code": "invalid_config", **errors[0], "errors": errors}}),
+                                        "jobs")
+    assert e.message.splitlines() == ["HTTP 400: 2 problems:", "  config.train.epochz: unknown key; did you mean epochs?",
+                                      "  config.train.lr: must be > 0.0, got -1.0"]
+    one = api_client._error_from_response(_ErrorResponse({"error": {"field": "name", "message": "is required"}}), "jobs")
+    assert one.message == "HTTP 400: name: is required"
+
+
+class _ReportClient:
+    """A succeeded job with a .ptl and the export report the exporter writes when given --no-pte."""
+
+    report = {"skipped": ["model.pte: --no-pte given", "int8: something else"]}
+
+    def get(self, path, stream=False, **kw):
+        if stream:
+            import json
+
+            return _Resp(json.dumps(self.report).encode(), None)
+        return {"id": 2, "state": "succeeded", "artifacts": [{"id": 5, "format": "ptl"}, {"id": 6, "format": "report"}]}
+
+
+def test_missing_artifact_says_why_from_the_export_report(tmp_path):
+    with pytest.raises(api_client.ClientError) as e:
+        artifact_download.download_artifact(_ReportClient(), 2, "pte", str(tmp_path / "m.pte"))
+    assert e.value.message.startswith("job 2 has no pte artifact: its export ran with --no-pte (the service's "
+                                      "DISTILLERY_EXPORT_ARGS")
+    assert e.value.exit_code == api_client.EXIT_NOT_FOUND
+    quiet = _ReportClient()
+    quiet.report = {"skipped": []}
+    assert artifact_download.missing_reason(quiet, quiet.get("/jobs/2"), "pte") == "its export report does not say why"
+
+
+def test_watch_on_a_sweep_speaks_of_trials():
+    sweep = {"id": 9, "kind": "sweep", "state": "succeeded", "top1": 91.0, "progress": {"fraction": 1.0},
+             "sweep": {"finished": 8, "trials_requested": 8, "best": {"number": 3, "job_id": 14, "top1": 91.0}}}
+    line = client.progress_line(sweep, width=10)
+    assert line.startswith("sweep 9 ") and "trials 8/8" in line and "best trial 3 top-1 91.00" in line
+    assert "epoch" not in line
+    lines = client.outcome_lines(sweep)
+    assert lines[0].startswith("best trial 3 (job 14): top-1 91.0%")
+    assert not any("the one exported" in x for x in lines)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from deit_core.config import ConfigError, parse_config, with_overrides
+from deit_core.config import ConfigError, ConfigErrors, parse_config, with_overrides
 from tests.conftest import distill_config, teacher_config
 
 
@@ -110,3 +110,50 @@ def test_padded_crop_is_the_small_image_crop(small_digits):
     torch.manual_seed(0)
     resized = train_transform(32, TrainConfig(aa=None, reprob=0.0))(img)
     assert padded.shape == resized.shape == (3, 32, 32) and not torch.equal(padded, resized)
+
+
+def test_every_problem_of_a_config_at_once():
+    """Three wrong keys in three sections: one ConfigErrors naming each, with the close key or value."""
+    raw = teacher_config("/data")
+    raw["train"] = {**raw["train"], "epochz": 3, "lr": -1}
+    raw["resources"] = {"procs": 2}
+    raw["dat"] = {}
+    with pytest.raises(ConfigErrors) as e:
+        parse_config(raw, check_paths=False)
+    got = {x.field: x.message for x in e.value.errors}
+    assert got["train.epochz"] == "unknown key; did you mean epochs?"
+    assert got["train.lr"].startswith("must be > 0")
+    assert got["resources.procs"].startswith("unknown key; did you mean processes")
+    assert got["dat"] == "unknown key; did you mean data?"
+    assert (e.value.field, e.value.message) == (e.value.errors[0].field, e.value.errors[0].message)
+    assert isinstance(e.value, ConfigError)  # callers that read one error still can
+
+
+def test_enum_typo_says_did_you_mean():
+    raw = distill_config("/data", "timm")
+    raw["distillation"] = {"type": "sfot"}
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, check_paths=False)
+    assert e.value.field == "distillation.type"
+    assert e.value.message.endswith("did you mean soft?")
+
+
+@pytest.mark.parametrize("aa, complaint", [
+    ("rand-m9-mstd0.5-incl", "ignore section 'incl'"),  # timm's parser skips it without a word
+    ("rand-m9-foo3", "Unknown RandAugment config section"),
+    ("original-bogus7", "refused"),
+])
+def test_aa_is_parsed_by_timm_at_submission(aa, complaint):
+    raw = teacher_config("/data")
+    raw["train"] = {**raw["train"], "aa": aa}
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, check_paths=False)
+    assert e.value.field == "train.aa"
+    assert complaint in e.value.message
+
+
+@pytest.mark.parametrize("aa", ["rand-m9-mstd0.5-inc1", "augmix-m5-w3", "original-mstd0.5", "v0", "", "0", None])
+def test_aa_timm_accepts(aa):
+    raw = teacher_config("/data")
+    raw["train"] = {**raw["train"], "aa": aa}
+    assert parse_config(raw, check_paths=False).train.aa == aa

@@ -73,7 +73,8 @@ def test_the_schema_and_the_validator_agree_on_each_bound():
     ("train.clip_grad", 2e6, "train.clip_grad: must be <= 1000000.0, got 2000000.0"),
     ("train.seed", 2**31, "train.seed: must be <= 2147483647, got 2147483648"),
     ("student.model", "deit_tiny_distilled_patch0_224",
-     "student.model: must be deit_{tiny,small,base}_distilled_patch16_{224,384}, got 'deit_tiny_distilled_patch0_224'"),
+     "student.model: must be deit_{tiny,small,base}_distilled_patch16_{224,384}, got 'deit_tiny_distilled_patch0_224'; "
+     "did you mean deit_tiny_distilled_patch16_224?"),
     ("teacher.model", "regnety_002\n", "teacher.model: must be a timm regnety_* model, got 'regnety_002\\n'"),
     ("distillation.teacher_cache", " ",
      "distillation.teacher_cache: must be 'auto', 'off' or a cache's name (1 to 1000 characters)"),

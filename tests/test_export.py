@@ -596,3 +596,20 @@ def test_existing_output_needs_force(tmp_path, student_final, capsys):
     assert not error_file.exists()  # a success leaves no stale reason behind
     assert "keep.txt" not in {p.name for p in out.iterdir()} and (out / "model.ptl").exists()
     _no_leftovers(tmp_path)
+
+
+def test_loading_a_ptl_prints_no_lite_interpreter_deprecation(tmp_path):
+    """The demo loads its .ptl files through deit_core.mobile.load_ptl: torch's 'Lite Interpreter is
+    deprecated' warning (printed above the demo's result) is filtered there, and only that one."""
+    import warnings
+
+    import torch
+
+    from deit_core.mobile import load_ptl, save_ptl
+
+    path = tmp_path / "m.ptl"
+    save_ptl(torch.jit.script(torch.nn.Linear(3, 2)), path)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        load_ptl(path)(torch.rand(1, 3))
+    assert [str(w.message) for w in seen if "Lite Interpreter" in str(w.message)] == []

@@ -257,3 +257,22 @@ def test_the_demos_progress_line_fits_80_columns_and_its_results_keep_the_interv
     out = ship_card_text(card).splitlines()  # the demo prints the table `distillery diff` prints
     assert out[0] == "the distilled student is ..." and "97.7 (96.8-98.4)" in out[2] and "deit_tiny " in out[3]
     assert out[-1].startswith("latency: batch 1 on Xeon")
+
+
+def test_the_demos_progress_line_keeps_the_baselines_when_it_is_long():
+    """Long phases and big ids: the line still fits 80 columns after its prefix, and every group keeps
+    its label (cutting the joined line used to drop the baselines)."""
+    from server import demo
+
+    def job(i, state, phase=None, baseline_of=None, kind="distill"):
+        return {"id": i, "kind": kind, "state": state, "baseline_of": baseline_of,
+                "progress": {"phase": phase} if phase else {}}
+
+    jobs = [job(123456, "running", "loading the teacher checkpoint", kind="teacher"),
+            job(123457, "failed"), job(123458, "running", "building the teacher-output cache"),
+            job(123459, "failed", baseline_of=123457), job(123460, "running", "starting processes", 123458)]
+    prefix = "[demo] 123:59 "
+    line = demo.status(jobs, demo.WIDTH - 1 - len(prefix))
+    assert len(prefix + line) <= demo.WIDTH - 1
+    assert [p.split()[0] for p in line.split(" | ")] == ["teacher", "student", "baseline"]
+    assert "baseline 0/2 failed" in line

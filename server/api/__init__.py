@@ -103,7 +103,7 @@ def init_app(app: Flask) -> None:
     ops.add_url_rule("/metrics", endpoint="metrics", view_func=health.metrics, methods=["GET"])
     app.register_blueprint(ops)
     app.register_error_handler(ApiError, lambda e: e.response())
-    app.register_error_handler(SubmissionError, lambda e: ApiError(e.status, e.code, e.message, e.field).response())
+    app.register_error_handler(SubmissionError, lambda e: ApiError(e.status, e.code, e.message, e.field, e.errors).response())
     app.register_error_handler(JobConflict, lambda e: ApiError(409, "conflict", e.message, e.field).response())
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DBAPIError, _database_error)

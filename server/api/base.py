@@ -10,6 +10,8 @@ from flask import current_app, g, request
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from deit_core.config import unknown_key
+
 from ..auth import can_see
 from ..errors import ApiError
 from ..vocabulary import MAX_ID
@@ -99,13 +101,18 @@ def json_body(allowed: set[str], required: set[str] = frozenset()) -> dict[str, 
     body = parse_json(read_body(limit))
     if not isinstance(body, Mapping):
         raise ApiError(400, "invalid_json", f"the body must be a JSON object, got {type(body).__name__}", "body")
-    for key in body:
-        if key not in allowed:
-            raise ApiError(400, "unknown_field", f"unknown key; allowed keys: {', '.join(sorted(allowed))}", key)
-    for key in sorted(required):
-        if key not in body:
-            raise ApiError(400, "missing_field", "is required", key)
+    check_keys(body, allowed, required)
     return dict(body)
+
+
+def check_keys(body: Mapping[str, Any], allowed: set[str], required: set[str] = frozenset()) -> None:
+    """Every unknown key (with the close allowed one: ``confg`` -> did you mean config?) and every missing
+    required one, in one 400: ``field``/``message``/``code`` are the first problem's, ``errors`` all of them."""
+    problems = [(str(key), unknown_key(key, allowed), "unknown_field") for key in body if key not in allowed]
+    problems += [(key, "is required", "missing_field") for key in sorted(required) if key not in body]
+    if problems:
+        field, message, code = problems[0]
+        raise ApiError(400, code, message, field, [{"field": f, "message": m} for f, m, _ in problems])
 
 
 def get_object_or_404(model: type[T], ident: int, owner_attr: str = "owner_id") -> T:

@@ -97,7 +97,11 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message", "field"], "properties": {
                 "code": {"type": "string"}, "message": {"type": "string"},
-                "field": {"type": ["string", "null"], "description": "dotted path of the offending key, e.g. config.train.batch_size"}}}}},
+                "field": {"type": ["string", "null"], "description": "dotted path of the offending key, e.g. config.train.batch_size"},
+                "errors": {"type": "array", "description": "every problem when there were several (a config is checked whole); "
+                           "field/message are the first one's",
+                           "items": {"type": "object", "required": ["field", "message"], "properties": {
+                               "field": {"type": ["string", "null"]}, "message": {"type": "string"}}}}}}}},
         "JobConfig": job_config_schema(st),
         "StoredConfig": {"type": "object", "description": "The job's config as validated (paths resolved)"},
         "Token": {"type": "object", "required": ["id", "user", "active"], "properties": {

@@ -33,8 +33,9 @@ def log_in(token: str) -> bool:
     ``server.auth`` owns what the session holds (``login_user`` sets the ``user_id`` the API reads),
     so the dashboard and the API agree on who is logged in; the dashboard only adds a display name.
     """
-    from server.auth import login_user, token_row
+    from server.auth import login_user, pasted_token, token_row
 
+    token = pasted_token(token)
     row = token_row(token) if token else None
     if row is None:
         return False

@@ -251,3 +251,33 @@ def test_keyset_pagination(service):
     assert [d["id"] for d in first["datasets"]] == sorted(ids, reverse=True)[:2] and first["next_cursor"] == ids[1]
     second = service.api("GET", f"/datasets?limit=2&cursor={first['next_cursor']}").json()
     assert second["datasets"][0]["id"] == ids[0]
+
+
+def test_every_config_problem_in_one_400(service):
+    """Three problems in the config and one in the pipeline's teacher config: one 400 lists them all,
+    each naming its field (did you mean for a typo, timm's parser for train.aa); field/message stay the first's."""
+    good = teacher_config(str(service.data))
+    config = {**distill_config(str(service.data)), "train": {**good["train"], "epochz": 2, "aa": "rand-m9-mstd0.5-incl"},
+              "distillation": {"type": "sfot"}}
+    config["teacher"] = {"model": good["teacher"]["model"]}
+    body = {"kind": "distill", "name": "x", "config": config,
+            "teacher_job": {"config": {**good, "train": {**good["train"], "lr": -1}}}}
+    before = counts(service)
+    r = service.api("POST", "/jobs", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    got = {e["field"]: e["message"] for e in err["errors"]}
+    assert got["teacher_job.config.train.lr"].startswith("must be > 0")
+    assert got["config.train.epochz"] == "unknown key; did you mean epochs?"
+    assert got["config.distillation.type"].endswith("did you mean soft?")
+    assert "ignore section 'incl'" in got["config.train.aa"]
+    assert {"field": err["field"], "message": err["message"]} == err["errors"][0]
+    assert counts(service) == before
+
+
+def test_top_level_typo_is_named_with_its_close_key(service):
+    r = service.api("POST", "/jobs", json={"kind": "teacher", "name": "x", "confg": teacher_config(str(service.data))})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["field"], err["message"]) == ("confg", "unknown key; did you mean config?")
+    assert {"field": "config", "message": "is required"} in err["errors"]
