@@ -15,9 +15,10 @@ size, mtime, inode, device *and ctime* are what they were when it was hashed. ct
 from user space: any write, ``utime``, rename onto the path or chmod moves it to the current time.
 A file whose ctime or mtime is within :data:`SETTLE_NS` of the scan's start is hashed but not
 memoized (a change within the same timestamp tick would otherwise keep its ctime; git's "racy
-clean" problem). Files are read in 1 MiB chunks, and the memo is read and written one folder at
-a time, so memory stays bounded whatever the dataset's size. Each folder's new rows are one SQLite
-transaction (atomic; several ranks or runs can scan at once). A memo that cannot be opened or
+clean" problem). Files are read in 1 MiB chunks, the memo is read one folder at a time and
+written in transactions of up to :data:`FLUSH_ROWS` rows (one sync each: a sync per folder cost
+more than the hashing), so memory stays bounded whatever the dataset's size. A transaction is
+atomic, and several ranks or runs can scan at once. A memo that cannot be opened or
 written only costs time: the files are hashed and a warning logged.
 
 No torch and no service imports: the engine computes it in :func:`~.key.key_fields`.
@@ -38,6 +39,7 @@ FINGERPRINT_VERSION = "content-sha256-v1"  # hashed first: a change of scheme ne
 MEMO_FILE = ".fingerprint-memo.sqlite3"
 SETTLE_NS = 2_000_000_000  # files changed this recently are not memoized (timestamp granularity, clock skew)
 CHUNK = 1 << 20
+FLUSH_ROWS = 10_000  # memo rows written per transaction (bounds the memory they take, about 2 MiB)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Memo:
 
     def __init__(self, path: Path | None):
         self.db: sqlite3.Connection | None = None
+        self.pending: list[tuple[str, str, str, str]] = []
         if path is None:
             return
         try:
@@ -100,18 +103,25 @@ class Memo:
         return {name: (stat, sha) for name, stat, sha in rows}
 
     def store(self, dirpath: str, rows: list[tuple[str, str, str]]) -> None:
-        """Memoize ``[(name, stat signature, sha256)]`` of one folder in one transaction."""
+        """Memoize ``[(name, stat signature, sha256)]`` of one folder; written :data:`FLUSH_ROWS` at a time."""
+        self.pending += [(dirpath, *row) for row in rows]
+        if len(self.pending) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending rows in one transaction."""
+        rows, self.pending = self.pending, []
         if self.db is None or not rows:
             return
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany("INSERT OR REPLACE INTO memo (dir, name, stat, sha256) VALUES (?, ?, ?, ?)",
-                                    [(dirpath, *row) for row in rows])
+                self.db.executemany("INSERT OR REPLACE INTO memo (dir, name, stat, sha256) VALUES (?, ?, ?, ?)", rows)
         except sqlite3.Error as e:
-            self._fail(dirpath, e)
+            self._fail("writing", e)
 
     def close(self) -> None:
+        self.flush()
         if self.db is not None:
             self.db.close()
 
@@ -128,6 +138,8 @@ def scan(root: str | os.PathLike, memo: Path | None = None, settle_ns: int = SET
         for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
             dirnames.sort()
             known, new = book.folder(os.path.abspath(dirpath)), []
+            rel = Path(dirpath).relative_to(base).as_posix()
+            prefix = "" if rel == "." else rel + "/"
             for name in sorted(filenames):
                 path = os.path.join(dirpath, name)
                 sig = stat_signature(os.stat(path))
@@ -140,7 +152,7 @@ def scan(root: str | os.PathLike, memo: Path | None = None, settle_ns: int = SET
                     if steady and max(st.st_ctime_ns, st.st_mtime_ns) < start - settle_ns:
                         new.append((name, stat_signature(st), sha))
                 files += 1
-                h.update(f"{Path(path).relative_to(base).as_posix()}\0{sha}\n".encode())
+                h.update(f"{prefix}{name}\0{sha}\n".encode())
             book.store(os.path.abspath(dirpath), new)
     finally:
         book.close()
