@@ -103,3 +103,18 @@ def test_an_unusable_memo_only_costs_time(tmp_path, caplog):
         result = scan(root, memo, SETTLE_NS)
     assert result.fingerprint == scan(root).fingerprint and result.hashed_files == 4
     assert "memo" in caplog.text and "hashing every file" in caplog.text
+
+
+def test_concurrent_scans_share_one_memo(tmp_path, caplog):
+    """Every rank of a run (and every run) scans at once on the first job: none may fall back or corrupt the memo."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    many = {f"train/{i % 7}/{i:04d}.png": bytes([i % 251]) * (i + 1) for i in range(300)}
+    root = settled(write_folder(tmp_path / "data", many))
+    memo = tmp_path / MEMO_FILE
+    with caplog.at_level(logging.WARNING, logger="deit_core.teacher_cache.fingerprint"):
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: scan(root, memo, SETTLE_NS), range(4)))
+    assert not caplog.records
+    assert {r.fingerprint for r in results} == {scan(root).fingerprint}
+    assert scan(root, memo, SETTLE_NS).hashed_files == 0
