@@ -11,8 +11,8 @@ cache; a folder's absolute path is not part of it).
 Why a memo: hashing a large ImageFolder on every job would cost a full read of the data. The memo
 (an SQLite file beside the caches, ``<store>/.fingerprint-memo.sqlite3``, which only the service
 writes) maps each file's path to the sha256 of its bytes, and is trusted only while the file's
-size, mtime, inode, device *and ctime* are what they were when it was hashed. ctime cannot be set
-from user space: any write, ``utime``, rename onto the path or chmod moves it to the current time.
+size, mtime, inode, device *and ctime* are what they were when it was hashed. No ordinary process
+can set ctime: any write, ``utime``, rename or chmod moves it to the current time.
 A file whose ctime or mtime is within :data:`SETTLE_NS` of the scan's start is hashed but not
 memoized (a change within the same timestamp tick would otherwise keep its ctime; git's "racy
 clean" problem). Files are read in 1 MiB chunks, the memo is read one folder at a time and
