@@ -14,6 +14,15 @@ either). GPU preset (``--gpu``): DeiT-S + RegNetY-160 at 224 px, bf16, on the di
 
     python benchmarks/teacher_cache.py --out var/bench/teacher-cache
     python benchmarks/teacher_cache.py --gpu --out var/bench/teacher-cache-gpu
+
+``--fingerprint`` instead measures what the key's dataset fingerprints cost (no training): a first
+scan (every file's bytes hashed), the same while filling the memo, and a re-scan that the memo
+answers (stat only; the last column is a bare stat walk, what the old path/size/mtime
+fingerprint cost), on the digits at 32 px and on a generated folder (``--files`` files of
+``--file-kib`` KiB). The files were just written, so the first scans read from the page cache:
+a cold first scan also waits for the disk.
+
+    python benchmarks/teacher_cache.py --fingerprint --out var/bench/fingerprint
 """
 from __future__ import annotations
 
@@ -79,6 +88,63 @@ def logits_error(cache: Path, topks: tuple[int, ...]) -> dict[str, float]:
     return out
 
 
+def generated_folder(root: Path, files: int, kib: int) -> Path:
+    """``files`` random files of ``kib`` KiB in 100 class folders (made once; re-used when present)."""
+    if not root.exists():
+        tmp = root.with_name(root.name + ".tmp")
+        for i in range(files):
+            d = tmp / "train" / f"{i % 100:03d}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{i:06d}.jpg").write_bytes(os.urandom(kib << 10))
+        tmp.rename(root)
+    return root / "train"
+
+
+def best_scan(folder: Path, memo: Path | None, fresh: bool, repeats: int):
+    """(best seconds, the scan) over ``repeats`` scans; ``fresh``: the memo is deleted before each."""
+    from deit_core.teacher_cache.fingerprint import scan
+
+    times, result = [], None
+    for _ in range(repeats):
+        if fresh and memo is not None:
+            memo.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        result = scan(folder, memo)
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+def stat_walk_seconds(folder: Path, repeats: int) -> float:
+    """Best seconds of a walk that only stats every file: what the old path/size/mtime fingerprint cost."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for dirpath, _dirs, names in os.walk(folder, followlinks=True):
+            for name in names:
+                os.stat(os.path.join(dirpath, name))
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def fingerprint_table(folders: dict[str, Path], out: Path, repeats: int = 3) -> None:
+    """Seconds (best of ``repeats``) per scan of each folder: no memo, filling a fresh memo, memo hit."""
+    from deit_core.teacher_cache.fingerprint import MEMO_FILE, SETTLE_NS
+
+    time.sleep(SETTLE_NS / 1e9)  # files younger than the settle window are never memoized
+    print("| data | files | MiB | first scan, no memo (s) | first scan, filling the memo (s) | re-scan, memo hit (s) "
+          "| files read on re-scan | speed-up | stat-only walk (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, folder in folders.items():
+        memo = out / f"memo-{label.split()[0]}" / MEMO_FILE
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        plain_s, plain = best_scan(folder, None, False, repeats)
+        fill_s, _ = best_scan(folder, memo, True, repeats)
+        hit_s, hit = best_scan(folder, memo, False, repeats)
+        assert hit.fingerprint == plain.fingerprint
+        print(f"| {label} | {plain.files} | {plain.hashed_bytes / 2**20:.1f} | {plain_s:.3f} | {fill_s:.3f} | {hit_s:.3f} "
+              f"| {hit.hashed_files} | {plain_s / hit_s:.0f}x | {stat_walk_seconds(folder, repeats):.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="var/bench/teacher-cache")
@@ -89,6 +155,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--type", default="soft", choices=("soft", "hard"))
     ap.add_argument("--store", default="fp32", choices=("argmax", "fp16", "fp32", "topk"))
+    ap.add_argument("--fingerprint", action="store_true", help="only measure the dataset fingerprints' scans")
+    ap.add_argument("--files", type=int, default=5000, help="--fingerprint: files in the generated folder")
+    ap.add_argument("--file-kib", type=int, default=32, help="--fingerprint: KiB per generated file")
     args = ap.parse_args()
     preset = dict(GPU if args.gpu else CPU)
     preset["teacher"] = args.teacher or preset["teacher"]
@@ -99,6 +168,11 @@ def main() -> None:
         from deit_core.data import write_digits_imagefolder
 
         write_digits_imagefolder(data, img_size=preset["img_size"])
+    if args.fingerprint:
+        generated = generated_folder(out / f"generated-{args.files}x{args.file_kib}k", args.files, args.file_kib)
+        fingerprint_table({f"digits {preset['img_size']} px, train": data / "train",
+                           f"generated {args.files} x {args.file_kib} KiB": generated}, out)
+        return
     checkpoint = args.teacher_checkpoint
     if checkpoint is None:
         import timm

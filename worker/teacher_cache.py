@@ -1,7 +1,9 @@
 """The worker's side of the teacher-output cache (deit_core/teacher_cache/).
 
 - Runs get the store ``<storage>/teacher_cache`` and the size cap (``--teacher-cache-dir``,
-  ``--teacher-cache-max-bytes`` from ``DISTILLERY_TEACHER_CACHE_MAX_BYTES``).
+  ``--teacher-cache-max-bytes`` from ``DISTILLERY_TEACHER_CACHE_MAX_BYTES``). The store also holds
+  the runs' memo of the datasets' content hashes (deit_core/teacher_cache/fingerprint.py): it is
+  in the storage area, which users cannot write, so a memo entry cannot be forged.
 - A cache a run wrote (its ``teacher_cache`` event, status ``written``) becomes an artifact of that
   job: format ``teacher_outputs``, kind ``cache``, ``name`` = the cache's name, ``path`` = its
   ``manifest.json`` (what a download returns), ``sha256`` = the manifest's sha256 (the manifest

@@ -10,6 +10,9 @@ the *key*, and a student that matches the key can read the teacher's output inst
   image size and eval crop, every augmentation setting, seed, world size, per-process batch,
   accumulation, device type and precision, the torch/timm/torchvision/Pillow versions and the
   version of our own transform code) and its digest; no torch, so the service uses it too.
+- ``fingerprint.py``: a dataset's fingerprint over its files' bytes (not names, sizes and mtimes,
+  which an uploaded tar can forge), memoized by path, size, mtime, inode and ctime in an SQLite
+  file in the store, so a re-scan of unchanged data reads no image; no torch.
 - ``codecs.py``: one codec per stored form (``argmax``, ``fp16``, ``fp32``, ``topk``): encode,
   decode, bytes per row, which losses it serves; no torch either.
 - ``manifest.py``: ``manifest.json`` as the typed :class:`~.manifest.Manifest`, and the

@@ -24,6 +24,7 @@ from ..config import ConfigError, JobConfig
 from ..files import sha256_file
 from ..losses import TeacherTargets
 from .codecs import AUTO, OFF, codec, resolved_store
+from .fingerprint import MEMO_FILE
 from .key import CACHE_FORMAT, cache_name, key_digest, key_fields
 from .manifest import EVENT, MANIFEST, CacheStatus, Manifest, Miss
 from .store import CacheReader, CacheWriter, check_serves, estimate_bytes, human, sampler_keys
@@ -36,7 +37,8 @@ DEFAULT_MAX_BYTES = 8 << 30  # the service's DISTILLERY_TEACHER_CACHE_MAX_BYTES 
 @dataclass(frozen=True)
 class CacheOptions:
     """Where the run may find and write caches (the service's store; None: only a named cache
-    path is read, nothing is written) and the largest cache it may write."""
+    path is read, nothing is written, and the datasets' fingerprints are hashed without a memo)
+    and the largest cache it may write."""
 
     store_dir: Path | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -151,7 +153,8 @@ def open_feed(cfg: JobConfig, options: CacheOptions, layout: Layout, live: Calla
     if mode == OFF and not require_write:
         emit(EVENT, status=CacheStatus.OFF, reason="distillation.teacher_cache is off")
         return feed
-    fields = key_fields(cfg, layout.world, layout.device_type, layout.precision)
+    memo = options.store_dir / MEMO_FILE if options.store_dir is not None else None
+    fields = key_fields(cfg, layout.world, layout.device_type, layout.precision, memo=memo)
     key = key_digest(fields)
     if not require_write:
         found, reason = _find(mode, options, key, fields, dist, layout.epochs)

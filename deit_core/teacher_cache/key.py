@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from .fingerprint import dataset_fingerprint
 
 CACHE_FORMAT = 1
 
@@ -54,20 +55,6 @@ def config_key_values(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def differing(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
     """The names of the fields whose values differ (a miss names them)."""
     return sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-
-
-def dataset_fingerprint(root: str | os.PathLike) -> str:
-    """sha256 over every file's relative path, size and mtime: any added, removed, renamed or
-    rewritten image changes it, without reading the images."""
-    h = hashlib.sha256()
-    base = Path(root)
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            st = p.stat()
-            h.update(f"{p.relative_to(base).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
 
 
 def source_version(objects: Iterable[tuple[str, Any]]) -> str:
@@ -114,17 +101,19 @@ def library_versions() -> dict[str, str]:
             "runtime.torchvision": torchvision.__version__, "runtime.pillow": PIL.__version__}
 
 
-def key_fields(cfg, world: int, device_type: str, precision: str, transform_version: str | None = None) -> dict[str, Any]:
+def key_fields(cfg, world: int, device_type: str, precision: str, transform_version: str | None = None,
+               memo: Path | None = None) -> dict[str, Any]:
     """Everything that decides the teacher's input and output, by config field name (so a miss
     can say which field differs): the config's key fields (:data:`CONFIG_KEY_FIELDS`) with the
     teacher's weights, the data folders, the processes and the precision replaced by what this
     run actually has (sha256, fingerprints, world size, the resolved precision), plus the device,
     the library versions and the transform code's version (``transform_version``; None: this
-    code's, :func:`transform_code_version`)."""
+    code's, :func:`transform_code_version`). The fingerprints are of the folders' bytes
+    (fingerprint.py), read only where the memo file ``memo`` cannot vouch for a file."""
     fields: dict[str, Any] = {"format": CACHE_FORMAT, **config_key_values(cfg.to_dict())}
     fields.update({
         "teacher.checkpoint": teacher_weights_id(cfg.teacher.checkpoint),
-        "data.train": dataset_fingerprint(cfg.data.train), "data.val": dataset_fingerprint(cfg.data.val),
+        "data.train": dataset_fingerprint(cfg.data.train, memo), "data.val": dataset_fingerprint(cfg.data.val, memo),
         "resources.processes": world, "resources.nodes": None, "train.mixed_precision": precision,
         "runtime.device": device_type,
         TRANSFORM_FIELD: transform_version if transform_version is not None else transform_code_version(),
