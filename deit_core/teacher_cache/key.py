@@ -23,7 +23,7 @@ CACHE_FORMAT = 1
 # the transform code's version).
 CONFIG_KEY_FIELDS = (
     "teacher.model", "teacher.checkpoint", "data.train", "data.val", "data.img_size", "data.crop_pct",
-    "train.aa", "train.scale_min", "train.hflip", "train.reprob", "train.mixup", "train.cutmix", "train.smoothing",
+    "train.aa", "train.crop", "train.scale_min", "train.hflip", "train.reprob", "train.mixup", "train.cutmix", "train.smoothing",
     "train.repeated_aug", "train.seed", "train.batch_size", "train.accum_steps", "train.mixed_precision",
     "resources.processes", "resources.nodes",
 )
