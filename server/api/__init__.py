@@ -103,9 +103,14 @@ def _hide_server_paths(response: Response) -> Response:
     if (not request.path.startswith(PREFIX) or response.is_streamed or not response.is_json
             or (user is not None and user.is_admin)):
         return response
-    mine = [] if user is None else db().execute(select(Dataset.name, Dataset.path).where(Dataset.owner_id == user.id)).all()
+    mine = []
+    if user is not None and response.status_code != 503:
+        try:
+            mine = db().execute(select(Dataset.name, Dataset.path).where(Dataset.owner_id == user.id)).all()
+        except DBAPIError:  # the database went away mid-request: storage still reads <storage>, nothing leaks
+            db().rollback()
     rewrite = rewriter(internal_folders(settings()) + dataset_folders(mine))
-    response.set_data(current_app.json.dumps(redact(response.get_json(), rewrite)))
+    response.set_data(current_app.json.dumps(redact(response.get_json(silent=True), rewrite)))
     return response
 
 

@@ -5,7 +5,7 @@ Where storage, the broker's folder or a worker's scratch live says how the deplo
 names other users' folders; a user needs none of it. So every string of a non-admin's JSON answer is
 rewritten: a folder of one of *their* datasets becomes ``dataset:NAME`` (``data.train`` then reads
 ``dataset:NAME/train``, which is also what a resubmission may send), and the service's own folders
-become ``<storage>``, ``<broker>``, ``<scratch>``. Folders under the shared data roots stay: the
+become ``<storage>``, ``<broker>``, ``<scratch>``, ``<python>``. Folders under the shared data roots stay: the
 deployment offers them by name, and the user typed them. Admins see everything as stored.
 
 Done on the way out (one walk over the answer) rather than in each serializer, so a field added
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -26,10 +27,14 @@ _END = r"(?=[/\s'\",:;)\]}]|$)"
 
 
 def internal_folders(settings: Settings) -> list[tuple[str, str]]:
-    """The service's own folders and their labels, as stored (resolved) and as configured."""
+    """The service's own folders and their labels: storage, the broker's folder, scratch, and the
+    Python environment the runs start from (the first word of a run's command line in its log). A
+    system-wide one (``/usr``) is left alone: it says nothing about this deployment."""
     out = [(settings.storage_path, "<storage>"), (Path(settings.broker_dir).resolve(), "<broker>")]
     if settings.scratch:
         out.append((Path(settings.scratch).resolve(), "<scratch>"))
+    if len(Path(sys.prefix).parts) > 2:
+        out.append((Path(sys.prefix), "<python>"))
     return [(str(p), label) for p, label in out]
 
 
@@ -48,7 +53,7 @@ def rewriter(folders: list[tuple[str, str]]) -> Callable[[str], str]:
     labels = dict(sorted(((f.rstrip("/"), label) for f, label in folders if f.rstrip("/")), key=lambda x: -len(x[0])))
     if not labels:
         return lambda s: s
-    pattern = re.compile("|".join(re.escape(f) for f in labels) + _END)
+    pattern = re.compile("(?:" + "|".join(re.escape(f) for f in labels) + ")" + _END)
     return lambda s: pattern.sub(lambda m: labels[m.group(0)], s)
 
 

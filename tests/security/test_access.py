@@ -197,3 +197,16 @@ def test_non_admin_answers_name_datasets_not_server_folders(make_app):
     admin = app.call("GET", f"/jobs/{job_id}", user="root").get_json()
     assert admin["config"]["data"]["train"] == f"{storage}/datasets/bobs/train"
     assert app.call("GET", "/datasets/1", user="root").get_json()["path"] == f"{storage}/datasets/bobs"
+
+
+def test_a_run_command_line_reads_without_server_folders():
+    import sys
+
+    from server.api.redaction import dataset_folders, internal_folders, rewriter
+
+    st = Settings(storage="/srv/distillery/storage", broker_dir="/srv/distillery/broker")
+    rewrite = rewriter(internal_folders(st) + dataset_folders([("digits", "/srv/distillery/storage/datasets/digits")]))
+    line = (f"$ {sys.prefix}/bin/python -m deit_core.train --config /srv/distillery/storage/runs/7/attempt-1/job.json "
+            "--val /srv/distillery/storage/datasets/digits/val --data /srv/distillery/storage2/x")
+    assert rewrite(line) == ("$ <python>/bin/python -m deit_core.train --config <storage>/runs/7/attempt-1/job.json "
+                             "--val dataset:digits/val --data /srv/distillery/storage2/x")
