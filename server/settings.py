@@ -16,6 +16,7 @@ from .vocabulary import LOCAL
 
 DEFAULT_HOME = "var"
 DEFAULT_BROKER_URL = "filesystem://"
+METRICS_MODES = ("open", "admin", "off")  # DISTILLERY_METRICS
 
 
 def home_defaults(home: str) -> dict[str, object]:
@@ -46,6 +47,27 @@ def parse_list(value: str | None, default: tuple[str, ...] = ()) -> tuple[str, .
         return default
     parts = value.replace(os.pathsep, ",").split(",")
     return tuple(p.strip() for p in parts if p.strip())
+
+
+def parse_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of ``choices``; anything else stops the process at start naming the variable."""
+    value = env.get(name, default).strip().lower() or default
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def parse_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    """A rate limit in the ``limits`` notation (``10/minute;100/hour``), checked at start so a typo
+    is an error naming the variable rather than a limiter that silently never triggers."""
+    from limits import parse_many
+
+    value = env.get(name, default).strip() or default
+    try:
+        parse_many(value)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e} (e.g. '10/minute;100/hour')") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,13 @@ class Settings:
         webhook_poll_s / webhook_retry_s / webhook_max_attempts: how often a worker looks for ended
             jobs to announce and sends what is due; the first retry's delay (doubling, at most an
             hour); how many tries an event gets before it is marked failed.
+        metrics: who may read ``/metrics``: ``open`` (anyone), ``admin`` (an admin's bearer token; the
+            default: job counts by state and kind are the deployment's business, and Prometheus sends a
+            token as easily as none) or ``off`` (404).
+        login_limit: failed dashboard logins allowed per client address (``DISTILLERY_LOGIN_LIMIT``, in
+            the ``limits`` notation: ``10/minute;50/hour``); past it a failed one is a 429 with Retry-After.
+        bad_token_limit: API requests with an invalid, expired or revoked bearer token allowed per client
+            address (``DISTILLERY_BAD_TOKEN_LIMIT``); valid tokens are never counted nor refused.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -158,6 +187,9 @@ class Settings:
     webhook_poll_s: float = 2.0
     webhook_retry_s: float = 10.0
     webhook_max_attempts: int = 8
+    metrics: str = "admin"
+    login_limit: str = "10/minute;100/hour"
+    bad_token_limit: str = "60/minute;600/hour"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -212,6 +244,9 @@ class Settings:
             webhook_poll_s=float(env.get("DISTILLERY_WEBHOOK_POLL_S", d.webhook_poll_s)),
             webhook_retry_s=float(env.get("DISTILLERY_WEBHOOK_RETRY_S", d.webhook_retry_s)),
             webhook_max_attempts=max(1, parse_int(env.get("DISTILLERY_WEBHOOK_MAX_ATTEMPTS"), d.webhook_max_attempts)),
+            metrics=parse_choice(env, "DISTILLERY_METRICS", METRICS_MODES, d.metrics),
+            login_limit=parse_limit(env, "DISTILLERY_LOGIN_LIMIT", d.login_limit),
+            bad_token_limit=parse_limit(env, "DISTILLERY_BAD_TOKEN_LIMIT", d.bad_token_limit),
         )
 
     def replace(self, **changes) -> "Settings":
@@ -247,6 +282,13 @@ class Settings:
         roots = [Path(r).resolve() for r in self.data_roots]
         roots.append(self.storage_path)
         return tuple(dict.fromkeys(roots))
+
+    @property
+    def rate_limit_storage(self) -> str:
+        """Where failed-login/bad-token counts live: the deployment's Redis when the broker is one (every
+        API process sees the same counts), else the process's memory (the embedded ``distillery up``
+        serves from one process)."""
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else "memory://"
 
     @property
     def secret_key_file(self) -> Path:

@@ -70,16 +70,23 @@ def check_safe_path(raw: str) -> None:
         raise PathRefused(f"'..' is not allowed in paths: {raw}")
 
 
-def resolve_server_dir(raw: str, roots: tuple[Path, ...]) -> Path:
-    """``raw`` resolved (symlinks followed) if it is an existing directory under one of ``roots``."""
+# One answer for every folder a caller may not name, whatever it is (outside the data roots, another
+# user's upload, the service's own state) and whether or not it exists: no path in it, so a refused
+# name and a missing one are byte-identical and nobody learns what exists where they cannot look.
+FOLDER_REFUSED = ("is not a folder you can use: name one of your datasets (dataset:NAME/train) or a folder under "
+                  "the data roots this server offers, or upload an archive")
+
+
+def resolve_server_dir(raw: str, allowed: Callable[[Path], bool]) -> Path:
+    """``raw`` resolved (symlinks followed) if ``allowed`` and an existing directory. Whether it is
+    allowed is asked first, so "does not exist" is only ever said of a folder the caller may name."""
     check_safe_path(raw)
     p = Path(raw)
     if not p.is_absolute():
         p = Path.cwd() / p
     p = p.resolve()
-    if not is_under(p, roots):
-        raise PathRefused(f"{raw} is outside the data folders this server offers you; "
-                          "use one of your datasets (dataset:NAME/train) or upload an archive")
+    if not allowed(p):
+        raise PathRefused(FOLDER_REFUSED)
     if not p.exists():
         raise PathRefused(f"path does not exist: {raw}")
     if not p.is_dir():

@@ -35,6 +35,11 @@ JOB_BODY_KEYS = {"kind", "name", "config", "teacher_job", "baseline", "seeds", "
 TEACHER_JOB_KEYS = {"name", "config"}
 
 
+# Like storage.FOLDER_REFUSED: one answer, without the path, for every checkpoint path the caller may
+# not name, existing or not (only one they may name can be "path does not exist").
+CHECKPOINT_REFUSED = "is not a checkpoint you can use: name one of your checkpoint artifacts by id (or 'timm')"
+
+
 class SubmissionError(ValueError):
     """A job submission is invalid; ``field`` is the dotted path in the request body."""
 
@@ -101,10 +106,10 @@ class Scope:
         return self._db.scalar(q.limit(1)) is not None
 
     def folder(self, raw: str, roots: tuple[Path, ...] | None = None) -> Path:
-        """An existing folder the caller may read, with no symlink below it escaping that."""
-        p = resolve_server_dir(raw, roots or self.roots)
-        if not self.may_read(p):
-            raise PathRefused(f"{raw} is not a dataset you can use; use one of your datasets (dataset:NAME/train)")
+        """An existing folder the caller may read (and, given ``roots``, under one of them), with no
+        symlink below it escaping that. A folder they may not name is refused with the one
+        :data:`~server.storage.FOLDER_REFUSED` whether it exists or not."""
+        p = resolve_server_dir(raw, lambda q: self.may_read(q) and is_under(q, roots or self.roots))
         check_links(p, self.may_read)
         return p
 
@@ -146,7 +151,7 @@ def resolve_checkpoint_ref(db: Session, settings: Settings, user: User, value: A
         check_safe_path(value)
         p = Path(value).resolve()
         if not scope.may_load_checkpoint(p):
-            raise PathRefused(f"{value} is not a checkpoint you can use; name one of your checkpoint artifacts by id")
+            raise PathRefused(CHECKPOINT_REFUSED)
         if not p.exists():
             raise PathRefused(f"path does not exist: {value}")
     except PathRefused as e:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, Response, current_app, g, request
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import IntegerConverter
@@ -11,9 +12,12 @@ from werkzeug.routing import IntegerConverter
 from ..db import database_unavailable
 from ..errors import ApiError
 from ..lifecycle import JobConflict
+from ..models import Dataset
 from ..submissions import SubmissionError
 from ..vocabulary import MAX_ID
-from . import artifacts, datasets, health, jobs, openapi, presets, sweeps, tokens, users, webhooks
+from . import artifacts, datasets, health, jobs, openapi, presets, rate_limits, sweeps, tokens, users, webhooks
+from .base import db, settings
+from .redaction import dataset_folders, internal_folders, redact, rewriter
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -69,7 +73,8 @@ def _http_error(e: HTTPException):
     """API paths answer errors as JSON; other paths (the dashboard) keep Flask's pages."""
     if not request.path.startswith(PREFIX):
         return e
-    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}.get(e.code, "error")
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request",
+            429: "too_many_requests"}.get(e.code, "error")
     field = "body" if e.code in (400, 413) else None
     resp = ApiError(e.code or 500, code, e.description or str(e), field).response()
     if e.code == 405 and getattr(e, "valid_methods", None):
@@ -96,12 +101,31 @@ def _database_error(e: Exception):
     return ApiError(503, "database_unavailable", "the database is unavailable; try again shortly").response()
 
 
+def _hide_server_paths(response: Response) -> Response:
+    """A JSON answer of the API to anyone but an admin, with server paths rewritten (``server.api.redaction``)."""
+    user = g.get("user")
+    if (not request.path.startswith(PREFIX) or response.is_streamed or not response.is_json
+            or (user is not None and user.is_admin)):
+        return response
+    mine = []
+    if user is not None and response.status_code != 503:
+        try:
+            mine = db().execute(select(Dataset.name, Dataset.path).where(Dataset.owner_id == user.id)).all()
+        except DBAPIError:  # the database went away mid-request: storage still reads <storage>, nothing leaks
+            db().rollback()
+    rewrite = rewriter(internal_folders(settings()) + dataset_folders(mine))
+    response.set_data(current_app.json.dumps(redact(response.get_json(silent=True), rewrite)))
+    return response
+
+
 def init_app(app: Flask) -> None:
     app.url_map.converters["id"] = IdConverter
     app.register_blueprint(build_blueprint())
     ops = Blueprint("ops", __name__)
     ops.add_url_rule("/metrics", endpoint="metrics", view_func=health.metrics, methods=["GET"])
     app.register_blueprint(ops)
+    app.after_request(_hide_server_paths)
+    rate_limits.init_app(app, app.extensions["distillery.settings"])
     app.register_error_handler(ApiError, lambda e: e.response())
     app.register_error_handler(SubmissionError, lambda e: ApiError(e.status, e.code, e.message, e.field, e.errors).response())
     app.register_error_handler(JobConflict, lambda e: ApiError(409, "conflict", e.message, e.field).response())

@@ -33,7 +33,8 @@ STATUS_TEXT = {400: "Bad request (the field is named)", 401: "Missing, invalid, 
                403: "Not allowed: an admin-only action or value (the field is named), or a cookie-authenticated change without X-CSRF-Token", 404: "Not found (or another user's)",
                405: "Method not allowed (see Allow)", 409: "Conflict with the current state", 410: "File gone from storage",
                413: "Body too large", 415: "Wrong Content-Type", 416: "Range not satisfiable",
-               429: "Too many of your jobs queued or running", 503: "Broker unavailable"}
+               429: "Too many of your jobs queued or running, or too many invalid tokens from your address (see Retry-After)",
+               503: "Broker unavailable"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -45,9 +46,11 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def err(*codes: int) -> dict[str, Any]:
-    """Every error status an operation can answer, each with the error body (405 for any operation)."""
+    """Every error status an operation can answer, each with the error body (405 for any operation; 429
+    wherever a token is checked: past DISTILLERY_BAD_TOKEN_LIMIT an invalid one is a 429, not a 401)."""
+    codes = {*codes, 405, *((429,) if 401 in codes else ())}
     return {str(c): {"description": STATUS_TEXT[c], "content": {"application/json": {"schema": _ref("Error")}}}
-            for c in sorted({*codes, 405})}
+            for c in sorted(codes)}
 
 
 ID = lambda name: {"name": name, "in": "path", "required": True,  # noqa: E731
@@ -103,7 +106,8 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
                            "items": {"type": "object", "required": ["field", "message"], "properties": {
                                "field": {"type": ["string", "null"]}, "message": {"type": "string"}}}}}}}},
         "JobConfig": job_config_schema(st),
-        "StoredConfig": {"type": "object", "description": "The job's config as validated (paths resolved)"},
+        "StoredConfig": {"type": "object", "description": "The job's config as validated (paths resolved). To anyone but "
+                         "an admin, server paths read as dataset:NAME/... (their own datasets) or <storage>/..."},
         "Token": {"type": "object", "required": ["id", "user", "active"], "properties": {
             "id": {"type": "integer"}, "user": {"type": "string"}, "name": {"type": ["string", "null"]},
             "created_at": {"type": ["string", "null"]}, "last_used_at": {"type": ["string", "null"]},
@@ -206,7 +210,9 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "default_max_jobs_in_flight": {"type": "integer"}, "jobs_in_flight": {"type": "integer"}}},
         "Dataset": {"type": "object", "properties": {
             "id": {"type": "integer"}, "name": {"type": "string"}, "source": {"type": "string", "enum": ["path", "upload"]},
-            "path": {"type": "string"}, "train": {"type": "string"}, "val": {"type": "string"}, "num_classes": {"type": "integer"},
+            "path": {"type": "string", "description": "the server folder to admins; dataset:NAME to its owner"},
+            "train": {"type": "string", "description": "what data.train may name: dataset:NAME/train (the server path to admins)"},
+            "val": {"type": "string", "description": "likewise dataset:NAME/val"}, "num_classes": {"type": "integer"},
             "num_train": {"type": "integer"}, "num_val": {"type": "integer"}, "owner": {"type": "string"}, "created_at": {"type": "string"}}},
     }
     job_id, art_id = [ID("job_id")], [ID("artifact_id")]

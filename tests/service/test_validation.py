@@ -240,7 +240,8 @@ def test_health_openapi_metrics(service):
     doc = requests.get(f"{service.url}/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/jobs/{job_id}/cancel" in doc["paths"]
     assert "teacher_job" in doc["components"]["schemas"]["JobSubmit"]["properties"]
-    text = requests.get(f"{service.url}/metrics").text
+    assert requests.get(f"{service.url}/metrics").status_code == 401  # DISTILLERY_METRICS=admin by default
+    text = requests.get(f"{service.url}/metrics", headers=service.h("root")).text
     assert 'distillery_jobs{state="queued"}' in text
 
 
