@@ -90,6 +90,12 @@ class Settings:
         teacher_cache_max_bytes: the largest teacher-output cache a job may write (its size is
             estimated before it is written; over the cap the job runs with the live teacher).
         sweep_max_trials: the most trials one sweep may ask for.
+        http_threads: request threads of `distillery up`'s HTTP server (waitress); connections
+            beyond them wait in its event loop without a thread (``serve`` uses gunicorn's flags).
+        http_connection_limit: open connections `distillery up` holds at once; further clients wait
+            in the listen backlog until one closes.
+        http_timeout_s: seconds a connection of `distillery up` may sit idle (half-open, or a header
+            or body that stopped arriving) before it is closed.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -133,6 +139,9 @@ class Settings:
     slurm_poll_s: float = 2.0
     teacher_cache_max_bytes: int = 8 << 30
     sweep_max_trials: int = 200
+    http_threads: int = 8
+    http_connection_limit: int = 1000
+    http_timeout_s: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -181,6 +190,9 @@ class Settings:
             slurm_poll_s=float(env.get("DISTILLERY_SLURM_POLL_S", d.slurm_poll_s)),
             teacher_cache_max_bytes=parse_int(env.get("DISTILLERY_TEACHER_CACHE_MAX_BYTES"), d.teacher_cache_max_bytes),
             sweep_max_trials=parse_int(env.get("DISTILLERY_SWEEP_MAX_TRIALS"), d.sweep_max_trials),
+            http_threads=max(1, parse_int(env.get("DISTILLERY_HTTP_THREADS"), d.http_threads)),
+            http_connection_limit=max(1, parse_int(env.get("DISTILLERY_HTTP_CONNECTION_LIMIT"), d.http_connection_limit)),
+            http_timeout_s=max(1, parse_int(env.get("DISTILLERY_HTTP_TIMEOUT_S"), d.http_timeout_s)),
         )
 
     def replace(self, **changes) -> "Settings":
