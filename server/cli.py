@@ -235,6 +235,8 @@ def embedded_http_server(app, settings, host: str, port: int):
         connection_limit=settings.http_connection_limit, channel_timeout=settings.http_timeout_s,
         cleanup_interval=max(1, settings.http_timeout_s // 4),  # so idle ones go within 1.25 x the timeout
         asyncore_use_poll=True,  # select() fails beyond 1,024 descriptors
+        # waitress reads a body before the app sees it: let through what the API's own 413s judge
+        max_request_body_size=max(settings.max_upload_bytes, settings.max_json_bytes) + (1 << 20),
         ident="distillery", clear_untrusted_proxy_headers=True)
 
 

@@ -48,6 +48,18 @@ SWEEP = {"kind": "sweep", "name": "s", "config": DISTILL_CONFIG, "search_space":
     ({"kind": "teacher", "name": "t", "config": CONFIG, "search_space": {"lr": [0.001]}}, False),
     ({"kind": "distill", "name": "d", "config": DISTILL_CONFIG, "seeds": 2}, False),
     ({"kind": "distill", "name": "d", "config": DISTILL_CONFIG, "seeds": 2, "baseline": True}, True),
+    ({"kind": "teacher", "name": "t", "config": {**CONFIG, "kind": "distill"}}, False),  # config.kind is the body's
+    ({"kind": "distill", "name": "d", "config": {**DISTILL_CONFIG, "teacher": {"model": "regnety_002"}},
+      "teacher_job": {"config": {**CONFIG, "kind": "teacher_outputs"}}}, False),
+    ({"kind": "teacher", "name": "t", "config": {**CONFIG, "train": {**CONFIG["train"], "batch_size": 15}}}, True),
+    ({"kind": "teacher", "name": "t", "config": {**CONFIG, "train": {**CONFIG["train"], "batch_size": 15, "mixup": 0.8}}},
+     False),  # mixup pairs images: an even batch
+    ({"kind": "distill", "name": "d", "config": {**DISTILL_CONFIG, "distillation": {"type": "soft",
+                                                                                  "teacher_cache_store": "argmax"}}}, False),
+    ({"kind": "teacher", "name": "t", "config": {**CONFIG, "student": {"model": "deit_tiny_patch16_224"}}}, False),
+    ({"kind": "teacher_outputs", "name": "o", "config": {**CONFIG, "kind": "teacher_outputs",
+                                                         "teacher": {"model": "regnety_002", "checkpoint": "timm"},
+                                                         "distillation": {"type": "none"}}}, False),
 ])
 def test_job_bodies_the_schema_admits_are_those_the_server_takes(body, valid):
     assert body_validator().is_valid(body) is valid

@@ -23,6 +23,8 @@ from ..vocabulary import (
     MAX_SEEDS,
     PRIORITIES,
     SWEEP,
+    TEACHER,
+    TEACHER_OUTPUTS,
 )
 from . import datasets, sweeps
 from .base import NAME_PATTERN
@@ -82,10 +84,10 @@ WARNING = {"type": "object", "required": ["field", "message"],
 
 
 def job_config_schema(st: Settings) -> dict[str, Any]:
-    """The engine's schema (deit_core.config), generated from its field declarations, with the maxima
-    this deployment lowers (DISTILLERY_MAX_*). Not expressible here, and answered 400 naming the field:
-    data paths and datasets that do not exist for the caller, img_size not a multiple of the patch size,
-    an odd batch with mixup/cutmix, a distill job without a teacher checkpoint."""
+    """The engine's schema (deit_core.config), generated from its field declarations and cross-field
+    rules, with the maxima this deployment lowers (DISTILLERY_MAX_*). Not expressible here, and answered
+    400 naming the field: data paths, datasets, checkpoints and caches that do not exist for the caller,
+    img_size not a multiple of the patch size, processes_per_node other than processes."""
     schema = config_schema.json_schema(st.config_caps(), kinds=JOB_KINDS)
     return {**schema,
             "description": "The engine's job schema (deit_core.config; docs/config.md); unknown keys are errors. "
@@ -110,6 +112,14 @@ def _config_at(path: tuple[str, str], schema: dict[str, Any]) -> dict[str, Any]:
         section: {"required": [key], "properties": {key: schema}}}}}}
 
 
+NO_STUDENT = {"properties": {"student": {"type": "null"}}}
+TEACHER_ONLY = {"properties": {"student": {"type": "null"}, "distillation": {"type": "null"}}}  # a teacher's config
+
+
+def config_kind(kind: str) -> dict[str, Any]:
+    return {"properties": {"kind": {"const": kind}}}
+
+
 def submit_rules(pipeline_outputs: dict[str, Any], sweep_flag: dict[str, Any], sweep_keys: set[str]) -> list[dict[str, Any]]:
     """The rules between JobSubmit's keys that ``server.submissions`` enforces (each a 400 naming the
     key), as ``if``/``then`` so a schema-valid body is one the server takes: a sweep takes its own keys
@@ -123,12 +133,21 @@ def submit_rules(pipeline_outputs: dict[str, Any], sweep_flag: dict[str, Any], s
          "else": {"properties": {**_absent(*(sweep_keys - {"teacher_outputs"}))["properties"],
                                  "teacher_outputs": pipeline_outputs}}},
         {"if": _kind_is(SWEEP), "then": {"properties": {"teacher_outputs": sweep_flag}}},
+        *({"if": _kind_is(kind), "then": {"properties": {"config": config_kind(DISTILL if kind == SWEEP else kind)}}}
+          for kind in JOB_KINDS),  # config.kind, when given, is the body's (a sweep's config is its trials')
+        {"properties": {"teacher_job": {"properties": {"config": config_kind(TEACHER)}},
+                        "students": {"items": {"properties": {"config": config_kind(DISTILL)}}}}},
         {"if": _kind_is(*(k for k in JOB_KINDS if k not in (DISTILL, SWEEP))),  # baseline false and seeds 1 are no-ops
          "then": {"properties": {**_absent(*pipeline_keys)["properties"], "baseline": {"const": False}, "seeds": {"const": 1}}}},
         {"if": {"required": ["baseline"], "properties": {"baseline": {"const": True}}},
          "then": {"properties": {"config": {"properties": {"distillation": {
              "properties": {"type": {"enum": [t for t in DISTILLATION_TYPES if t != "none"]}}}}}}}},
-        {"if": {"allOf": [_kind_is(DISTILL, SWEEP), {"not": {"required": ["teacher_job"]}}, {"not": _config_at(
+        {"if": _kind_is(*(k for k in JOB_KINDS if k not in (DISTILL, SWEEP))),  # the engine: only a distill job has a
+         "then": {"properties": {"config": NO_STUDENT}}},                          # student
+        {"if": _kind_is(TEACHER), "then": {"properties": {"config": TEACHER_ONLY}}},
+        {"properties": {"teacher_job": {"properties": {"config": TEACHER_ONLY}}}},
+        {"if": _kind_is(TEACHER_OUTPUTS), "then": {"not": _config_at(("distillation", "type"), {"const": "none"})}},
+        {"if": {"allOf": [_kind_is(DISTILL, SWEEP, TEACHER_OUTPUTS), {"not": {"required": ["teacher_job"]}}, {"not": _config_at(
             ("distillation", "type"), {"const": "none"})}]},  # a run with a teacher names its checkpoint...
          "then": _config_at(("teacher", "checkpoint"), {"not": {"type": "null"}})},
         {"if": {"required": ["teacher_job"]},  # ...unless teacher_job trains it first

@@ -12,12 +12,19 @@ import re
 
 import schemathesis
 
+_CONFIG = r"((teacher_job|students\.\d+)\.)?config\."
 # (operation, error field) pairs a schema-valid body may still be refused for, and why:
 STATE_FIELDS = {
-    # a data path or dataset:NAME that does not exist or is not the caller's / not under a data root
-    "POST /jobs": re.compile(r"^((teacher_job|students\.\d+)\.)?config\.data\.(train|val)$"
-                             # a checkpoint path or artifact id that does not exist or is not the caller's
-                             r"|^((teacher_job|students\.\d+)\.)?config\.teacher\.checkpoint$"),
+    "POST /jobs": re.compile("|".join([
+        # server state: a data path or dataset:NAME, a checkpoint or init (path or artifact id), a teacher-output
+        # cache name, that does not exist or is not the caller's / not under a data root
+        rf"^{_CONFIG}data\.(train|val)$", rf"^{_CONFIG}teacher\.checkpoint$", rf"^{_CONFIG}student\.init$",
+        rf"^{_CONFIG}distillation\.teacher_cache$",
+        # a relation between two numbers, which JSON Schema cannot state: img_size a multiple of the
+        # student's patch size; processes_per_node equal to processes; a sweep's range low < high and
+        # step <= high - low, its choices valid config values, first_trials inside the space, parallel <= trials
+        rf"^{_CONFIG}data\.img_size$", rf"^{_CONFIG}resources\.processes_per_node$",
+        r"^search_space\.\w+(\.(low|high|step))?$", r"^first_trials(\.\d+(\.\w+)?)?$", r"^parallel$"])),
     # the folder to register (exists, is an ImageFolder, under a data root) or the archive's bytes
     "POST /datasets": re.compile(r"^(path|file)$"),
 }
