@@ -90,7 +90,10 @@ def _interrupt(signum, _frame):
 def _watch(worker, stopping: threading.Event) -> None:
     """Restart a dead worker child (``WorkerSupervisor.check``) twice a second until `up` stops."""
     while not stopping.wait(0.5):
-        worker.check()
+        try:
+            worker.check()
+        except Exception:  # a failed restart (say, no memory to fork) is tried again, not the end of restarts
+            log.exception("supervising the worker child failed; trying again")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
