@@ -360,6 +360,18 @@ SECTION_HELP = {
 
 
 
+def whole_number(value: Any) -> int | None:
+    """``value`` as an int if it is one: JSON has one number type, so ``2.0`` is the integer 2 (as
+    JSON Schema's ``integer`` says, which the OpenAPI document uses); a bool or ``2.5`` is not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _coerce(path: str, value: Any, annotation: str) -> Any:
     """Check ``value`` against a dataclass annotation string (``int | None`` style)."""
     allowed = [a.strip() for a in annotation.split("|")]
@@ -370,8 +382,8 @@ def _coerce(path: str, value: Any, annotation: str) -> Any:
     for a in allowed:
         if a == "bool" and isinstance(value, bool):
             return value
-        if a == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if a == "int" and whole_number(value) is not None:
+            return whole_number(value)
         if a == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if a == "str" and isinstance(value, str):

@@ -84,7 +84,25 @@ def json_schema(caps: Mapping[str, int] | None = None, kinds: tuple[str, ...] = 
     caps = caps or {}
     return {"type": "object", "additionalProperties": False, "required": list(SECTION_REQUIRED),
             "properties": {"kind": {"type": "string", "enum": list(kinds)},
-                           **{name: section_schema(name, caps) for name in SECTIONS}}}
+                           **{name: section_schema(name, caps) for name in SECTIONS}},
+            "allOf": CROSS_FIELD_RULES}
+
+
+def _at(section: str, key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A config whose ``<section>.<key>`` is present and matches ``schema``."""
+    return {"required": [section], "properties": {section: {"required": [key], "properties": {key: schema}}}}
+
+
+# The checks of parse_config between fields that JSON Schema can state (``if``/``then``); the others
+# (img_size a multiple of the patch size, processes_per_node equal to processes) relate two numbers.
+CROSS_FIELD_RULES: list[dict[str, Any]] = [
+    # soft distillation needs logits (_check_distillation)
+    {"if": _at("distillation", "type", {"const": "soft"}),
+     "then": {"properties": {"distillation": {"properties": {"teacher_cache_store": {"not": {"const": "argmax"}}}}}}},
+    # mixup/cutmix pair images within a batch (_check_train); both are on unless set to 0
+    {"if": {"allOf": [_at("train", "mixup", {"const": 0}), _at("train", "cutmix", {"const": 0})]},
+     "else": {"properties": {"train": {"properties": {"batch_size": {"multipleOf": 2}}}}}},
+]
 
 
 def _type_text(f: dataclasses.Field) -> str:

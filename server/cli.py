@@ -1,4 +1,5 @@
-"""API subcommands of `distillery`: db upgrade, token create, user limit, serve (the worker package owns worker and up).
+"""API subcommands of `distillery`: db upgrade, token create, user limit, serve (the worker package owns worker and up;
+the HTTP server `up` runs is built here, next to `serve`'s).
 
 All of them read :class:`server.settings.Settings` from ``DISTILLERY_*`` once and pass it down.
 """
@@ -220,6 +221,46 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+EMBEDDED_SPARE_FDS = 256  # beyond `up`'s connection limit: the database, log files, the worker child's pipes
+
+
+def raise_fd_limit(connections: int) -> None:
+    """Let this process hold ``connections`` sockets: raise the soft RLIMIT_NOFILE up to the hard one.
+    A server that runs out of descriptors spins on a listening socket it cannot accept from."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + EMBEDDED_SPARE_FDS
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            log.warning("open files limited to %d: fewer than %d connections can be held", new, connections)
+
+
+def embedded_http_server(app, settings, host: str, port: int):
+    """`distillery up`'s HTTP server: waitress bound to ``host:port`` (0: a free port, read
+    ``effective_port``); run it with ``.run()`` (returns on KeyboardInterrupt), then ``.close()`` it.
+
+    Werkzeug's threaded server (what `up` used before) starts a thread per connection and waits for
+    a request forever: 6,000 half-open connections made 5,919 threads, and a partial body was still
+    awaited after 45 s. waitress reads requests on one event loop and hands one of
+    ``http_threads`` a request only once it has fully arrived, so a slow or silent client costs a
+    socket, not a thread; a connection idle for ``http_timeout_s`` (mid-header or mid-body included)
+    is closed; at most ``http_connection_limit`` are open at once. ``serve`` runs gunicorn instead."""
+    from waitress.server import create_server
+
+    raise_fd_limit(settings.http_connection_limit)
+    return create_server(
+        app, host=host, port=port, threads=settings.http_threads,
+        connection_limit=settings.http_connection_limit, channel_timeout=settings.http_timeout_s,
+        cleanup_interval=max(1, settings.http_timeout_s // 4),  # so idle ones go within 1.25 x the timeout
+        asyncore_use_poll=True,  # select() fails beyond 1,024 descriptors
+        # waitress reads a body before the app sees it: let through what the API's own 413s judge
+        max_request_body_size=max(settings.max_upload_bytes, settings.max_json_bytes) + (1 << 20),
+        ident="distillery", clear_untrusted_proxy_headers=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

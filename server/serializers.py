@@ -187,6 +187,7 @@ def serialize_job(job: Job, with_config: bool = True, capacity: Capacity | None 
         "artifacts": [serialize_artifact(a) for a in job.artifacts],
     }
     out["trial_number"] = job.trial_number
+    out["sweep_id"] = job.id if job.kind == SWEEP else (job.parent_id if job.trial_number is not None else None)
     out["priority"] = job.priority
     if job.state == QUEUED and capacity is None and object_session(job) is not None:
         capacity = live_capacity(object_session(job))

@@ -139,6 +139,12 @@ class Settings:
             the ``limits`` notation: ``10/minute;50/hour``); past it a failed one is a 429 with Retry-After.
         bad_token_limit: API requests with an invalid, expired or revoked bearer token allowed per client
             address (``DISTILLERY_BAD_TOKEN_LIMIT``); valid tokens are never counted nor refused.
+        http_threads: request threads of `distillery up`'s HTTP server (waitress); connections
+            beyond them wait in its event loop without a thread (``serve`` uses gunicorn's flags).
+        http_connection_limit: open connections `distillery up` holds at once; further clients wait
+            in the listen backlog until one closes.
+        http_timeout_s: seconds a connection of `distillery up` may sit idle (half-open, or a header
+            or body that stopped arriving) before it is closed.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -190,6 +196,9 @@ class Settings:
     metrics: str = "admin"
     login_limit: str = "10/minute;100/hour"
     bad_token_limit: str = "60/minute;600/hour"
+    http_threads: int = 8
+    http_connection_limit: int = 1000
+    http_timeout_s: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -247,6 +256,9 @@ class Settings:
             metrics=parse_choice(env, "DISTILLERY_METRICS", METRICS_MODES, d.metrics),
             login_limit=parse_limit(env, "DISTILLERY_LOGIN_LIMIT", d.login_limit),
             bad_token_limit=parse_limit(env, "DISTILLERY_BAD_TOKEN_LIMIT", d.bad_token_limit),
+            http_threads=max(1, parse_int(env.get("DISTILLERY_HTTP_THREADS"), d.http_threads)),
+            http_connection_limit=max(1, parse_int(env.get("DISTILLERY_HTTP_CONNECTION_LIMIT"), d.http_connection_limit)),
+            http_timeout_s=max(1, parse_int(env.get("DISTILLERY_HTTP_TIMEOUT_S"), d.http_timeout_s)),
         )
 
     def replace(self, **changes) -> "Settings":

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from deit_core.config import ConfigError, ConfigErrors, TeacherConfig, did_you_mean, parse_config
+from deit_core.config import ConfigError, ConfigErrors, TeacherConfig, did_you_mean, parse_config, whole_number
 
 from . import quotas
 from .checkpoint_match import CheckpointMismatch, check_classes, fill_from_checkpoints
@@ -316,9 +316,10 @@ def validate_submission(db: Session, settings: Settings, user: User, body: Mappi
 def check_seeds(body: Mapping[str, Any], kind: str) -> int:
     """``seeds: N`` (1 to :data:`MAX_SEEDS`, default 1): train the student and its baseline with N
     seeds, so the gain's interval covers training noise too. Only with ``baseline: true`` (400 naming ``seeds``)."""
-    seeds = body.get("seeds", 1)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
-        raise SubmissionError("seeds", f"must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
+    raw = body.get("seeds", 1)
+    seeds = whole_number(raw)
+    if seeds is None or not 1 <= seeds <= MAX_SEEDS:
+        raise SubmissionError("seeds", f"must be an integer from 1 to {MAX_SEEDS}, got {raw!r}")
     if seeds > 1 and (kind != DISTILL or body.get("baseline") is not True):
         raise SubmissionError("seeds", "only a distill job with baseline: true takes seeds (the seeds measure "
                               "the gain over the baseline); add baseline: true or leave seeds out")

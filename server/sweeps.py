@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from deit_core import latency
-from deit_core.config import ConfigError, parse_config
+from deit_core.config import ConfigError, parse_config, whole_number
 
 from .export_reports import read_report
 from .models import Job
@@ -61,7 +61,7 @@ class SweepError(ValueError):
 # Validation
 # ---------------------------------------------------------------------------------------------
 def _number(value: Any, field: str, kind: type) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and whole_number(value) is None):
         raise SweepError(field, f"must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     if not math.isfinite(value):
         raise SweepError(field, f"must be finite, got {value!r}")

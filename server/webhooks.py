@@ -21,11 +21,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
 
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +46,11 @@ from .vocabulary import (
 MAX_WEBHOOKS_PER_USER = 20
 MAX_URL_CHARS = 2048
 SECRET_CHARS = (16, 200)
+# What a webhook URL and secret may be, as a JSON Schema pattern too (server.api.webhooks): http(s), a host
+# name or address without credentials, an optional port, then printable ASCII; a secret of printable ASCII.
+URL_PATTERN = r"^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?([/?#][\x21-\x7e]*)?$"
+SECRET_PATTERN = r"^[\x21-\x7e]+$"
+_URL_RE, _SECRET_RE = re.compile(URL_PATTERN), re.compile(SECRET_PATTERN)
 HORIZON = timedelta(days=1)
 CLAIM = timedelta(seconds=60)  # a claimed row is not sent by anyone else for this long (the POST's timeout is 10 s)
 MAX_BACKOFF_S = 3600.0
@@ -60,25 +65,29 @@ class WebhookError(ValueError):
         self.field, self.message = field, message
 
 
+class WebhookLimit(WebhookError):
+    """The user has as many webhooks as one may have (answered 409: the request is fine, the state is full)."""
+
+
 def register(db: Session, user: User, body: Mapping[str, Any]) -> tuple[Webhook, str]:
     """A new webhook from ``{"url": ..., "secret": optional}``; returns it and its secret (generated
     when none is given), which the caller shows once."""
     url = body.get("url")
     if not isinstance(url, str) or not url:
         raise WebhookError("url", "is required: the http(s) URL to POST job events to")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_CHARS:
-        raise WebhookError("url", f"must be an http:// or https:// URL with a host, at most {MAX_URL_CHARS} characters")
-    if parts.username or parts.password:
+    if "@" in url.split("/")[2 if url.count("/") >= 2 else 0]:
         raise WebhookError("url", "must not carry credentials; the secret signs each event instead")
+    if len(url) > MAX_URL_CHARS or not _URL_RE.fullmatch(url):
+        raise WebhookError("url", f"must be an http:// or https:// URL with a host name or address, in printable ASCII, "
+                           f"at most {MAX_URL_CHARS} characters")
     secret = body.get("secret")
     if secret is None:
         secret = secrets.token_urlsafe(32)
-    elif not isinstance(secret, str) or not SECRET_CHARS[0] <= len(secret) <= SECRET_CHARS[1]:
-        raise WebhookError("secret", f"must be a string of {SECRET_CHARS[0]} to {SECRET_CHARS[1]} characters")
+    elif not isinstance(secret, str) or not SECRET_CHARS[0] <= len(secret) <= SECRET_CHARS[1] or not _SECRET_RE.fullmatch(secret):
+        raise WebhookError("secret", f"must be {SECRET_CHARS[0]} to {SECRET_CHARS[1]} printable ASCII characters, no spaces")
     count = db.query(Webhook).filter(Webhook.owner_id == user.id).count()
     if count >= MAX_WEBHOOKS_PER_USER:
-        raise WebhookError("url", f"you have {count} webhooks, the most one user may have; remove one first")
+        raise WebhookLimit("url", f"you have {count} webhooks, the most one user may have; remove one first")
     hook = Webhook(owner_id=user.id, url=url, secret=secret)
     db.add(hook)
     db.commit()

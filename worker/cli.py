@@ -8,9 +8,10 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
-from server.cli import embedded_settings, free_port, require_schema, service_settings
+from server.cli import embedded_http_server, embedded_settings, require_schema, service_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,8 @@ def _worker(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     """API + one supervised worker child on the embedded default (SQLite, filesystem broker), for
     one machine. A worker that dies is restarted (``worker.supervisor``); `up` itself only stops on
-    Ctrl-C or SIGTERM."""
-    from werkzeug.serving import make_server
-
+    Ctrl-C or SIGTERM. The API runs on waitress (``server.cli.embedded_http_server``: idle timeouts, bounded
+    threads and connections) in the main thread; a second thread watches the worker."""
     from server.app import create_app
     from server.fs_broker import sweep
     from server.migrate import upgrade
@@ -59,26 +59,41 @@ def _up(args: argparse.Namespace) -> int:
     worker = WorkerSupervisor([sys.executable, "-m", "distillery", "worker", "--concurrency", "1", "--pool", "solo"],
                               report=lambda msg: print(f"distillery up: {msg}", file=sys.stderr, flush=True))
     worker.start()
-    port = args.port or free_port(args.host)
-    server = make_server(args.host, port, create_app(settings), threaded=True)
-
-    def _stop(signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
-    print(f"distillery up: http://{args.host}:{port}/ (API /api/v1, worker pid {worker.pid}, "
-          f"database {settings.database_url}, storage {settings.storage_path}); Ctrl-C or SIGTERM stops both",
-          flush=True)
+    stopping = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(worker, stopping), name="worker-supervisor", daemon=True)
+    server = None
     try:
-        while True:
-            server.timeout = 0.5
-            server.handle_request()
-            worker.check()
+        server = embedded_http_server(create_app(settings), settings, args.host, args.port)
+        signal.signal(signal.SIGTERM, _interrupt)
+        watcher.start()
+        print(f"distillery up: http://{args.host}:{server.effective_port}/ (API /api/v1, worker pid {worker.pid}, "
+              f"database {settings.database_url}, storage {settings.storage_path}); Ctrl-C or SIGTERM stops both",
+              flush=True)
+        server.run()  # until Ctrl-C or SIGTERM (waitress catches the KeyboardInterrupt and returns)
     except KeyboardInterrupt:
-        return 0
+        pass
     finally:
-        server.server_close()
+        stopping.set()
+        if watcher.is_alive():
+            watcher.join()
+        if server is not None:
+            server.close()
         worker.stop(settings.cancel_grace_s + 30)
+    return 0
+
+
+def _interrupt(signum, _frame):
+    """SIGTERM stops `up` the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def _watch(worker, stopping: threading.Event) -> None:
+    """Restart a dead worker child (``WorkerSupervisor.check``) twice a second until `up` stops."""
+    while not stopping.wait(0.5):
+        try:
+            worker.check()
+        except Exception:  # a failed restart (say, no memory to fork) is tried again, not the end of restarts
+            log.exception("supervising the worker child failed; trying again")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -22,7 +22,8 @@ from ..storage import PathRefused, check_links, scan_dataset
 from ..submissions import Scope
 from .base import db, get_object_or_404, json_body, paginate, settings
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # openapi.json says the same for both bodies
+NAME_RE = re.compile(NAME_PATTERN)
 
 
 def _check_name(name) -> str:

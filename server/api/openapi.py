@@ -11,8 +11,22 @@ from deit_core.presets import PRESET_NAMES
 
 from ..quotas import MAX_CAP
 from ..settings import Settings
-from ..vocabulary import ARTIFACT_FORMATS, DEFAULT_PRIORITY, JOB_KINDS, JOB_STATES, LAUNCHERS, MAX_ID, MAX_SEEDS, PRIORITIES
-from . import sweeps, webhooks
+from ..vocabulary import (
+    ARTIFACT_FORMATS,
+    DEFAULT_PRIORITY,
+    DISTILL,
+    DISTILLATION_TYPES,
+    JOB_KINDS,
+    JOB_STATES,
+    LAUNCHERS,
+    MAX_ID,
+    MAX_SEEDS,
+    PRIORITIES,
+    SWEEP,
+    TEACHER,
+    TEACHER_OUTPUTS,
+)
+from . import datasets, sweeps, webhooks
 from .base import NAME_PATTERN
 
 MAX_OFFSET = 1_000_000_000
@@ -73,10 +87,10 @@ WARNING = {"type": "object", "required": ["field", "message"],
 
 
 def job_config_schema(st: Settings) -> dict[str, Any]:
-    """The engine's schema (deit_core.config), generated from its field declarations, with the maxima
-    this deployment lowers (DISTILLERY_MAX_*). Not expressible here, and answered 400 naming the field:
-    data paths and datasets that do not exist for the caller, img_size not a multiple of the patch size,
-    an odd batch with mixup/cutmix, a distill job without a teacher checkpoint."""
+    """The engine's schema (deit_core.config), generated from its field declarations and cross-field
+    rules, with the maxima this deployment lowers (DISTILLERY_MAX_*). Not expressible here, and answered
+    400 naming the field: data paths, datasets, checkpoints and caches that do not exist for the caller,
+    img_size not a multiple of the patch size, processes_per_node other than processes."""
     schema = config_schema.json_schema(st.config_caps(), kinds=JOB_KINDS)
     return {**schema,
             "description": "The engine's job schema (deit_core.config; docs/config.md); unknown keys are errors. "
@@ -84,6 +98,68 @@ def job_config_schema(st: Settings) -> dict[str, Any]:
             "example": {"kind": "teacher", "data": {"train": "dataset:digits/train", "val": "dataset:digits/val", "img_size": 32},
                         "teacher": {"model": "regnety_002"},
                         "train": {"epochs": 1, "batch_size": 16, "aa": None, "mixup": 0, "cutmix": 0, "workers": 0}}}
+
+
+def _absent(*keys: str) -> dict[str, Any]:
+    return {"properties": {k: False for k in sorted(keys)}}  # JSON Schema ``false``: the key must be absent
+
+
+def _kind_is(*kinds: str) -> dict[str, Any]:
+    return {"required": ["kind"], "properties": {"kind": {"enum": list(kinds)}}}
+
+
+def _config_at(path: tuple[str, str], schema: dict[str, Any]) -> dict[str, Any]:
+    """A body whose ``config.<section>.<key>`` is present and matches ``schema``."""
+    section, key = path
+    return {"required": ["config"], "properties": {"config": {"required": [section], "properties": {
+        section: {"required": [key], "properties": {key: schema}}}}}}
+
+
+NO_STUDENT = {"properties": {"student": {"type": "null"}}}
+TEACHER_ONLY = {"properties": {"student": {"type": "null"}, "distillation": {"type": "null"}}}  # a teacher's config
+
+
+def config_kind(kind: str) -> dict[str, Any]:
+    return {"properties": {"kind": {"const": kind}}}
+
+
+def submit_rules(pipeline_outputs: dict[str, Any], sweep_flag: dict[str, Any], sweep_keys: set[str]) -> list[dict[str, Any]]:
+    """The rules between JobSubmit's keys that ``server.submissions`` enforces (each a 400 naming the
+    key), as ``if``/``then`` so a schema-valid body is one the server takes: a sweep takes its own keys
+    and no pipeline; only a distill job takes teacher_job, students, a teacher_outputs object and
+    baseline (with a teacher: distillation.type hard or soft); seeds > 1 only with baseline: true and
+    without students/teacher_outputs."""
+    pipeline_keys = ("teacher_job", "students", "teacher_outputs")
+    return [
+        {"if": _kind_is(SWEEP),
+         "then": {**_absent("teacher_job", "students", "baseline", "seeds"), "required": ["search_space"]},
+         "else": {"properties": {**_absent(*(sweep_keys - {"teacher_outputs"}))["properties"],
+                                 "teacher_outputs": pipeline_outputs}}},
+        {"if": _kind_is(SWEEP), "then": {"properties": {"teacher_outputs": sweep_flag}}},
+        *({"if": _kind_is(kind), "then": {"properties": {"config": config_kind(DISTILL if kind == SWEEP else kind)}}}
+          for kind in JOB_KINDS),  # config.kind, when given, is the body's (a sweep's config is its trials')
+        {"properties": {"teacher_job": {"properties": {"config": config_kind(TEACHER)}},
+                        "students": {"items": {"properties": {"config": config_kind(DISTILL)}}}}},
+        {"if": _kind_is(*(k for k in JOB_KINDS if k not in (DISTILL, SWEEP))),  # baseline false and seeds 1 are no-ops
+         "then": {"properties": {**_absent(*pipeline_keys)["properties"], "baseline": {"const": False}, "seeds": {"const": 1}}}},
+        {"if": {"required": ["baseline"], "properties": {"baseline": {"const": True}}},
+         "then": {"properties": {"config": {"properties": {"distillation": {
+             "properties": {"type": {"enum": [t for t in DISTILLATION_TYPES if t != "none"]}}}}}}}},
+        {"if": _kind_is(*(k for k in JOB_KINDS if k not in (DISTILL, SWEEP))),  # the engine: only a distill job has a
+         "then": {"properties": {"config": NO_STUDENT}}},                          # student
+        {"if": _kind_is(TEACHER), "then": {"properties": {"config": TEACHER_ONLY}}},
+        {"properties": {"teacher_job": {"properties": {"config": TEACHER_ONLY}}}},
+        {"if": _kind_is(TEACHER_OUTPUTS), "then": {"not": _config_at(("distillation", "type"), {"const": "none"})}},
+        {"if": {"allOf": [_kind_is(DISTILL, SWEEP, TEACHER_OUTPUTS), {"not": {"required": ["teacher_job"]}}, {"not": _config_at(
+            ("distillation", "type"), {"const": "none"})}]},  # a run with a teacher names its checkpoint...
+         "then": _config_at(("teacher", "checkpoint"), {"not": {"type": "null"}})},
+        {"if": {"required": ["teacher_job"]},  # ...unless teacher_job trains it first
+         "then": {"properties": {"config": {"properties": {"teacher": {"properties": {"checkpoint": {"type": "null"}}}}}}}},
+        {"if": _kind_is(SWEEP), "then": _config_at(("teacher", "checkpoint"), {"not": {"type": "null"}})},
+        {"if": {"required": ["seeds"], "properties": {"seeds": {"minimum": 2}}},
+         "then": {"required": ["baseline"], "properties": {"baseline": {"const": True}, "students": False,
+                                                           "teacher_outputs": False}}},
+    ]
 
 
 def _page(key: str, item: str) -> dict[str, Any]:
@@ -112,7 +188,9 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "id": {"type": "integer"}, "user": {"type": "string"}, "name": {"type": ["string", "null"]},
             "created_at": {"type": ["string", "null"]}, "last_used_at": {"type": ["string", "null"]},
             "expires_at": {"type": ["string", "null"]}, "revoked_at": {"type": ["string", "null"]}, "active": {"type": "boolean"}}},
-        "JobSubmit": {"type": "object", "required": ["kind", "name", "config"], "additionalProperties": False, "properties": {
+        "JobSubmit": {"type": "object", "required": ["kind", "name", "config"], "additionalProperties": False,
+                      "example": {"kind": "teacher", "name": "digits-teacher", "config": job_config_schema(st)["example"]},
+                      "properties": {
             "kind": {"type": "string", "enum": list(JOB_KINDS)},
             "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
             "config": _ref("JobConfig"),
@@ -216,6 +294,7 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "num_train": {"type": "integer"}, "num_val": {"type": "integer"}, "owner": {"type": "string"}, "created_at": {"type": "string"}}},
     }
     job_id, art_id = [ID("job_id")], [ID("artifact_id")]
+    dataset_name = {"type": "string", "pattern": datasets.NAME_PATTERN}
     paths = {
         "/jobs": {
             "post": {"summary": "Submit a job (or a teacher->distill pipeline)", "requestBody": {"required": True, "content": {
@@ -260,10 +339,11 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "post": {"summary": "Register a server ImageFolder (JSON) or upload a .zip/.tar.gz (multipart: name, file)", "requestBody": {
                 "required": True, "content": {
                     "application/json": {"schema": {"type": "object", "required": ["name", "path"], "additionalProperties": False,
-                                                    "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
+                                                    "properties": {"name": dataset_name,
                                                                    "path": {"type": "string", "minLength": 1, "maxLength": 4096}}}},
-                    "multipart/form-data": {"schema": {"type": "object", "required": ["name", "file"], "properties": {
-                        "name": {"type": "string"}, "file": {"type": "string", "format": "binary"}}}}}},
+                    "multipart/form-data": {"schema": {"type": "object", "required": ["name", "file"], "additionalProperties": False,
+                                                       "properties": {"name": dataset_name,
+                                                                      "file": {"type": "string", "format": "binary"}}}}}},
                 "responses": {"201": _json(_ref("Dataset"), "Created"), **err(400, 401, 403, 409, 413, 415)}},
             "get": {"summary": "List datasets", "parameters": PAGE, "responses": {"200": _json(_page("datasets", "Dataset")), **err(400, 401)}}},
         "/datasets/{dataset_id}": {"get": {"summary": "One dataset", "parameters": [ID("dataset_id")],
@@ -296,11 +376,12 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
             "200": _json({"type": "object"}), "503": _json({"type": "object"}, "Degraded"), **err()}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"}), **err()}}},
     }
-    submit, sweep_schemas, sweep_paths = sweeps.openapi_parts(_ref, _json, err, job_id, st.sweep_max_trials)
+    submit, sweep_schemas, sweep_paths = sweeps.openapi_parts(_ref, _json, err, [ID("sweep_id")], st.sweep_max_trials)
     sweep_flag = submit.pop("teacher_outputs", {"type": "boolean"})
     props = schemas["JobSubmit"]["properties"]
     props["teacher_outputs"] = {"anyOf": [props["teacher_outputs"], sweep_flag]}  # a distill pipeline's object | a sweep's flag
     schemas["JobSubmit"]["properties"].update(submit)
+    schemas["JobSubmit"]["allOf"] = submit_rules(props["teacher_outputs"]["anyOf"][0], sweep_flag, set(submit))
     schemas.update(sweep_schemas)
     schemas["Job"]["properties"].update(sweeps.JOB_PROPERTIES)
     paths.update(sweep_paths)

@@ -13,6 +13,7 @@ import copy
 from flask import g, jsonify
 from sqlalchemy import update
 
+from deit_core.config import whole_number
 from deit_core.layout import MAX_INT32
 
 from ..auth import login_required
@@ -24,30 +25,30 @@ from ..vocabulary import MAX_ID, SUCCEEDED, SWEEP
 from .base import db, get_object_or_404, json_body
 
 
-def _sweep(job_id: int) -> Job:
-    job = get_object_or_404(Job, job_id)
+def _sweep(sweep_id: int) -> Job:
+    job = get_object_or_404(Job, sweep_id)
     if job.kind != SWEEP:
-        raise ApiError(404, "not_found", f"job {job_id} is a {job.kind} job, not a sweep")
+        raise ApiError(404, "not_found", f"job {sweep_id} is a {job.kind} job, not a sweep")
     return job
 
 
 @login_required
-def get_trials(job_id: int):
-    sweep = _sweep(job_id)
+def get_trials(sweep_id: int):
+    sweep = _sweep(sweep_id)
     return jsonify({"sweep_id": sweep.id, "state": sweep.state, **summarize(db(), sweep)})
 
 
 @login_required
-def promote(job_id: int):
-    sweep = _sweep(job_id)
+def promote(sweep_id: int):
+    sweep = _sweep(sweep_id)
     body = json_body({"job_id"}, required={"job_id"})
-    trial_id = body["job_id"]
-    if isinstance(trial_id, bool) or not isinstance(trial_id, int) or not 0 < trial_id <= MAX_ID:
-        raise ApiError(400, "invalid_field", f"must be a trial's job id, got {trial_id!r}", "job_id")
+    trial_id = whole_number(body["job_id"])
+    if trial_id is None or not 0 < trial_id <= MAX_ID:
+        raise ApiError(400, "invalid_field", f"must be a trial's job id, got {body['job_id']!r}", "job_id")
     s = db()
     trial = s.get(Job, trial_id)
-    if trial is None or trial.parent_id != sweep.id or trial.trial_number is None:
-        raise ApiError(400, "invalid_field", f"job {trial_id} is not a trial of sweep {sweep.id}", "job_id")
+    if trial is None or trial.parent_id != sweep.id or trial.trial_number is None:  # the body is well formed: 409
+        raise JobConflict(f"job {trial_id} is not a trial of sweep {sweep.id}", "job_id")
     if trial.state != SUCCEEDED or not any(a.format == "ptl" for a in trial.artifacts):
         raise JobConflict(f"trial job {trial_id} is {trial.state} without an exported .ptl; only a succeeded trial "
                           "can be promoted", "job_id")
@@ -64,12 +65,14 @@ def promote(job_id: int):
 JOB_PROPERTIES = {
     "trial_number": {"type": ["integer", "null"], "description": "a sweep's trial: its number in the sweep's study "
                                                                  "(parent_id is the sweep)"},
+    "sweep_id": {"type": ["integer", "null"], "description": "the sweep this job is (kind sweep) or is a trial of; "
+                                                             "GET /jobs/{sweep_id}/trials. null for any other job"},
     "sweep": {"type": ["object", "null"], "description": "kind sweep only: its summary as last stored (trials, best, "
                                                          "fronts, promoted); GET /jobs/{id}/trials computes it fresh"},
 }
 
 
-def openapi_parts(ref, json_response, err, job_id_param, max_trials: int) -> tuple[dict, dict, dict]:
+def openapi_parts(ref, json_response, err, sweep_id_param, max_trials: int) -> tuple[dict, dict, dict]:
     """What the OpenAPI document says about sweeps: (JobSubmit properties, schemas, paths), so the
     document (``server.api.openapi``) and the schemathesis fuzzer know the sweep body."""
     from ..sweeps import PARAMS, PRUNERS
@@ -114,11 +117,11 @@ def openapi_parts(ref, json_response, err, job_id_param, max_trials: int) -> tup
                                   "size": {"type": "array", "items": {"type": "integer"}}}},
         "promoted": {"type": ["object", "null"]}, "teacher_outputs_job": {"type": ["object", "null"]}}}}
     paths = {
-        "/jobs/{job_id}/trials": {"get": {"summary": "A sweep's trials, best trial, fronts and promoted trial",
-                                          "parameters": job_id_param,
+        "/jobs/{sweep_id}/trials": {"get": {"summary": "A sweep's trials, best trial, fronts and promoted trial",
+                                          "parameters": sweep_id_param,
                                           "responses": {"200": json_response(ref("SweepSummary")), **err(401, 404)}}},
-        "/jobs/{job_id}/promote": {"post": {
-            "summary": "Promote a succeeded trial's model as the sweep's choice", "parameters": job_id_param,
+        "/jobs/{sweep_id}/promote": {"post": {
+            "summary": "Promote a succeeded trial's model as the sweep's choice", "parameters": sweep_id_param,
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["job_id"], "additionalProperties": False,
                 "properties": {"job_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}}}}},

@@ -20,6 +20,8 @@ from .base import db, get_object_or_404, json_body, paginate
 def create_webhook():
     try:
         hook, secret = webhooks.register(db(), g.user, json_body({"url", "secret"}, required={"url"}))
+    except webhooks.WebhookLimit as e:
+        raise ApiError(409, "too_many_webhooks", e.message, e.field) from None
     except webhooks.WebhookError as e:
         raise ApiError(400, "invalid_webhook", e.message, e.field) from None
     return jsonify(webhooks.serialize_webhook(hook, secret)), 201
@@ -60,9 +62,10 @@ def openapi_parts(ref, json_response, err, id_param, page) -> tuple[dict, dict]:
             "id": {"type": "integer"}, "url": {"type": "string"}, "owner": nullable_str, "created_at": nullable_str,
             "secret": {"type": "string", "description": "only in the answer to POST /webhooks: keep it to verify signatures"}}},
         "WebhookSubmit": {"type": "object", "required": ["url"], "additionalProperties": False, "properties": {
-            "url": {"type": "string", "minLength": 1, "maxLength": webhooks.MAX_URL_CHARS, "pattern": "^https?://[^/@\\s]+",
+            "url": {"type": "string", "minLength": 1, "maxLength": webhooks.MAX_URL_CHARS, "pattern": webhooks.URL_PATTERN,
                     "description": "POSTed a signed JSON event when one of your jobs ends"},
             "secret": {"type": "string", "minLength": webhooks.SECRET_CHARS[0], "maxLength": webhooks.SECRET_CHARS[1],
+                       "pattern": webhooks.SECRET_PATTERN,
                        "description": "HMAC-SHA256 key of the X-Distillery-Signature header; omitted: one is generated"}}},
         "WebhookDelivery": {"type": "object", "required": ["id", "webhook_id", "job_id", "state"], "properties": {
             "id": {"type": "integer"}, "webhook_id": {"type": "integer"}, "job_id": {"type": "integer"},
@@ -76,7 +79,7 @@ def openapi_parts(ref, json_response, err, id_param, page) -> tuple[dict, dict]:
             "post": {"summary": "Register a URL to be POSTed a signed event when one of your jobs ends",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": ref("WebhookSubmit")}}},
                      "responses": {"201": json_response(ref("Webhook"), "Registered (the secret is shown this once)"),
-                                   **err(400, 401, 413, 415)}},
+                                   **err(400, 401, 409, 413, 415)}},
             "get": {"summary": "Your webhooks (an admin: everyone's)",
                     "responses": {"200": json_response(page("webhooks", "Webhook")), **err(400, 401)}}},
         "/webhooks/{webhook_id}": {"delete": {"summary": "Remove a webhook (its pending events are dropped)",

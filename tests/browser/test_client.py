@@ -117,7 +117,7 @@ def test_webhooks_hear_when_a_job_ends_signed_and_only_their_owners(live):
     from tests.helpers import wait_until
     from tests.test_webhooks import Receiver
 
-    receiver = Receiver("a receiver's own secret, 32+ chars")
+    receiver = Receiver("a-receivers-own-secret-32-chars!")
     try:
         added = live.cli("webhooks", "add", receiver.url, "--secret", receiver.secret)
         assert added.returncode == 0, added.stderr

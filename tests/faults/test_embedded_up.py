@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -187,3 +188,46 @@ def test_supervisor_backs_off_and_resets_after_a_healthy_minute():
     now[0] += 61  # as if it had been healthy for a minute before this exit
     sup.check()
     assert sup.restart_at - now[0] == 1
+
+
+HALF_OPEN = 300
+HTTP_TIMEOUT_S = 3
+
+
+def test_half_open_and_partial_body_clients_cannot_stall_up(tmp_path):
+    """Issue 19, item 5: HALF_OPEN connections that send nothing or half a header, and one that sends
+    half of its body. A normal client still gets its answer promptly, `up` holds no more threads than
+    before (werkzeug's server started one per connection), and the partial-body connection is closed
+    once it has been idle for DISTILLERY_HTTP_TIMEOUT_S (werkzeug's waited forever)."""
+    with embedded_service(tmp_path, DISTILLERY_HTTP_TIMEOUT_S=str(HTTP_TIMEOUT_S)) as (url, h, up):
+        port = int(url.split(":")[2].split("/")[0])
+        proc = psutil.Process(up.pid)
+        threads_before = proc.num_threads()
+        idle = []
+        for i in range(HALF_OPEN):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if i % 2:
+                s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # no end of headers
+            idle.append(s)
+        partial = socket.create_connection(("127.0.0.1", port), timeout=10)
+        partial.sendall(b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 1000\r\n\r\n{\"kind\": ")
+        sent_at = time.monotonic()
+        try:
+            t0 = time.monotonic()
+            r = requests.get(f"{url}/jobs", headers=h, timeout=10)
+            answered_s = time.monotonic() - t0
+            assert r.status_code == 200 and answered_s < 2, (r.status_code, answered_s)
+            assert proc.num_threads() <= threads_before, (proc.num_threads(), threads_before)
+            partial.settimeout(HTTP_TIMEOUT_S * 3)
+            assert partial.recv(100) == b"", "the partial-body connection got an answer instead of being closed"
+            closed_s = time.monotonic() - sent_at
+            assert HTTP_TIMEOUT_S - 0.5 <= closed_s <= HTTP_TIMEOUT_S * 2, closed_s
+            assert all(s.recv(10) == b"" for s in idle)  # the half-open ones are gone too
+            assert requests.get(f"{url}/jobs", headers=h, timeout=10).status_code == 200
+            assert proc.num_threads() <= threads_before
+        finally:
+            for s in (*idle, partial):
+                s.close()
+        assert up.poll() is None
+    assert up.returncode == 0

@@ -102,7 +102,7 @@ def test_a_sweep_runs_prunes_and_reports_its_fronts(service, teacher_checkpoint)
     r = service.api("POST", f"/jobs/{sweep_id}/promote", json={"job_id": trials[1]["job_id"]})
     assert r.status_code == 409 and r.json()["error"]["field"] == "job_id", r.text
     r = service.api("POST", f"/jobs/{sweep_id}/promote", json={"job_id": sweep_id})
-    assert r.status_code == 400 and r.json()["error"]["field"] == "job_id", r.text
+    assert r.status_code == 409 and r.json()["error"]["field"] == "job_id", r.text
     r = service.api("POST", f"/jobs/{sweep_id}/promote", json={"job_id": done["job_id"]})
     assert r.status_code == 200 and r.json()["promoted"]["job_id"] == done["job_id"], r.text
     assert service.api("GET", f"/jobs/{sweep_id}/trials").json()["promoted"]["by"] == "alice"
