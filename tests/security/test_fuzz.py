@@ -51,7 +51,10 @@ def test_schemathesis_finds_nothing(api, tmp_path):
            "--header", f"Authorization: Bearer {token}", "--request-timeout", "30", "--no-shrink",
            "--exclude-method", "DELETE",  # revoking tokens: the fuzzer would revoke its own (test_attacks covers it)
            "--report", "ndjson", "--report-dir", str(report), "--suppress-health-check", "all"]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.security.fuzz_checks"}
+    # The hooks module is imported by name: the repository root on the path (an installed distillery has no tests package).
+    root = str(HERE.parents[1])
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.security.fuzz_checks",
+           "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=MAX_TIME_S + 120, cwd=tmp_path, env=env)
     summary = out.stdout[-8000:] + out.stderr[-3000:]
     print(summary)
