@@ -81,7 +81,7 @@ def register(db: Session, user: User, body: Mapping[str, Any]) -> tuple[Webhook,
         raise WebhookError("url", f"must be an http:// or https:// URL with a host name or address, in printable ASCII, "
                            f"at most {MAX_URL_CHARS} characters")
     secret = body.get("secret")
-    if secret is None:
+    if "secret" not in body:
         secret = secrets.token_urlsafe(32)
     elif not isinstance(secret, str) or not SECRET_CHARS[0] <= len(secret) <= SECRET_CHARS[1] or not _SECRET_RE.fullmatch(secret):
         raise WebhookError("secret", f"must be {SECRET_CHARS[0]} to {SECRET_CHARS[1]} printable ASCII characters, no spaces")

@@ -142,7 +142,9 @@ def test_the_api_registers_lists_and_removes_webhooks(tmp_path, migrated_sqlite)
         return c.open(f"/api/v1{path}", method=method, headers={"Authorization": f"Bearer {token}"}, **kw)
 
     for body, field in (({"url": "ftp://example.org/x"}, "url"), ({"url": "http://user:pw@example.org/"}, "url"),
-                        ({"url": "https://example.org/", "secret": "short"}, "secret"), ({"uri": "https://x.org"}, "uri")):
+                        ({"url": "https://example.org/", "secret": "short"}, "secret"), ({"uri": "https://x.org"}, "uri"),
+                        ({"url": "https://example.org/", "secret": None}, "secret"),
+                        ({"url": "https://example.org/", "secret": "spaces are not printable-ascii-only"}, "secret")):
         r = call("POST", "/webhooks", alice, json=body)
         assert r.status_code == 400 and r.get_json()["error"]["field"] == field, (body, r.get_json())
     r = call("POST", "/webhooks", alice, json={"url": "https://example.org/hook"})
