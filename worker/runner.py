@@ -191,7 +191,7 @@ class JobRunner:
         an earlier attempt's checkpoint when the config is the same."""
         wait_for_earlier_attempts(run_dir.parent, attempt.number, self.settings.lease_s,
                                   lambda: self.stopping.is_set() or attempt.lost, self.log)
-        attempt.check()
+        attempt.confirm()  # the wait may have been long: nothing is written for an attempt that lost its lease
         swept = attempt.quietly(lambda s: sweep_strays(s, self.settings.artifacts_path, self.job_id))
         if swept:  # what a worker killed mid-registration of an earlier attempt left
             self.log.warning("removed %d unregistered file(s) of earlier attempts: %s", len(swept), [str(f) for f in swept])
@@ -210,6 +210,7 @@ class JobRunner:
     def _export(self, attempt: Attempt, run_dir: Path, config: JobConfig) -> str:
         """Run the exporter; it says why it failed in ``export.error.json`` (exit 3: parity gate)."""
         out, rejected, error_file = run_dir / EXPORT_DIR, run_dir / EXPORT_REJECTED, run_dir / EXPORT_ERROR
+        attempt.confirm()  # no exporter writes into the run of an attempt that lost its lease
         for d in (out, rejected):
             shutil.rmtree(d, ignore_errors=True)
         error_file.unlink(missing_ok=True)

@@ -49,8 +49,12 @@ def test_an_attempt_that_lost_its_lease_before_registering_writes_no_file(pg_db,
     job_id = running_job(pg_db, OWNER)
     attempt = attempt_of(pg_db, job_id, OWNER, tmp_path / "run")
     final, artifacts = final_dir(tmp_path), tmp_path / "artifacts"
+    attempt.confirm()  # held: the export may start
     restarted_elsewhere(pg_db, job_id)
 
+    with pytest.raises(LeaseLost):  # what the runner asks before it starts the exporter into the run folder
+        attempt.confirm()
+    attempt.keeper.lost.clear()  # as if the woken worker had not noticed yet: the fence alone must stop it
     with pytest.raises(LeaseLost):
         register_checkpoint(attempt, artifacts, final)
     with pytest.raises(LeaseLost):
