@@ -17,7 +17,7 @@ from ..auth import login_required
 from ..errors import ApiError
 from ..models import Job, MetricPoint, waits_for_teacher
 from ..serializers import serialize_job
-from ..vocabulary import JOB_KINDS, JOB_STATES
+from ..vocabulary import JOB_KINDS, JOB_STATES, QUEUED
 from ..workers import live_capacity
 from .base import arg_int, arg_name, celery, db, get_object_or_404, json_body, paginate, settings
 
@@ -37,14 +37,17 @@ def create_job():
         out["replicates"] = replicates  # the students of seeds 1..N-1 (each names its own baseline)
     # What in the config looks wrong for its data (deit_core.config_warnings): accepted, but said.
     primary = next(i for i, j in enumerate(jobs) if j.id == asked[-1])
-    out["warnings"] = submission_warnings.for_specs(s, settings(), g.user, specs, primary) + unsent_warning(jobs)
+    out["warnings"] = submission_warnings.for_specs(s, settings(), g.user, specs, primary) + unsent_warning(s, jobs)
     return jsonify(out), 201
 
 
-def unsent_warning(jobs: list[Job]) -> list[dict[str, str]]:
+def unsent_warning(s, jobs: list[Job]) -> list[dict[str, str]]:
     """A warning when the broker could not take some messages now: the jobs are queued all the same
-    and the reconciler sends them once it is back (``lifecycle.send_or_leave_queued``)."""
-    unsent = [j.id for j in jobs if j.enqueued_at is None and not waits_for_teacher(j)]
+    and the reconciler sends them once it is back (``lifecycle.send_or_leave_queued``). The rows are
+    read again: the send time is written by an UPDATE the loaded objects do not see."""
+    waiting = {j.id for j in jobs if waits_for_teacher(j)}
+    unsent = [i for i in s.scalars(select(Job.id).where(Job.id.in_([j.id for j in jobs]), Job.state == QUEUED,
+                                                        Job.enqueued_at.is_(None)).order_by(Job.id)) if i not in waiting]
     if not unsent:
         return []
     return [{"field": "queue", "message": f"the message queue is unavailable; job(s) {unsent} stay queued and are "
