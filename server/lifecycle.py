@@ -351,7 +351,7 @@ def release_children(db: Session, celery, settings: Settings, parent: Job, check
             cfg["distillation"]["teacher_cache"] = teacher_cache
         child.config = cfg
         db.commit()
-        enqueue(db, celery, settings, child.id)
+        send_or_leave_queued(db, celery, settings, child.id)  # released either way: a broker outage only delays it
         released.append(child.id)
     return released
 

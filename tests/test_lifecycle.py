@@ -322,6 +322,14 @@ def test_release_children_gives_waiting_students_the_checkpoint_and_cache(db, se
     assert celery.job_ids() == [child.id] and fresh(db, started).config["teacher"]["checkpoint"] == 3
 
 
+def test_release_children_during_a_broker_outage_leaves_them_queued_with_their_checkpoint(db, settings):
+    teacher = running(db, kind=TEACHER)
+    child = add(db, parent_id=teacher.id, config=cfg(None))
+    assert lifecycle.release_children(db, SentTasks(fail=True), settings, teacher, 42, lease=(1, "w1:1")) == [child.id]
+    child = fresh(db, child)
+    assert (child.state, child.config["teacher"]["checkpoint"], child.enqueued_at) == (QUEUED, 42, None)
+
+
 def test_release_children_without_the_lease_releases_nothing(db, settings):
     teacher = running(db, kind=TEACHER)
     child = add(db, parent_id=teacher.id, config=cfg(None))
