@@ -138,12 +138,11 @@ def test_submit_queues_all_but_jobs_waiting_for_their_teacher(db, settings):
     assert lifecycle.waits_for_teacher(jobs[1])
 
 
-def test_submit_fails_a_job_the_broker_cannot_take(db, settings):
-    with pytest.raises(ConnectionError):
-        lifecycle.submit(db, SentTasks(fail=True), settings, user(db), [JobSpec(TEACHER, "t", cfg(None))])
-    job = db.get(Job, 1)
+def test_submit_leaves_a_job_the_broker_cannot_take_queued_for_the_reconciler(db, settings):
+    jobs = lifecycle.submit(db, SentTasks(fail=True), settings, user(db), [JobSpec(TEACHER, "t", cfg(None))])
+    job = db.get(Job, jobs[0].id)
     db.refresh(job)
-    assert (job.state, job.stop_reason) == (FAILED, FAILED) and "could not queue" in job.error
+    assert (job.state, job.error, job.enqueued_at) == (QUEUED, None, None)  # None: the reconciler sends it now
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +320,14 @@ def test_release_children_gives_waiting_students_the_checkpoint_and_cache(db, se
     child = fresh(db, child)
     assert child.config["teacher"]["checkpoint"] == 42 and child.config["distillation"]["teacher_cache"] == "c1"
     assert celery.job_ids() == [child.id] and fresh(db, started).config["teacher"]["checkpoint"] == 3
+
+
+def test_release_children_during_a_broker_outage_leaves_them_queued_with_their_checkpoint(db, settings):
+    teacher = running(db, kind=TEACHER)
+    child = add(db, parent_id=teacher.id, config=cfg(None))
+    assert lifecycle.release_children(db, SentTasks(fail=True), settings, teacher, 42, lease=(1, "w1:1")) == [child.id]
+    child = fresh(db, child)
+    assert (child.state, child.config["teacher"]["checkpoint"], child.enqueued_at) == (QUEUED, 42, None)
 
 
 def test_release_children_without_the_lease_releases_nothing(db, settings):
