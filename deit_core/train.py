@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +96,13 @@ def _setup_logging(out: Path, main: bool) -> None:
 
 @dataclass
 class Progress:
-    """Where a run stands: the next epoch, optimizer updates so far, best val top-1 (-1 before any)."""
+    """Where a run stands: the next epoch, optimizer updates so far, best val top-1 (-1 before any),
+    and the metrics of the last epoch done (saved in the checkpoint, for a resume with none left)."""
 
     epoch: int = 0
     num_updates: int = 0
     best_top1: float = -1.0
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def reshard_changes(saved: dict[str, Any], world: int, accum_steps: int) -> list[str]:
@@ -209,7 +211,7 @@ class Run:
             "scheduler": self.scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "epoch": p.epoch, "num_updates": p.num_updates, "best_top1": p.best_top1,
+            "epoch": p.epoch, "num_updates": p.num_updates, "best_top1": p.best_top1, "metrics": dict(p.metrics),
             "rng": rng_state(), "config": self.cfg.to_dict(), "world_size": self.acc.num_processes,
             "architecture": self.architecture, "classes": self.classes,
         }
@@ -234,10 +236,10 @@ class Run:
         if state.get("architecture") != self.architecture or state.get("classes") != self.classes:
             raise ConfigError("resume", f"{path} is a checkpoint of {state.get('architecture')} on classes "
                               f"{state.get('classes')}, not of this run's config")
-        for field, refusal in (("train.batch_size", batch_size_refusal(state, self.cfg.train.batch_size)),
-                               ("train.epochs", epochs_refusal(state, self.cfg.train.epochs))):
+        for name, refusal in (("train.batch_size", batch_size_refusal(state, self.cfg.train.batch_size)),
+                              ("train.epochs", epochs_refusal(state, self.cfg.train.epochs))):
             if refusal:
-                raise ConfigError(field, f"cannot resume {path}: {refusal}")
+                raise ConfigError(name, f"cannot resume {path}: {refusal}")
         changes = reshard_changes(state, self.acc.num_processes, self.cfg.train.accum_steps)
         if changes and not self.allow_reshard:
             raise ConfigError("resume", f"{path} was written with different {'; '.join(changes)}: the global batch, "
@@ -260,6 +262,7 @@ class Run:
         set_rng_state(state["rng"])
         self.progress.epoch, self.progress.num_updates = int(state["epoch"]), int(state["num_updates"])
         self.progress.best_top1 = float(state["best_top1"])
+        self.progress.metrics = {k: float(v) for k, v in (state.get("metrics") or {}).items()}  # none before they were saved
         if new_schedule:
             follow_schedule(self.scheduler, self.optimizer, self.progress.num_updates)
             log.warning("resuming with a new schedule (%s): from update %d the lr follows this config's schedule "
@@ -291,6 +294,25 @@ class Run:
         if self.ema is not None:
             val["val_top1_ema"] = evaluate(self.ema.module, self.val_loader, acc, self.distilled)["val_top1"]
         return {**train_stats, **val}
+
+    def evaluate_resumed(self, teacher_preds: torch.Tensor | None, teacher_metrics: dict[str, float],
+                         steps: int) -> dict[str, float]:
+        """The final epoch's metrics for a run resumed from a checkpoint that has done every epoch
+        (an attempt trained to the end, then died exporting): no epoch runs, yet the job must end with
+        its top-1 and metric series. The restored weights -- exactly what ``final/`` and the export
+        will hold -- are evaluated on val now, rather than trusting numbers carried over from an
+        earlier attempt; the train-side stats (loss, lr) are the ones the checkpoint saved for that
+        epoch (absent in a checkpoint from before they were saved). Emitted as the last epoch's event."""
+        val = evaluate(self.model, self.val_loader, self.acc, self.distilled, teacher_preds)
+        if self.ema is not None:
+            val["val_top1_ema"] = evaluate(self.ema.module, self.val_loader, self.acc, self.distilled)["val_top1"]
+        self.progress.best_top1 = max(self.progress.best_top1, val["val_top1"])
+        metrics = {**self.progress.metrics, **val, **teacher_metrics, "best_top1": self.progress.best_top1}
+        epochs = self.cfg.train.epochs
+        self.events.emit("epoch", epoch=epochs, epochs=epochs, step=steps, steps_per_epoch=steps, eta_s=0.0,
+                         evaluated_on_resume=True, **metrics)
+        log.info("resumed after the last epoch: val top-1 of the restored weights %.2f", val["val_top1"])
+        return metrics
 
     def warn_if_teacher_unfit(self, epoch: int, train_top1: float, val_top1: float | None) -> None:
         """Once per run: log and emit a ``warning`` event (field ``teacher``) when the teacher is often
@@ -386,6 +408,7 @@ class Run:
             is_best = epoch_metrics["val_top1"] > self.progress.best_top1
             self.progress.best_top1 = max(self.progress.best_top1, epoch_metrics["val_top1"])
             self.progress.epoch = epoch + 1
+            self.progress.metrics = {k: float(v) for k, v in epoch_metrics.items()}
             elapsed = time.perf_counter() - run_start
             done = (epoch + 1 - start_epoch) * steps
             metrics = {**epoch_metrics, **teacher_metrics, "best_top1": self.progress.best_top1}
@@ -398,6 +421,8 @@ class Run:
                 path = save_checkpoint(self.ckpt_dir, self.state(), is_best)
                 ev.emit("checkpoint", epoch=epoch + 1, path=str(path), best=is_best)
             acc.wait_for_everyone()
+        if start_epoch >= t.epochs:  # resumed with no epoch left: the metrics of the weights it ends with
+            metrics = self.evaluate_resumed(teacher_preds, teacher_metrics, steps)
         if self.teacher_feed is not None:
             self.teacher_feed.finish(acc)
         checksums = self.weight_checksums()

@@ -132,19 +132,31 @@ def enqueue(db: Session, celery, settings: Settings, job_id: int) -> str:
     return result.id
 
 
+def send_or_leave_queued(db: Session, celery, settings: Settings, job_id: int) -> bool:
+    """:func:`enqueue`; False when the broker cannot take the message now (a Redis restart, an
+    outage). The job then stays ``queued`` with no send time, which the reconciler in every worker
+    reads as a lost message and sends on its next pass (``worker.reconciler``, (b)): the row, not
+    the message, is the record of the work, so a broker outage delays a job and never fails it."""
+    try:
+        enqueue(db, celery, settings, job_id)
+        return True
+    except Exception as e:  # noqa: BLE001 - whatever the transport raises, the row is what counts
+        db.rollback()
+        log.warning("job %s: the broker cannot take its message now (%s); it stays queued and the reconciler "
+                    "sends it", job_id, str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+        db.execute(update(Job).where(Job.id == job_id, Job.state == QUEUED).values(enqueued_at=None))
+        db.commit()
+        return False
+
+
 def submit(db: Session, celery, settings: Settings, user: User, specs: list[JobSpec]) -> list[Job]:
-    """Create the jobs and queue those that can start. A broker that cannot take the message fails
-    the recorded job with the reason (nothing submitted is hidden) and re-raises."""
+    """Create the jobs and queue those that can start. A broker that cannot take a message leaves
+    its job queued for the reconciler (:func:`send_or_leave_queued`); ``Job.enqueued_at`` is None
+    on those until it is sent."""
     jobs = create_jobs(db, user, specs)
     for job in jobs:
-        if waits_for_teacher(job):
-            continue
-        try:
-            enqueue(db, celery, settings, job.id)
-        except Exception as e:
-            log.exception("job %s: could not queue", job.id)
-            transition(db, job.id, QUEUED, FAILED, error=f"could not queue: {e}")
-            raise
+        if not waits_for_teacher(job):
+            send_or_leave_queued(db, celery, settings, job.id)
     return jobs
 
 
@@ -245,7 +257,7 @@ def new_attempt(db: Session, celery, settings: Settings, job_id: int, from_state
     db.commit()
     if res.rowcount != 1:
         return False
-    enqueue(db, celery, settings, job_id)
+    send_or_leave_queued(db, celery, settings, job_id)  # the new attempt is queued, sent now or by the reconciler
     return True
 
 

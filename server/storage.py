@@ -28,6 +28,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copy2(src, tmp)
     os.replace(tmp, dst)
+    tmp.unlink(missing_ok=True)  # dst was already a link to src: rename() of two links to one file does nothing
 
 
 def is_under(path: Path, roots: tuple[Path, ...]) -> bool:

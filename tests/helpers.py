@@ -152,3 +152,16 @@ Root Cause (first observed failure):
 def torchrun_summary(code: int = -9, sig: str = "  (SIGKILL)", tb: str = "Signal 9 (SIGKILL) received by PID 101") -> str:
     """The summary with rank 1's exit code, signal suffix and traceback line filled in."""
     return _TORCHRUN_SUMMARY.format(code=code, sig=sig, tb=tb)
+
+
+def migrated_database(url: str):
+    """A :class:`server.db.Database` on ``url`` migrated to the newest revision, holding the user alice (id 1)."""
+    from server.db import Database
+    from server.migrate import upgrade
+    from server.models import User
+
+    upgrade(url)
+    database = Database(url)
+    with database.session() as s:
+        s.add(User(name="alice"))
+    return database

@@ -138,12 +138,11 @@ def test_submit_queues_all_but_jobs_waiting_for_their_teacher(db, settings):
     assert lifecycle.waits_for_teacher(jobs[1])
 
 
-def test_submit_fails_a_job_the_broker_cannot_take(db, settings):
-    with pytest.raises(ConnectionError):
-        lifecycle.submit(db, SentTasks(fail=True), settings, user(db), [JobSpec(TEACHER, "t", cfg(None))])
-    job = db.get(Job, 1)
+def test_submit_leaves_a_job_the_broker_cannot_take_queued_for_the_reconciler(db, settings):
+    jobs = lifecycle.submit(db, SentTasks(fail=True), settings, user(db), [JobSpec(TEACHER, "t", cfg(None))])
+    job = db.get(Job, jobs[0].id)
     db.refresh(job)
-    assert (job.state, job.stop_reason) == (FAILED, FAILED) and "could not queue" in job.error
+    assert (job.state, job.error, job.enqueued_at) == (QUEUED, None, None)  # None: the reconciler sends it now
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,10 +21,10 @@ from sqlalchemy.exc import OperationalError
 from server.db import Database
 from server.leases import LeaseLost
 from server.lifecycle import PRUNE_REASON
-from server.models import Artifact, Job, MetricPoint, User, utcnow
+from server.models import Artifact, Job, MetricPoint, utcnow
 from server.settings import Settings
 from server.vocabulary import CANCELLED, EXPORTING, FAILED, IN_PROGRESS_STATES, PRUNED, QUEUED, RUNNING, SUCCEEDED
-from tests.helpers import TINY_RECIPE, job_config, torchrun_summary
+from tests.helpers import TINY_RECIPE, job_config, migrated_database, torchrun_summary
 from worker import launch
 from worker.artifacts import add_row, register_file
 from worker.attempt import Attempt
@@ -228,14 +228,7 @@ OWNER = "host:1#1"
 
 
 def migrated(path: Path) -> Database:
-    from server.migrate import upgrade
-
-    url = f"sqlite:///{path}"
-    upgrade(url)
-    database = Database(url)
-    with database.session() as s:
-        s.add(User(name="alice"))
-    return database
+    return migrated_database(f"sqlite:///{path}")
 
 
 @pytest.fixture(scope="module")

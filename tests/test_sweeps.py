@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.sweeps import SweepError, apply_params, pareto_front, validate_pruner, validate_search_space, validate_sweep
-from tests.helpers import TINY_RECIPE, job_config
+from tests.helpers import TINY_RECIPE, job_config, migrated_database
 from worker.sweep import OPTUNA_SCHEMA, optuna_url, teacher_outputs_config, uses_teacher
 
 BASE = job_config("distill", "/data/digits", {**TINY_RECIPE, "epochs": 2}, checkpoint=7)
@@ -172,15 +172,7 @@ def test_first_trials_must_lie_in_the_search_space():
 @pytest.fixture
 def sqlite_db(tmp_path):
     """A migrated SQLite database with one user, for the driver's own rules (no worker, no broker)."""
-    from server.db import Database
-    from server.migrate import upgrade
-    from server.models import User
-
-    url = f"sqlite:///{tmp_path}/d.db"
-    upgrade(url)
-    database = Database(url)
-    with database.session() as s:
-        s.add(User(name="alice"))
+    database = migrated_database(f"sqlite:///{tmp_path}/d.db")
     yield database
     database.dispose()
 

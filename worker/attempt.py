@@ -93,6 +93,12 @@ class Attempt:
             self.lose()
             raise LeaseLost()
 
+    def confirm(self) -> None:
+        """Ask the database whether the lease is still held, before a step that writes files for the
+        attempt (its run, the export); raises :class:`LeaseLost` (and stops the run) when it is not.
+        The heartbeat alone may not have noticed yet: a worker woken from SIGSTOP runs on at once."""
+        self.retried(self.fenced, "the database to confirm the lease")
+
     # -- the attempt's writes ------------------------------------------------------------------
     def record_launch(self, values: dict[str, Any], must_reach: bool) -> None:
         """Where the run runs, on the job row. A Slurm job id must reach it (a restarted worker

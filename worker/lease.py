@@ -16,6 +16,7 @@ earlier attempt is alive on this host.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -33,24 +34,45 @@ from .run_contract import attempt_dir_name
 log = logging.getLogger(__name__)
 
 
+def process_token(pid: int | None = None) -> str:
+    """``<pid>.<start time in ms>`` of this process: unique on its host across restarts (a pid is
+    reused only by a process started later), so two processes of one worker name never share it."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:  # cannot happen for a live process; a clock reading still tells restarts apart
+        started = time.time()
+    return f"{pid}.{int(started * 1000)}"
+
+
+def lease_owner(worker: str, attempt: int) -> str:
+    """The owner of attempt ``attempt``'s lease taken by this process: ``<worker>/<pid>.<start ms>#<attempt>``.
+
+    Unique per worker *process*, not per worker name: a worker restarted under the same
+    ``DISTILLERY_WORKER_NAME`` is another owner, so its reconciler judges (and takes over) the expired
+    lease its dead predecessor left, and its writes never pass its predecessor's fence (and back)."""
+    return f"{worker}/{process_token()}#{attempt}"
+
+
 class LocalLeases:
-    """The lease owners this worker process holds now; its reconciler never judges those."""
+    """The leases (job id, owner) this worker process holds now; its reconciler never judges those.
+    Keyed by job too: one process may hold attempt 1 of two jobs (a threads pool), under one owner."""
 
     def __init__(self) -> None:
-        self._owners: set[str] = set()
+        self._held: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
 
-    def add(self, owner: str) -> None:
+    def add(self, job_id: int, owner: str) -> None:
         with self._lock:
-            self._owners.add(owner)
+            self._held.add((job_id, owner))
 
-    def discard(self, owner: str) -> None:
+    def discard(self, job_id: int, owner: str) -> None:
         with self._lock:
-            self._owners.discard(owner)
+            self._held.discard((job_id, owner))
 
-    def __contains__(self, owner: object) -> bool:
+    def __contains__(self, lease: object) -> bool:
         with self._lock:
-            return owner in self._owners
+            return lease in self._held
 
 
 class LeaseKeeper:
@@ -76,7 +98,7 @@ class LeaseKeeper:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_file(time.time() + self.lease_s + self.file_grace_s)
         if self.local is not None:
-            self.local.add(self.owner)
+            self.local.add(self.job_id, self.owner)
         self._thread.start()
 
     def stop(self) -> None:
@@ -87,7 +109,7 @@ class LeaseKeeper:
         if not self.keep_file:
             self._write_file(time.time())
         if self.local is not None:
-            self.local.discard(self.owner)
+            self.local.discard(self.job_id, self.owner)
 
     def _write_file(self, expires_at: float) -> None:
         try:

@@ -33,7 +33,7 @@ from server.vocabulary import RUNNING, SLURM
 
 from . import slurm
 from .launchers import Run
-from .lease import LocalLeases
+from .lease import LocalLeases, lease_owner
 from .runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class SlurmReattach:
             self._expire_lease_file(run_dir, owner)
             return False
         runner = JobRunner(self.celery, self.settings, self.db, job_id, self.stopping, self.local, self.sweep_hook)
-        new_owner = f"{runner.worker_name}#{attempt}"
+        new_owner = lease_owner(runner.worker_name, attempt)
         with self.db.session() as s:
             won = leases.take_over_lease(s, job_id, attempt, owner, expires, new_owner, runner.worker_name,
                                             self.settings.lease_s)

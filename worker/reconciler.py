@@ -19,8 +19,11 @@ expired lease (same owner, same expiry) for half a lease in sweeps that reached 
 any sweep that cannot reach it forgets what it saw. A healthy worker whose heartbeats failed only
 because the database was down retries every second, so it renews its lease within about a second
 of the database's return, long before anyone may take the job over; a worker that is really gone
-is restarted after lease_s + lease_s/2 + one sweep. Leases held by this very process are never
-judged. Clocks of the hosts are assumed to agree (NTP) to well within a lease.
+is restarted after lease_s + lease_s/2 + one sweep. Leases held by this very process (by job and
+owner; an owner names the worker *process*, ``worker.lease.lease_owner``, so a worker restarted under
+its predecessor's name judges the leases that one left) are never judged. A job restarted or failed
+here has the files its dead attempt linked but never registered removed (``worker.artifacts.sweep_strays``).
+Clocks of the hosts are assumed to agree (NTP) to well within a lease.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from server.vocabulary import QUEUED
 
 from . import comparison
 from . import sweep as sweep_driver
+from .artifacts import sweep_strays
 from .lease import LocalLeases
 
 log = logging.getLogger(__name__)
@@ -96,7 +100,7 @@ class Reconciler:
         with self.db.session() as s:
             rows = leases.expired_leases(s)
         now = time.monotonic()
-        current = {row for row in rows if row[2] not in self.local}
+        current = {row for row in rows if (row[0], row[2]) not in self.local}  # (job id, owner) held here
         self.seen = {key: t for key, t in self.seen.items() if key in current}
         for key in current:
             first = self.seen.setdefault(key, now)
@@ -111,7 +115,11 @@ class Reconciler:
             with self.db.session() as s:
                 outcome = lifecycle.restart_or_fail(s, self.celery, self.settings, job_id, attempt, "lease_expired",
                                                     reason, where=leases.lease_expired_where(owner, expires))
+                swept = sweep_strays(s, self.settings.artifacts_path, job_id) if outcome else []
             self.seen.pop(key, None)
+            if swept:
+                log.warning("job %s: removed %d file(s) attempt %d left unregistered: %s", job_id, len(swept), attempt,
+                            [str(f) for f in swept])
             if outcome:
                 log.warning("job %s: %s; %s", job_id, reason, "queued a new attempt" if outcome == lifecycle.RESTARTED
                             else "failed (no attempts left)")

@@ -35,11 +35,11 @@ from server.vocabulary import CANCELLED, EXPORTING, FAILED, QUEUED, RUNNING, SUC
 
 from . import launch
 from . import teacher_cache as caches
-from .artifacts import register_checkpoint, register_export, register_rejected_report
+from .artifacts import register_checkpoint, register_export, register_rejected_report, sweep_strays
 from .attempt import Attempt
 from .job_config import resolved_config, stored_config
 from .launchers import LocalLauncher, Run, launcher_for
-from .lease import LeaseKeeper, LocalLeases, wait_for_earlier_attempts
+from .lease import LeaseKeeper, LocalLeases, lease_owner, wait_for_earlier_attempts
 from .outcome import (
     CONTINUE,
     DETACH,
@@ -107,7 +107,7 @@ class JobRunner:
                     self.log.info("worker shutting down; message handed back to the queue")
                     return "deferred"
                 run_dir = attempt_dir(self.settings.runs_path, self.job_id, number)
-                owner = f"{self.worker_name}#{number}"
+                owner = lease_owner(self.worker_name, number)  # unique per worker process
                 if not lifecycle.claim(s, self.job_id, number, self.worker_name, str(run_dir), owner, self.settings.lease_s):
                     self.log.info("not queued (state %s); duplicate or cancelled delivery, nothing to do", job.state)
                     return "skipped"
@@ -191,7 +191,10 @@ class JobRunner:
         an earlier attempt's checkpoint when the config is the same."""
         wait_for_earlier_attempts(run_dir.parent, attempt.number, self.settings.lease_s,
                                   lambda: self.stopping.is_set() or attempt.lost, self.log)
-        attempt.check()
+        attempt.confirm()  # the wait may have been long: nothing is written for an attempt that lost its lease
+        swept = attempt.quietly(lambda s: sweep_strays(s, self.settings.artifacts_path, self.job_id))
+        if swept:  # what a worker killed mid-registration of an earlier attempt left
+            self.log.warning("removed %d unregistered file(s) of earlier attempts: %s", len(swept), [str(f) for f in swept])
         config_path = run_dir / JOB_JSON
         write_json_atomic(config_path, config.to_dict())
         resume = carry_over_checkpoint(run_dir.parent, attempt.number, run_dir, config.to_dict(), self.log)
@@ -207,6 +210,7 @@ class JobRunner:
     def _export(self, attempt: Attempt, run_dir: Path, config: JobConfig) -> str:
         """Run the exporter; it says why it failed in ``export.error.json`` (exit 3: parity gate)."""
         out, rejected, error_file = run_dir / EXPORT_DIR, run_dir / EXPORT_REJECTED, run_dir / EXPORT_ERROR
+        attempt.confirm()  # no exporter writes into the run of an attempt that lost its lease
         for d in (out, rejected):
             shutil.rmtree(d, ignore_errors=True)
         error_file.unlink(missing_ok=True)

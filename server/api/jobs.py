@@ -15,9 +15,9 @@ from sqlalchemy import select
 from .. import job_requests, lifecycle, submission_warnings, submissions
 from ..auth import login_required
 from ..errors import ApiError
-from ..models import Job, MetricPoint
+from ..models import Job, MetricPoint, waits_for_teacher
 from ..serializers import serialize_job
-from ..vocabulary import JOB_KINDS, JOB_STATES
+from ..vocabulary import JOB_KINDS, JOB_STATES, QUEUED
 from ..workers import live_capacity
 from .base import arg_int, arg_name, celery, db, get_object_or_404, json_body, paginate, settings
 
@@ -27,10 +27,7 @@ def create_job():
     body = json_body(submissions.JOB_BODY_KEYS, required={"kind", "name", "config"})
     s = db()
     specs = job_requests.validate_request(s, settings(), g.user, body)
-    try:
-        jobs = lifecycle.submit(s, celery(), settings(), g.user, specs)
-    except Exception as e:  # broker down: the row exists and says so; tell the caller
-        raise ApiError(503, "broker_unavailable", f"job recorded but not queued: {e}") from None
+    jobs = lifecycle.submit(s, celery(), settings(), g.user, specs)  # a broker outage leaves them queued
     asked = [j.id for j in jobs if j.baseline_of is None and j.replicate_of is None]  # not baseline twins nor seeds k > 0
     out = serialize_job(s.get(Job, asked[-1]))  # the job asked for (seed 0: the primary of a ``seeds: N`` group)
     if len(asked) > 1:
@@ -40,8 +37,21 @@ def create_job():
         out["replicates"] = replicates  # the students of seeds 1..N-1 (each names its own baseline)
     # What in the config looks wrong for its data (deit_core.config_warnings): accepted, but said.
     primary = next(i for i, j in enumerate(jobs) if j.id == asked[-1])
-    out["warnings"] = submission_warnings.for_specs(s, settings(), g.user, specs, primary)
+    out["warnings"] = submission_warnings.for_specs(s, settings(), g.user, specs, primary) + unsent_warning(s, jobs)
     return jsonify(out), 201
+
+
+def unsent_warning(s, jobs: list[Job]) -> list[dict[str, str]]:
+    """A warning when the broker could not take some messages now: the jobs are queued all the same
+    and the reconciler sends them once it is back (``lifecycle.send_or_leave_queued``). The rows are
+    read again: the send time is written by an UPDATE the loaded objects do not see."""
+    waiting = {j.id for j in jobs if waits_for_teacher(j)}
+    unsent = [i for i in s.scalars(select(Job.id).where(Job.id.in_([j.id for j in jobs]), Job.state == QUEUED,
+                                                        Job.enqueued_at.is_(None)).order_by(Job.id)) if i not in waiting]
+    if not unsent:
+        return []
+    return [{"field": "queue", "message": f"the message queue is unavailable; job(s) {unsent} stay queued and are "
+             "sent as soon as it is back (nothing to resubmit)"}]
 
 
 def _filter(q, param: str, column, allowed: tuple[str, ...]):
