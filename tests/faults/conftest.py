@@ -31,7 +31,7 @@ from tests.service.conftest import TRAIN, distillery, new_token, stop, unavailab
 EXPORT_ARGS = "--no-pte --latency-runs 1 --max-drop 100"
 
 
-def _pg_bin() -> Path | None:
+def pg_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     if found:
         return Path(found[-1]).parent
@@ -81,7 +81,7 @@ class PrivatePostgres:
 
 @pytest.fixture(scope="session")
 def private_pg():
-    bindir = _pg_bin()
+    bindir = pg_bin()
     if bindir is None or not (bindir / "initdb").exists():
         unavailable("initdb/pg_ctl not installed (apt-get install postgresql)")
     root = Path(tempfile.mkdtemp(prefix="distillery-pg-", dir="/tmp"))
@@ -166,20 +166,23 @@ class Stack(RestClient):
     procs: list = field(default_factory=list)
     workers: list = field(default_factory=list)
 
-    def start_api(self) -> subprocess.Popen:
-        port = free_port()
+    def start_api(self, port: int | None = None) -> subprocess.Popen:
+        """gunicorn on ``port`` (default a free one; the same one again after a kill)."""
+        port = port or free_port()
         log = open(self.root / "api.log", "ab")
         api = subprocess.Popen([sys.executable, "-m", "distillery", "serve", "--port", str(port), "--workers", "1"],
                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(api)
         self.url = f"http://127.0.0.1:{port}"
         wait_healthy(f"{self.url}/api/v1/health", api, timeout=90, describe=lambda: self.log("api"))
-        self.token = new_token("alice", self.env)
+        self.token = self.token or new_token("alice", self.env)
         return api
 
-    def start_worker(self, name: str = "worker") -> subprocess.Popen:
+    def start_worker(self, name: str = "worker", **env: str) -> subprocess.Popen:
+        """A ``distillery worker`` logging to ``<name>.log``; ``env`` on top of the stack's (e.g.
+        ``DISTILLERY_WORKER_NAME``: a worker restarted under its old name)."""
         log = open(self.root / f"{name}.log", "ab")
-        w = subprocess.Popen([sys.executable, "-m", "distillery", "worker"], env=self.env, stdout=log,
+        w = subprocess.Popen([sys.executable, "-m", "distillery", "worker"], env={**self.env, **env}, stdout=log,
                              stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(w)
         self.workers.append(w)
@@ -212,21 +215,27 @@ class Stack(RestClient):
             stop(p, timeout=20)
 
 
+def new_stack(pg: PrivatePostgres, broker_url: str, root: Path, **extra: str) -> Stack:
+    """A fresh database on the private cluster, migrated, with the fault tests' short leases; the
+    caller starts the API and workers it needs and closes the stack (the chaos benchmark too)."""
+    database_url = pg.create_database()
+    env = {**os.environ, "DISTILLERY_DATABASE_URL": database_url, "DISTILLERY_BROKER_URL": broker_url,
+           "DISTILLERY_QUEUE": f"faults-{secrets.token_hex(4)}", "DISTILLERY_STORAGE": str(root / "storage"),
+           "DISTILLERY_DATA_ROOTS": str(root.parent), "DISTILLERY_EXPORT_ARGS": EXPORT_ARGS,
+           "DISTILLERY_CANCEL_GRACE_S": "5", "DISTILLERY_POLL_S": "0.3", "DISTILLERY_SECRET_KEY": secrets.token_hex(32),
+           "DISTILLERY_LEASE_S": "6", "DISTILLERY_REQUEUE_AFTER_S": "5", **extra}
+    distillery("db", "upgrade", env=env)
+    return Stack(env=env, root=root, database_url=database_url)
+
+
 @pytest.fixture
 def make_stack(private_pg, tmp_path):
-    """``make_stack(broker_url, **env)``: a fresh database on the private cluster, migrated; the
-    caller starts the API and workers it needs. Everything is stopped at the end."""
+    """``make_stack(broker_url, **env)``: :func:`new_stack` in the test's tmp_path; everything is
+    stopped at the end."""
     stacks: list[Stack] = []
 
     def make(broker_url: str, **extra: str) -> Stack:
-        database_url = private_pg.create_database()
-        env = {**os.environ, "DISTILLERY_DATABASE_URL": database_url, "DISTILLERY_BROKER_URL": broker_url,
-               "DISTILLERY_QUEUE": f"faults-{secrets.token_hex(4)}", "DISTILLERY_STORAGE": str(tmp_path / "storage"),
-               "DISTILLERY_DATA_ROOTS": str(tmp_path.parent), "DISTILLERY_EXPORT_ARGS": EXPORT_ARGS,
-               "DISTILLERY_CANCEL_GRACE_S": "5", "DISTILLERY_POLL_S": "0.3", "DISTILLERY_SECRET_KEY": secrets.token_hex(32),
-               "DISTILLERY_LEASE_S": "6", "DISTILLERY_REQUEUE_AFTER_S": "5", **extra}
-        distillery("db", "upgrade", env=env)
-        stack = Stack(env=env, root=tmp_path, database_url=database_url)
+        stack = new_stack(private_pg, broker_url, tmp_path, **extra)
         stacks.append(stack)
         return stack
 
