@@ -11,6 +11,7 @@ from werkzeug.routing import IntegerConverter
 from ..db import database_unavailable
 from ..errors import ApiError
 from ..lifecycle import JobConflict
+from ..quotas import QuotaExceeded
 from ..submissions import SubmissionError
 from ..vocabulary import MAX_ID
 from . import artifacts, datasets, health, jobs, openapi, presets, sweeps, tokens, users
@@ -100,6 +101,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(ops)
     app.register_error_handler(ApiError, lambda e: e.response())
     app.register_error_handler(SubmissionError, lambda e: ApiError(e.status, e.code, e.message, e.field).response())
+    app.register_error_handler(QuotaExceeded, lambda e: ApiError(e.status, e.code, e.message, e.field).response())
     app.register_error_handler(JobConflict, lambda e: ApiError(409, "conflict", e.message, e.field).response())
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DBAPIError, _database_error)

@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import g, jsonify, request
 from sqlalchemy import select
 
-from .. import job_requests, lifecycle, submission_warnings, submissions
+from .. import job_requests, lifecycle, quotas, submission_warnings, submissions
 from ..auth import login_required
 from ..errors import ApiError
 from ..models import Job, MetricPoint
@@ -29,6 +29,8 @@ def create_job():
     specs = job_requests.validate_request(s, settings(), g.user, body)
     try:
         jobs = lifecycle.submit(s, celery(), settings(), g.user, specs)
+    except quotas.QuotaExceeded:
+        raise  # counted again under the user's lock: 429, nothing recorded
     except Exception as e:  # broker down: the row exists and says so; tell the caller
         raise ApiError(503, "broker_unavailable", f"job recorded but not queued: {e}") from None
     asked = [j.id for j in jobs if j.baseline_of is None and j.replicate_of is None]  # not baseline twins nor seeds k > 0
@@ -117,6 +119,6 @@ def cancel_job(job_id: int):
 @login_required
 def retry_job(job_id: int):
     job = get_object_or_404(Job, job_id)
-    submissions.check_in_flight(db(), settings(), job.owner, 1)
+    quotas.reserve(db(), settings(), job.owner, 1)  # held until retry's commit puts it back in flight
     lifecycle.retry(db(), celery(), settings(), job)
     return _serialized(job.id)
