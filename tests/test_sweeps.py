@@ -408,6 +408,7 @@ def test_the_largest_seed_accepted_is_one_every_trials_sampler_takes():
                                          "seed": max_seed(trials) + 1}, base(), 200) == "seed"
 
 
+@pytest.mark.filterwarnings("ignore:The distribution is specified by")  # Optuna trims high to a whole step
 def test_the_finest_step_accepted_is_one_optuna_samples():
     import optuna
 
