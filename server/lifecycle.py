@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import routing
+from . import quotas, routing
 from .job_spec import JobSpec
 from .leases import fence, lease_held, new_lease
 from .models import Job, User, utcnow, waits_for_teacher
@@ -91,9 +91,14 @@ def transition(db: Session, job_id: int, from_states: str | Iterable[str], to_st
 # ---------------------------------------------------------------------------------------------
 # Creating and queueing
 # ---------------------------------------------------------------------------------------------
-def create_jobs(db: Session, user: User, specs: Iterable[JobSpec]) -> list[Job]:
+def create_jobs(db: Session, user: User, specs: Iterable[JobSpec], settings: Settings | None = None) -> list[Job]:
     """Insert validated specs (:func:`server.job_requests.validate_request`) in one transaction; a
-    spec's parent (and baseline, and replicate primary) given by index is a job created earlier in the same call."""
+    spec's parent (and baseline, and replicate primary) given by index is a job created earlier in the same call.
+    With ``settings``, under the user's cap on jobs in flight: counted and inserted under one lock
+    (:func:`server.quotas.reserve`; raises ``quotas.QuotaExceeded``, nothing written)."""
+    specs = list(specs)
+    if settings is not None:
+        quotas.reserve(db, settings, user, quotas.slots_needed(specs))
     jobs: list[Job] = []
     for spec in specs:
         job = Job(kind=spec.kind, name=spec.name, config=spec.config, owner_id=user.id,
@@ -152,8 +157,8 @@ def send_or_leave_queued(db: Session, celery, settings: Settings, job_id: int) -
 def submit(db: Session, celery, settings: Settings, user: User, specs: list[JobSpec]) -> list[Job]:
     """Create the jobs and queue those that can start. A broker that cannot take a message leaves
     its job queued for the reconciler (:func:`send_or_leave_queued`); ``Job.enqueued_at`` is None
-    on those until it is sent."""
-    jobs = create_jobs(db, user, specs)
+    on those until it is sent. Over the user's cap: ``quotas.QuotaExceeded``, nothing created."""
+    jobs = create_jobs(db, user, specs, settings)
     for job in jobs:
         if not waits_for_teacher(job):
             send_or_leave_queued(db, celery, settings, job.id)

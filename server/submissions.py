@@ -178,13 +178,12 @@ def check_limits(settings: Settings, cfg: dict[str, Any], prefix: str) -> None:
 
 def check_in_flight(db: Session, settings: Settings, user: User, adding: int) -> None:
     """429 when ``adding`` more jobs would pass the user's cap on queued/running jobs (the one an
-    admin set for them, else the deployment's; see ``server.quotas``)."""
-    active = quotas.in_flight(db, user)
-    cap, source = quotas.job_cap(settings, user)
-    if active + adding > cap:
-        raise SubmissionError("kind", f"{active} of your jobs are queued or running and this would add {adding}; "
-                              f"at most {cap} may be in flight ({source}): wait or cancel some",
-                              status=429, code="too_many_jobs")
+    admin set for them, else the deployment's; see ``server.quotas``). An early answer, before the
+    paths are checked; ``server.lifecycle.create_jobs`` counts again under the user's lock."""
+    try:
+        quotas.check(db, settings, user, adding)
+    except quotas.QuotaExceeded as e:
+        raise SubmissionError(e.field, e.message, status=e.status, code=e.code) from None
 
 
 def check_priority(user: User, body: Mapping[str, Any]) -> str:

@@ -30,7 +30,7 @@ from deit_core.config import ConfigError, parse_config, whole_number
 from .export_reports import read_report
 from .models import Job
 from .serializers import at_chance
-from .vocabulary import DISTILLATION_TYPES, FINAL_STATES, MAX_ID, SUCCEEDED
+from .vocabulary import DISTILLATION_TYPES, FINAL_STATES, SUCCEEDED
 
 # Search-space name -> (config section, key, value type). The user names these, and only these.
 PARAMS: dict[str, tuple[str, str, type]] = {
@@ -42,6 +42,14 @@ PARAMS: dict[str, tuple[str, str, type]] = {
     "epochs": ("train", "epochs", int),
 }
 CATEGORICAL_ONLY = ("student_model", "distillation_type")
+# The sampler's seed is seed * SEED_STRIDE + trials asked so far (:func:`sampler_seed`); numpy, under
+# Optuna's samplers, takes seeds 0..2**32 - 1, so the largest seed a sweep may name depends on its trials.
+SEED_STRIDE = 100003
+MAX_SAMPLER_SEED = 2**32 - 1
+# The most values a stepped range may hold. A sweep asks at most a few hundred; Optuna's grid arithmetic
+# (decimal, 28 digits) fails outright near 1e27 values (step 1e-300 did), and long before that a
+# step below the float resolution of its range is no step at all.
+MAX_STEP_VALUES = 10**6
 PRUNERS = ("median", "threshold", "none")
 SWEEP_BODY_KEYS = {"search_space", "trials", "parallel", "pruner", "seed", "teacher_outputs", "first_trials"}
 PRUNER_KEYS = {"median": {"type", "n_startup_trials", "n_warmup_steps"},
@@ -125,8 +133,23 @@ def _range(spec: Mapping[str, Any], field: str, kind: type) -> dict[str, Any]:
         step = _number(spec["step"], f"{field}.step", kind)
         if step <= 0 or step > high - low:
             raise SweepError(f"{field}.step", f"must be > 0 and at most high - low, got {step}")
+        if (high - low) / step >= MAX_STEP_VALUES:  # inf too, for a step that underflows the division
+            raise SweepError(f"{field}.step", f"gives more than {MAX_STEP_VALUES} values from {low} to {high}; "
+                             f"use a step of at least {(high - low) / (MAX_STEP_VALUES - 1):.3g}, or no step")
         out["step"] = step
     return out
+
+
+def max_seed(trials: int) -> int:
+    """The largest ``seed`` a sweep of ``trials`` trials may name: its last sampler seed
+    (:func:`sampler_seed`) must still be one numpy takes."""
+    return (MAX_SAMPLER_SEED - (trials - 1)) // SEED_STRIDE
+
+
+def sampler_seed(cfg: Mapping[str, Any], asked: int) -> int:
+    """The seed of the sampler built after ``asked`` trials (``worker.sweep.study``): a fresh one
+    per call, so each call draws anew, and the same sweep seed gives the same sequence."""
+    return cfg["seed"] * SEED_STRIDE + asked
 
 
 def candidate_values(spec: Mapping[str, Any]) -> list[Any]:
@@ -234,7 +257,10 @@ def validate_sweep(body: Mapping[str, Any], base: dict[str, Any], max_trials: in
     space = validate_search_space(body.get("search_space"), base, check)
     trials = _int(body, "trials", 8, 1, max_trials)
     parallel = _int(body, "parallel", 1, 1, trials)
-    seed = _int(body, "seed", 0, 0, MAX_ID)
+    seed = _int(body, "seed", 0, 0, MAX_SAMPLER_SEED)
+    if seed > max_seed(trials):
+        raise SweepError("seed", f"must be between 0 and {max_seed(trials)} for {trials} trials (the samplers' seeds, "
+                         f"seed * {SEED_STRIDE} + trial, must stay below 2**32), got {seed}")
     teacher_outputs = body.get("teacher_outputs", True)
     if not isinstance(teacher_outputs, bool):
         raise SweepError("teacher_outputs", f"must be true or false, got {teacher_outputs!r}")

@@ -365,3 +365,52 @@ def test_the_summary_front_uses_each_trials_measured_spread_and_flags_at_chance(
     by_id = {t["job_id"]: t for t in summary["trials"]}
     assert by_id[ids[0]]["latency"]["p10"] == 1.62 and by_id[ids[0]]["cpu"]["isa"] == ["avx2"]
     assert [by_id[i]["at_chance"] for i in ids] == [False, False, True]  # 10.5% of 10 classes is guessing
+
+
+# ----------------------------------------------------------------------------- values the worker can run
+@pytest.mark.parametrize("over, field", [
+    ({"seed": 2147483647}, "seed"),                    # was accepted, then numpy refused every pass
+    ({"seed": 42949, "trials": 2}, "seed"),            # 42949 * 100003 + 1 >= 2**32
+    ({"seed": -1}, "seed"),
+    ({"search_space": {"alpha": {"low": 0.2, "high": 0.8, "step": 1e-300}}}, "search_space.alpha.step"),
+    ({"search_space": {"alpha": {"low": 0.2, "high": 0.8, "step": 5e-324}}}, "search_space.alpha.step"),
+    ({"search_space": {"alpha": {"low": 0.2, "high": 0.8, "step": 1e-7}}}, "search_space.alpha.step"),
+    ({"search_space": {"alpha": {"low": 0.2, "high": 0.8, "step": float("inf")}}}, "search_space.alpha.step"),
+    ({"search_space": {"alpha": {"low": 0.2, "high": 0.8, "step": float("nan")}}}, "search_space.alpha.step"),
+    ({"search_space": {"lr": {"low": 1e-4, "high": 1e-2, "step": -0.001}}}, "search_space.lr.step"),
+    ({"search_space": {"lr": {"low": float("-inf"), "high": 1e-2}}}, "search_space.lr.low"),
+])
+def test_a_seed_or_step_the_sampler_cannot_take_is_refused(over, field):
+    body = {"search_space": {"alpha": [0.3, 0.7]}, "trials": 8, **over}
+    assert field_of(validate_sweep, body, base(), 200) == field
+
+
+def test_the_largest_seed_accepted_is_one_every_trials_sampler_takes():
+    """The bound comes from numpy (seeds below 2**32), checked here against Optuna itself."""
+    import optuna
+
+    from server.sweeps import max_seed, sampler_seed
+
+    for trials in (1, 8, 200):
+        cfg = validate_sweep({"search_space": {"alpha": [0.3, 0.7]}, "trials": trials, "seed": max_seed(trials)}, base(), 200)
+        optuna.samplers.TPESampler(seed=sampler_seed(cfg, trials - 1))  # the last trial's sampler
+        with pytest.raises(ValueError):
+            optuna.samplers.TPESampler(seed=sampler_seed({**cfg, "seed": max_seed(trials) + 1}, trials - 1))
+        assert field_of(validate_sweep, {"search_space": {"alpha": [0.3, 0.7]}, "trials": trials,
+                                         "seed": max_seed(trials) + 1}, base(), 200) == "seed"
+
+
+@pytest.mark.filterwarnings("ignore:The distribution is specified by")  # Optuna trims high to a whole step
+def test_the_finest_step_accepted_is_one_optuna_samples():
+    import optuna
+
+    from server.sweeps import MAX_STEP_VALUES
+    from worker.sweep import distributions
+
+    finest = 0.6 / (MAX_STEP_VALUES - 1)
+    cfg = validate_sweep({"search_space": {"alpha": {"low": 0.2, "high": 0.8, "step": finest}}, "trials": 4}, base(), 200)
+    st = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=1), direction="maximize")
+    for i in range(3):
+        t = st.ask(distributions(cfg["search_space"]))
+        assert 0.2 <= t.params["alpha"] <= 0.8
+        st.tell(t, float(i))

@@ -5,9 +5,11 @@ A sweep holds no worker slot. Its record is the database: the sweep row, its chi
 trial, ``jobs.trial_number`` = the Optuna trial's number) and the Optuna study. :func:`advance` is
 idempotent and quick: it reconciles the children with the study (reports each running trial's
 per-epoch val top-1, prunes weak trials, tells finished ones), asks new trials up to ``parallel``
-in flight until ``trials`` exist, and ends the sweep. The run task calls it when the sweep's
-message is claimed (then returns at once), after every trial's run, and every worker's reconciler
-calls it on each tick, so a sweep goes on whichever workers live.
+in flight until ``trials`` exist, each only into a free slot of the owner's cap on jobs in flight
+(``server.quotas``: the sweep waits for a slot rather than pass the cap), and ends the sweep.
+The run task calls it when the sweep's message is claimed (then returns at once), after every
+trial's run, and every worker's reconciler calls it on each tick, so a sweep goes on whichever
+workers live.
 
 Two callers at once: :func:`advance` first takes the sweep row by compare-and-set
 (``lease_owner`` = the caller, for at most :data:`MUTEX_S`; ``lease_expires_at`` stays null, so
@@ -33,12 +35,12 @@ from sqlalchemy import create_engine, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from server import lifecycle
-from server.db import Database
+from server import lifecycle, quotas
+from server.db import Database, database_unavailable
 from server.job_spec import JobSpec, ParentRef
 from server.models import Job, MetricPoint, utcnow
 from server.settings import Settings
-from server.sweeps import PARAMS, apply_params, summarize, trial_jobs
+from server.sweeps import PARAMS, apply_params, sampler_seed, summarize, trial_jobs
 from server.vocabulary import (
     ACTIVE_STATES,
     CANCELLED,
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 
 OPTUNA_SCHEMA = "distillery_optuna"
 MUTEX_S = 120.0
+WAITING = "waiting for a free slot"  # the phase of a sweep whose owner's cap is full (server.quotas)
 _storages: dict[str, Any] = {}
 _storage_lock = threading.Lock()
 
@@ -204,11 +207,11 @@ def pruner(cfg: dict[str, Any]):
 
 def study(settings: Settings, cfg: dict[str, Any], asked: int = 0):
     """The sweep's study (created on first use). The sampler is seeded with (seed, trials asked so
-    far): each call builds a fresh sampler, and the same seed every time would draw the same
-    random start again."""
+    far) (:func:`server.sweeps.sampler_seed`): each call builds a fresh sampler, and the same seed
+    every time would draw the same random start again."""
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=cfg["seed"] * 100003 + asked, n_startup_trials=min(10, max(2, cfg["trials"] // 2)))
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed(cfg, asked), n_startup_trials=min(10, max(2, cfg["trials"] // 2)))
     return optuna.create_study(study_name=cfg["study"], storage=storage(settings.database_url), sampler=sampler,
                                pruner=pruner(cfg), direction="maximize", load_if_exists=True)
 
@@ -258,7 +261,12 @@ def advance_parent(celery, settings: Settings, database: Database, job_id: int) 
 
 def advance(celery, settings: Settings, database: Database, sweep_id: int) -> str | None:
     """One reconciliation of sweep ``sweep_id`` (see the module docstring). Returns the sweep's
-    state after it, or None when another caller holds the sweep or it is not running."""
+    state after it, or None when another caller holds the sweep or it is not running.
+
+    Whatever else goes wrong in a pass (Optuna refusing a stored value, a bug) ends the sweep
+    ``failed`` with the error, its unfinished children cancelled (:meth:`Driver.abort`): a sweep
+    that cannot advance would otherwise stay running, its trials holding their slots, and log the
+    same traceback every tick. Only a database that cannot be reached is left to the next tick."""
     me = f"{worker_name(settings)}:{threading.get_ident()}"  # unique per caller: worker and thread
     with database.session() as s:
         stale = utcnow() - timedelta(seconds=MUTEX_S)
@@ -271,6 +279,12 @@ def advance(celery, settings: Settings, database: Database, sweep_id: int) -> st
     try:
         with database.session() as s:
             return Driver(s, celery, settings, sweep_id).advance()
+    except Exception as e:
+        if database_unavailable(e):  # nothing can be recorded now; the next tick tries again
+            raise
+        log.exception("sweep %s: advance failed; the sweep fails", sweep_id)
+        with database.session() as s:
+            return Driver(s, celery, settings, sweep_id).abort(f"advancing the sweep failed: {type(e).__name__}: {e}")
     finally:
         with database.session() as s:
             s.execute(update(Job).where(Job.id == sweep_id, Job.lease_owner == me).values(lease_owner=None)
@@ -314,6 +328,8 @@ class Driver:
                              .order_by(Job.id).limit(1))
         if self.cfg.get("teacher_outputs", True) and uses_teacher(self.cfg):
             if prep is None:
+                if not self._free_slots():
+                    return self._store(phase=WAITING)
                 self._create(TEACHER_OUTPUTS, f"{self.sweep.name[:170]}-teacher-outputs", teacher_outputs_config(self.cfg))
                 return self._store(phase="teacher outputs")
             if prep.state in ACTIVE_STATES:
@@ -330,7 +346,7 @@ class Driver:
             if number in frozen:
                 self._sync(st, frozen[number], job)
         self._recover_orphans(st, frozen, trials)
-        self._ask(trials)
+        waiting = not self._ask(trials)
         trials = {j.trial_number: j for j in trial_jobs(self.s, self.sweep.id)}
         if len(trials) >= self.cfg["trials"] and all(j.state in FINAL_STATES for j in trials.values()):
             won = [j for j in trials.values() if j.state == SUCCEEDED]
@@ -338,7 +354,7 @@ class Driver:
                 return self._end(SUCCEEDED)
             return self._end(FAILED, "no trial succeeded: " + ", ".join(f"trial {n} {j.state}"
                                                                         for n, j in sorted(trials.items())))
-        return self._store(phase="trials")
+        return self._store(phase=WAITING if waiting else "trials")
 
     # -- trials -----------------------------------------------------------------------------------
     def _sync(self, st, ft, job: Job) -> None:
@@ -376,23 +392,40 @@ class Driver:
         return {int(e): float(v) for e, v in rows if e}
 
     def _recover_orphans(self, st, frozen: dict[int, Any], trials: dict[int, Job]) -> None:
-        """A trial Optuna handed out whose job was never created (the caller died in between)."""
+        """A trial Optuna handed out whose job was never created (the caller died in between); it
+        waits, still running in Optuna, while the owner has no free slot."""
         from optuna.trial import TrialState
 
         for number, ft in frozen.items():
             if ft.state == TrialState.RUNNING and number not in trials:
                 if len(trials) < self.cfg["trials"] and ft.params:
-                    trials[number] = self._create_trial(number, ft.params)
+                    if self._free_slots():
+                        trials[number] = self._create_trial(number, ft.params)
                 else:
                     st.tell(number, state=TrialState.FAIL)
 
-    def _ask(self, trials: dict[int, Job]) -> None:
+    def _ask(self, trials: dict[int, Job]) -> bool:
+        """Start trials up to ``parallel`` in flight until ``trials`` exist, each only into a free
+        slot of the owner's cap (``server.quotas``), counted under the owner's lock held until
+        the trial's job is inserted. False when it stopped for want of a slot."""
         active = sum(1 for j in trials.values() if j.state in ACTIVE_STATES)
         while len(trials) < self.cfg["trials"] and active < self.cfg["parallel"]:
+            if not self._free_slots():
+                return False
             st = study(self.settings, self.cfg, asked=len(trials))
             t = st.ask(distributions(self.cfg["search_space"]))
             trials[t.number] = self._create_trial(t.number, t.params)
             active += 1
+        return True
+
+    def _free_slots(self) -> int:
+        """The owner's free slots, the owner locked (``quotas.free_slots``) until the next commit:
+        the job inserted next is counted under the same lock. None free: the lock is released."""
+        self.s.commit()  # the lock opens its own transaction
+        free = quotas.free_slots(self.s, self.settings, self.sweep.owner)
+        if not free:
+            self.s.commit()
+        return free
 
     def _create_trial(self, number: int, params: dict[str, Any]) -> Job:
         cfg = apply_params(self.cfg["base"], params)
@@ -404,7 +437,7 @@ class Driver:
         owner = self.sweep.owner
         spec = JobSpec(kind, name, cfg, parent=ParentRef.existing(self.sweep.id), trial_number=trial_number,
                        priority=self.sweep.priority)  # children at the sweep's priority
-        job = lifecycle.create_jobs(self.s, owner, [spec])[0]
+        job = lifecycle.create_jobs(self.s, owner, [spec], self.settings)[0]  # counted again under the lock
         try:
             lifecycle.enqueue(self.s, self.celery, self.settings, job.id)
         except Exception:  # the broker is away: the reconciler re-sends queued jobs whose message was lost
@@ -413,12 +446,25 @@ class Driver:
 
     # -- the sweep --------------------------------------------------------------------------------
     def _cancel(self) -> str:
+        self._stop_children()
+        return self._end(CANCELLED, "cancelled by user")
+
+    def abort(self, error: str) -> str | None:
+        """End the sweep ``failed`` with ``error`` after a pass that raised: its unfinished children
+        are cancelled (their slots freed) and the summary is left as the last good pass stored it
+        (summarizing may be what failed). None if the sweep was no longer running."""
+        self._stop_children()
+        if not lifecycle.finish(self.s, self.sweep.id, FAILED, from_states=RUNNING, error=error):
+            return None
+        log.info("sweep %s %s: %s", self.sweep.id, FAILED, error)
+        return FAILED
+
+    def _stop_children(self) -> None:
         for child in list(self.s.scalars(select(Job).where(Job.parent_id == self.sweep.id, Job.state.in_(ACTIVE_STATES)))):
             try:
                 lifecycle.cancel(self.s, self.celery, child, by=f"sweep {self.sweep.id}", settings=self.settings)
             except lifecycle.JobConflict:
                 pass  # it ended meanwhile
-        return self._end(CANCELLED, "cancelled by user")
 
     def _store(self, phase: str) -> str:
         summary = summarize(self.s, self.sweep)

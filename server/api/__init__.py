@@ -13,6 +13,7 @@ from ..db import database_unavailable
 from ..errors import ApiError
 from ..lifecycle import JobConflict
 from ..models import Dataset
+from ..quotas import QuotaExceeded
 from ..submissions import SubmissionError
 from ..vocabulary import MAX_ID
 from . import artifacts, datasets, health, jobs, openapi, presets, rate_limits, sweeps, tokens, users, webhooks
@@ -128,6 +129,7 @@ def init_app(app: Flask) -> None:
     rate_limits.init_app(app, app.extensions["distillery.settings"])
     app.register_error_handler(ApiError, lambda e: e.response())
     app.register_error_handler(SubmissionError, lambda e: ApiError(e.status, e.code, e.message, e.field, e.errors).response())
+    app.register_error_handler(QuotaExceeded, lambda e: ApiError(e.status, e.code, e.message, e.field).response())
     app.register_error_handler(JobConflict, lambda e: ApiError(409, "conflict", e.message, e.field).response())
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DBAPIError, _database_error)

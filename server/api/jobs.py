@@ -13,7 +13,7 @@ from flask import g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 
-from .. import job_requests, lifecycle, replicates, submission_warnings, submissions
+from .. import job_requests, lifecycle, quotas, replicates, submission_warnings, submissions
 from ..auth import login_required
 from ..errors import ApiError
 from ..models import Job, MetricPoint, waits_for_teacher
@@ -135,6 +135,6 @@ def cancel_job(job_id: int):
 @login_required
 def retry_job(job_id: int):
     job = get_object_or_404(Job, job_id)
-    submissions.check_in_flight(db(), settings(), job.owner, 1)
+    quotas.reserve(db(), settings(), job.owner, 1)  # held until retry's commit puts it back in flight
     lifecycle.retry(db(), celery(), settings(), job)
     return _serialized(job.id)
