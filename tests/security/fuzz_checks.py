@@ -24,6 +24,11 @@ STATE_FIELDS = {
         # student's patch size; processes_per_node equal to processes; a sweep's range low < high and
         # step <= high - low, its choices valid config values, first_trials inside the space, parallel <= trials
         rf"^{_CONFIG}data\.img_size$", rf"^{_CONFIG}resources\.processes_per_node$",
+        # a pipeline's student names the teacher its teacher_job trains: two strings that must be equal
+        r"^config\.teacher\.model$",
+        # train.aa is parsed by timm's own auto-augment grammar at submission; the schema's pattern only
+        # says which policy it starts with (rand, augmix, original, v0, 3a)
+        rf"^{_CONFIG}train\.aa$",
         r"^search_space\.\w+(\.(low|high|step))?$", r"^first_trials(\.\d+(\.\w+)?)?$", r"^parallel$"])),
     # the folder to register (exists, is an ImageFolder, under a data root) or the archive's bytes
     "POST /datasets": re.compile(r"^(path|file)$"),
