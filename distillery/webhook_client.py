@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .api_client import ApiClient
+from .api_client import ApiClient, guard
 from .text_format import format_table
 
 
@@ -56,13 +56,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     a = wsub.add_parser("add", parents=[common], help="register a URL; prints its secret once")
     a.add_argument("webhook_url", metavar="URL", help="http(s) URL to POST job events to")
     a.add_argument("--secret", help="your own signing secret (16-200 characters); default: a generated one")
-    a.set_defaults(func=cmd_add)
+    a.set_defaults(func=guard(cmd_add))
     a = wsub.add_parser("list", parents=[common], help="your webhooks")
-    a.set_defaults(func=cmd_list)
+    a.set_defaults(func=guard(cmd_list))
     a = wsub.add_parser("remove", parents=[common], help="remove a webhook")
     a.add_argument("id", type=int)
-    a.set_defaults(func=cmd_remove)
+    a.set_defaults(func=guard(cmd_remove))
     a = wsub.add_parser("deliveries", parents=[common], help="what was sent to a webhook and how it went")
     a.add_argument("id", type=int)
     a.add_argument("--limit", type=int, default=50)
-    a.set_defaults(func=cmd_deliveries)
+    a.set_defaults(func=guard(cmd_deliveries))

@@ -132,6 +132,13 @@ def compare() -> str:
     return render_template("compare.html", page="compare", recipe_json=_recipe_json())
 
 
+@bp.route("/webhooks")
+@login_required
+def webhooks() -> str:
+    """Your webhooks (a signed POST when one of your jobs ends): add, remove, and what each was sent."""
+    return render_template("webhooks.html", page="webhooks")
+
+
 def recipe_defaults() -> dict[str, Any]:
     """The DeiT recipe as the submit form's starting values, read from the one config schema."""
     from deit_core import config as cfg

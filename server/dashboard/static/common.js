@@ -59,7 +59,7 @@ const Distillery = (() => {
   function items(payload) {
     if (Array.isArray(payload)) return payload;
     if (payload && typeof payload === "object") {
-      for (const k of ["items", "jobs", "data", "results", "datasets", "artifacts", "events", "lines"]) {
+      for (const k of ["items", "jobs", "data", "results", "datasets", "artifacts", "events", "lines", "webhooks", "deliveries"]) {
         if (Array.isArray(payload[k])) return payload[k];
       }
     }
