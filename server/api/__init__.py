@@ -103,9 +103,12 @@ def _database_error(e: Exception):
 
 
 def _hide_server_paths(response: Response) -> Response:
-    """A JSON answer of the API to anyone but an admin, with server paths rewritten (``server.api.redaction``)."""
+    """A JSON answer of the API to anyone but an admin, with server paths rewritten (``server.api.redaction``).
+    A downloaded artifact (a file sent as it is, even a JSON one such as the export report) is never
+    rewritten: its bytes must match its sha256."""
     user = g.get("user")
-    if (not request.path.startswith(PREFIX) or response.is_streamed or not response.is_json
+    if (not request.path.startswith(PREFIX) or response.is_streamed or response.direct_passthrough
+            or "Content-Disposition" in response.headers or not response.is_json
             or (user is not None and user.is_admin)):
         return response
     mine = []
