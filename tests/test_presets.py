@@ -276,3 +276,20 @@ def test_the_demos_progress_line_keeps_the_baselines_when_it_is_long():
     assert len(prefix + line) <= demo.WIDTH - 1
     assert [p.split()[0] for p in line.split(" | ")] == ["teacher", "student", "baseline"]
     assert "baseline 0/2 failed" in line
+
+
+def test_the_demo_drops_torchs_native_quantize_deprecation_line_and_keeps_the_rest():
+    """torch prints its int8-deprecation warning from C++ straight to file descriptor 2 when the
+    teacher's .ptl runs; the demo's check drops that line only (issue 20: it was printed above the result)."""
+    import subprocess
+    import sys
+
+    code = ("import os; from server.demo import native_stderr_without, QUANTIZE_DEPRECATED\n"
+            "with native_stderr_without(QUANTIZE_DEPRECATED):\n"
+            "    os.write(2, b'[W Quantizer.cpp:111] Warning: torch.quantize_per_tensor ... and other quantized tensor "
+            "creation functions ... are deprecated\\n')\n"
+            "    os.write(2, b'a real problem\\n')\n"
+            "os.write(2, b'after\\n')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == ["a real problem", "after"]
