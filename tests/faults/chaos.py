@@ -348,12 +348,24 @@ def _hold(pid: int, seconds: float) -> None:
 
 
 # ----------------------------------------------------------------------------- invariants
+# What training writes in an attempt's folder (besides its events): the checkpoints and final/.
+TRAINING_FOLDERS = ("checkpoints", "final")
+
+
 def attempt_span(run_dir: Path) -> tuple[float, float] | None:
-    """(first, last) time an attempt's folder shows activity: its events and its files' mtimes."""
-    times = [ev["time"] for kind in ("start", "step", "epoch", "checkpoint", "done", "error")
-             for ev in events(run_dir, kind) if isinstance(ev.get("time"), (int, float))]
-    times += [p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()]
-    return (min(times), max(times)) if times else None
+    """(first, last) time an attempt *trained*: its training events and the mtimes of what training
+    writes (checkpoints/, final/). Not the worker's files in the folder (job.json at the claim, the
+    lease file, output.log) nor an export's scratch: a superseded attempt's exporter may still finish
+    in its own folder (it registers nothing: artifacts are fenced), which is not training twice."""
+    events_at = [ev["time"] for kind in ("start", "step", "epoch", "checkpoint", "done")
+                 for ev in events(run_dir, kind) if isinstance(ev.get("time"), (int, float))]
+    files_at = [p.stat().st_mtime for folder in TRAINING_FOLDERS for p in (run_dir / folder).rglob("*") if p.is_file()]
+    if not events_at and not files_at:
+        return None
+    # It began at its first event: a resumed attempt's checkpoints/ holds the previous attempt's last
+    # checkpoint, hard-linked (the same file, so its mtime is the previous attempt's), before it trains.
+    first = min(events_at) if events_at else min(files_at)
+    return first, max(events_at + files_at)
 
 
 def overlapping_attempts(runs_root: Path, job_id: int) -> list[str]:

@@ -62,6 +62,20 @@ def test_overlapping_attempts_are_found_from_their_folders(tmp_path):
     _attempt(tmp_path, 2, 1, [100.0, 125.0])
     _attempt(tmp_path, 2, 2, [120.0, 130.0])
     assert overlapping_attempts(tmp_path, 2) == ["job 2: attempt-1 active until 125.0, after attempt-2 began at 120.0"]
+    # A checkpoint written after the next attempt began is training too; the worker's lease file and a
+    # superseded attempt's export scratch are not (its exporter registers nothing: artifacts are fenced).
+    _attempt(tmp_path, 3, 1, [100.0, 110.0])
+    _attempt(tmp_path, 3, 2, [120.0, 130.0])
+    late = tmp_path / "3" / "attempt-1"
+    for name in ("lease.json", ".export.tmp-x/model.ptl", "output.log"):
+        (late / name).parent.mkdir(parents=True, exist_ok=True)
+        (late / name).write_text("x")
+        os.utime(late / name, (140.0, 140.0))
+    assert overlapping_attempts(tmp_path, 3) == []
+    (late / "checkpoints").mkdir()
+    (late / "checkpoints" / "last.pt").write_text("x")
+    os.utime(late / "checkpoints" / "last.pt", (126.0, 126.0))
+    assert overlapping_attempts(tmp_path, 3) == ["job 3: attempt-1 active until 126.0, after attempt-2 began at 120.0"]
 
 
 def test_job_invariants():

@@ -83,7 +83,8 @@ def test_distillery_up_end_to_end(tmp_path):
         assert (tmp_path / "var" / "distillery.db").exists()
         job = run_teacher_job(url, h, tmp_path)
         assert job["state"] == "succeeded", (job["error"], (tmp_path / "up.log").read_text()[-3000:])
-        assert job["config"]["data"]["train"] == str((tmp_path / "var/data/digits/train").resolve())
+        # Stored as the server path; a non-admin reads it as the dataset reference (server/api/redaction.py).
+        assert job["config"]["data"]["train"] == "dataset:digits/train"
         ptl = next(a for a in job["artifacts"] if a["format"] == "ptl")
         blob = requests.get(f"{url}/artifacts/{ptl['id']}/download", headers=h).content
         assert hashlib.sha256(blob).hexdigest() == ptl["sha256"]
