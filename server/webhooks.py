@@ -75,7 +75,7 @@ def register(db: Session, user: User, body: Mapping[str, Any]) -> tuple[Webhook,
     url = body.get("url")
     if not isinstance(url, str) or not url:
         raise WebhookError("url", "is required: the http(s) URL to POST job events to")
-    if "@" in url.split("/")[2 if url.count("/") >= 2 else 0]:
+    if "@" in url.partition("://")[2].split("/", 1)[0]:  # user:password@host: the pattern refuses it, this says why
         raise WebhookError("url", "must not carry credentials; the secret signs each event instead")
     if len(url) > MAX_URL_CHARS or not _URL_RE.fullmatch(url):
         raise WebhookError("url", f"must be an http:// or https:// URL with a host name or address, in printable ASCII, "

@@ -142,6 +142,26 @@ def sqlite_db(tmp_path, migrated_sqlite):
 
 
 @pytest.fixture
+def make_app(migrated_sqlite):
+    """A factory: ``make_app(folder, **settings)`` is the real Flask app on a fresh copy of the migrated
+    database in ``folder`` (storage, broker and state beside it, ``folder`` the data root unless
+    ``settings`` say otherwise), its folders made as ``distillery serve`` makes them."""
+    def make(folder: Path, **settings):
+        from server.app import create_app
+        from server.settings import Settings
+
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(migrated_sqlite, folder / "app.db")
+        st = Settings(**{"database_url": f"sqlite:///{folder}/app.db", "storage": str(folder / "storage"),
+                         "broker_dir": str(folder / "broker"), "state_dir": str(folder / "state"),
+                         "data_roots": (str(folder),), "secret_key": "test", **settings})
+        st.ensure_dirs()
+        return create_app(st)
+
+    return make
+
+
+@pytest.fixture
 def sqlite_session(sqlite_db):
     """A session on :func:`sqlite_db`, closed after the test."""
     s = sqlite_db.factory()

@@ -6,27 +6,18 @@ owners. Counted with SQLAlchemy's ``before_cursor_execute`` on the app's own eng
 Flask app on a migrated SQLite file, as an admin (who sees every owner's rows) and as a user."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from sqlalchemy import event
 
 PATHS = ("/api/v1/jobs?limit=200", "/api/v1/artifacts?limit=200", "/api/v1/datasets?limit=200")
 
 
-def _app_with_rows(tmp_path, migrated_sqlite, groups: int, owners: bool):
+def _app_with_rows(folder, make_app, groups: int, owners: bool):
     """``groups`` replicate groups (4 jobs each) and datasets, each of another owner if ``owners``, else all alice's."""
-    from server.app import create_app
     from server.auth import create_token
     from server.models import Artifact, Dataset, Job, User
-    from server.settings import Settings
 
-    tmp_path.mkdir()
-    shutil.copy(migrated_sqlite, tmp_path / "d.db")
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/d.db", broker_dir=str(tmp_path / "broker"),
-                        storage=str(tmp_path / "storage"), data_roots=(str(tmp_path),), secret_key="test")
-    settings.ensure_dirs()
-    app = create_app(settings)
+    app = make_app(folder)
     database = app.extensions["distillery.db"]
     with database.session() as s:
         tokens = {"admin": create_token(s, "root", admin=True), "user": create_token(s, "alice")}
@@ -77,9 +68,9 @@ def _query_counts(app, database, token: str) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.parametrize("who", ["admin", "user"])
-def test_list_pages_cost_the_same_queries_for_1_and_200_rows(tmp_path, migrated_sqlite, who):
-    small_app, small_db, small_tokens = _app_with_rows(tmp_path / "one", migrated_sqlite, 1, owners=who == "admin")
-    big_app, big_db, big_tokens = _app_with_rows(tmp_path / "many", migrated_sqlite, 50, owners=who == "admin")
+def test_list_pages_cost_the_same_queries_for_1_and_200_rows(tmp_path, make_app, who):
+    small_app, small_db, small_tokens = _app_with_rows(tmp_path / "one", make_app, 1, owners=who == "admin")
+    big_app, big_db, big_tokens = _app_with_rows(tmp_path / "many", make_app, 50, owners=who == "admin")
     try:
         small = _query_counts(small_app, small_db, small_tokens[who])
         big = _query_counts(big_app, big_db, big_tokens[who])

@@ -1,8 +1,6 @@
 """The dashboard's login form takes what users paste: the token, or the demo's shell line for it."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from server.auth import pasted_token
@@ -20,16 +18,10 @@ def test_other_text_is_left_as_typed():
 
 
 @pytest.fixture
-def app_and_token(tmp_path, migrated_sqlite):
-    from server.app import create_app
+def app_and_token(tmp_path, make_app):
     from server.auth import create_token
-    from server.settings import Settings
 
-    shutil.copy(migrated_sqlite, tmp_path / "db.sqlite")
-    st = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", storage=str(tmp_path / "storage"),
-                  broker_dir=str(tmp_path / "broker"), state_dir=str(tmp_path / "state"), secret_key="k" * 64)
-    st.ensure_dirs()
-    app = create_app(st)
+    app = make_app(tmp_path, secret_key="k" * 64)
     with app.app_context():
         token = create_token(app.extensions["distillery.db"].scoped(), "ada")
     return app, token

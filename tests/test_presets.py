@@ -5,7 +5,6 @@ part runs the real Flask app on a migrated SQLite file with the embedded filesys
 digits dataset (1,437 training images) registered through the API: no worker, no training."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -96,27 +95,12 @@ def digits(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory) -> Path:
-    from server.migrate import upgrade
-
-    path = tmp_path_factory.mktemp("presets_db") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def api(request, tmp_path, digits, migrated):
+def api(request, tmp_path, digits, make_app):
     """(test client, bearer headers) of the real app, the digits registered as dataset 'digits'."""
-    from server.app import create_app
     from server.auth import create_token
-    from server.settings import Settings
 
-    shutil.copy(migrated, tmp_path / "db.sqlite")
-    st = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", storage=str(tmp_path / "storage"),
-                  broker_dir=str(tmp_path / "broker"), state_dir=str(tmp_path / "state"), data_roots=(str(digits),))
-    st.ensure_dirs()  # as `distillery serve` does
-    app = create_app(st)
+    app = make_app(tmp_path, data_roots=(str(digits),))
     with app.app_context():
         token = create_token(app.extensions["distillery.db"].scoped(), "ada")
     client = app.test_client()

@@ -310,25 +310,14 @@ def test_batch_seeding_gives_the_images_of_per_image_global_seeding(small_digits
 
     import numpy as np
 
-    from deit_core.data import EpochSeededDataset, item_seed
+    from benchmarks.loader_seeding import PerImageGlobalSeeding
+    from deit_core.data import EpochSeededDataset
 
     t = TrainConfig(seed=5, reprob=0.25)  # RandAugment (numpy, random) and random erasing (torch, random)
     ds = augmented_train_set(small_digits, t)
     keys = [(2, i, i % 2) for i in range(0, 24, 3)]
 
-    def per_image_global(key):
-        epoch, i, copy = key
-        s = item_seed(t.seed, epoch, i, copy)
-        states = random.getstate(), torch.get_rng_state(), np.random.get_state()
-        random.seed(s)
-        torch.manual_seed(s)
-        np.random.seed(s % 2**32)
-        try:
-            return ds[i]
-        finally:
-            random.setstate(states[0])
-            torch.set_rng_state(states[1])
-            np.random.set_state(states[2])
+    per_image_global = PerImageGlobalSeeding(ds, seed=t.seed)  # the old path, as the loader benchmark keeps it
 
     seeded = EpochSeededDataset(ds, seed=t.seed)
     np.random.seed(99)
@@ -339,7 +328,7 @@ def test_batch_seeding_gives_the_images_of_per_image_global_seeding(small_digits
     assert np.array_equal(np.random.get_state()[1], before[0]) and random.getstate() == before[1]
     assert torch.equal(torch.get_rng_state(), before[2]), "a batch moved the training loop's torch RNG"
     for key, (img, label) in zip(keys, batch):
-        ref_img, ref_label = per_image_global(key)
+        ref_img, ref_label = per_image_global[key]
         assert torch.equal(img, ref_img) and label == ref_label
         assert torch.equal(seeded[key][0], img)  # one key alone gives the same tensor as in its batch
 

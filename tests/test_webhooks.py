@@ -125,15 +125,10 @@ def test_an_unreachable_receiver_is_recorded_and_backs_off(sqlite_session):
     assert webhooks.backoff_s(slow, 3) == 120.0 and webhooks.backoff_s(slow, 20) == webhooks.MAX_BACKOFF_S
 
 
-def test_the_api_registers_lists_and_removes_webhooks(tmp_path, migrated_sqlite):
-    import shutil
-
-    from server.app import create_app
+def test_the_api_registers_lists_and_removes_webhooks(tmp_path, make_app):
     from server.auth import create_token
 
-    shutil.copy(migrated_sqlite, tmp_path / "d.db")
-    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/d.db", broker_dir=str(tmp_path / "b"),
-                              storage=str(tmp_path / "st"), data_roots=(str(tmp_path),), secret_key="test"))
+    app = make_app(tmp_path)
     with app.extensions["distillery.db"].session() as s:
         alice, bob = create_token(s, "alice"), create_token(s, "bob")
     c = app.test_client()
