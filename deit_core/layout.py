@@ -14,6 +14,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # any other failure: the worker may run it again
 EXIT_BAD_CONFIG = 2  # the config (or the exporter's input) is wrong: no retry can fix it
 EXIT_PARITY_GATE = 3  # export only: int8 fell too far below fp32; the output is kept at OUT.rejected/
+LAUNCHER_VARIABLE = "DEIT_CORE_LAUNCHER"  # names a rank's launcher when it is not torchrun (deit_core.local_ranks)
 EXIT_LEASE_EXPIRED = 75  # EX_TEMPFAIL: the service's lease ran out, the run was stopped, not broken
 
 # The largest 32-bit signed integer: ids are INTEGER columns (a larger one is a 404, never a database

@@ -38,7 +38,7 @@ from .config import DEFAULT_KL_REDUCTION, ConfigError, JobConfig, TrainConfig, l
 from .data import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, build_train_loader, build_val_loader, load_datasets
 from .engine import evaluate, predict_teacher, predict_val, train_one_epoch
 from .events import MetricsLog
-from .layout import CHECKPOINTS_DIR, EXIT_BAD_CONFIG, EXIT_FAILED, EXIT_OK, METRICS_FILE, TRAIN_LOG
+from .layout import CHECKPOINTS_DIR, EXIT_BAD_CONFIG, EXIT_FAILED, EXIT_OK, LAUNCHER_VARIABLE, METRICS_FILE, TRAIN_LOG
 from .lease import check_lease
 from .losses import DistillationLoss, base_criterion
 from .models import build_student, build_teacher, save_final
@@ -371,7 +371,7 @@ class Run:
                 steps_per_epoch=steps, processes=acc.num_processes, device=str(acc.device),
                 mixed_precision=acc.mixed_precision, global_batch=self.global_batch, lr=self.lr,
                 classes=self.classes, train_images=len(self.train_loader.dataset), val_images=self.val_images(),
-                resumed=self.resume)
+                resumed=self.resume, launch=launch_times())
         log.info("%s run: %s, %d classes, %d epochs x %d steps, %d process(es) on %s, global batch %d, lr %.2e",
                  cfg.kind, self.architecture, len(self.classes), t.epochs, steps, acc.num_processes, acc.device,
                  self.global_batch, self.lr)
@@ -469,6 +469,22 @@ def log_placement(rank: int, world: int) -> None:
              os.environ.get("GROUP_RANK", "0"), f", Slurm node {slurm_node}" if slurm_node else "")
 
 
+ENTERED: dict[str, float] = {}  # when run_from_args began, after this process's imports
+
+
+def launch_times() -> dict[str, Any]:
+    """When this rank's launcher (torchrun, the warm-start leader, or none) and this rank were created
+    and when the engine was entered, in the ``start`` event: ``benchmarks/launch_latency.py`` splits
+    a run's start into spawn, imports and the rest with these."""
+    import psutil
+
+    me = psutil.Process()
+    parent = me.parent()
+    return {"launcher_started": round(parent.create_time(), 3) if parent else None,
+            "rank_started": round(me.create_time(), 3), "entered": round(ENTERED.get("time", time.time()), 3),
+            "launcher": os.environ.get(LAUNCHER_VARIABLE) or ("torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else None)}
+
+
 def run(cfg: JobConfig, out: Path, resume: bool = False, allow_reshard: bool = False,
         cache: CacheOptions | None = None) -> dict[str, float]:
     """Run training in this process (one rank of many under torchrun); a teacher_outputs job
@@ -500,6 +516,7 @@ def _record_for_torchrun(e: BaseException) -> None:
 def run_from_args(config: str, output: str, resume: bool = False, allow_reshard: bool = False,
                   cache: CacheOptions | None = None) -> int:
     """Entry point shared by ``distillery train`` and ``python -m deit_core.train``; returns the exit code."""
+    ENTERED["time"] = time.time()
     out = Path(output)
     main = _rank() == 0
     out.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,8 @@ class Settings:
         scratch: this worker's local scratch folder (empty: ``<storage>/scratch/<worker name>``);
             never shared between hosts, unlike ``storage``.
         launcher: ``local`` (torchrun on this host) or ``slurm`` (sbatch; srun + torchrun per node).
+        warm_start: the local launcher keeps one interpreter with torch, timm and the engine imported
+            and forks each run from it (``DISTILLERY_WARM_START=0``: every run starts cold with torchrun).
         max_nodes: the most nodes one job may ask for (``resources.nodes``); 1 unless a launcher
             that places multi-node runs (Slurm) serves this deployment.
         slurm_partition / slurm_account / slurm_time_limit / slurm_gpus_per_node / slurm_sbatch_args:
@@ -180,6 +182,7 @@ class Settings:
     worker_slots: int = 0
     scratch: str = ""
     launcher: str = LOCAL
+    warm_start: bool = True
     max_nodes: int = 1
     slurm_partition: str = ""
     slurm_account: str = ""
@@ -240,6 +243,7 @@ class Settings:
             worker_slots=parse_int(env.get("DISTILLERY_WORKER_SLOTS"), d.worker_slots),
             scratch=env.get("DISTILLERY_SCRATCH", d.scratch),
             launcher=env.get("DISTILLERY_LAUNCHER", d.launcher),
+            warm_start=parse_bool(env.get("DISTILLERY_WARM_START"), d.warm_start),
             max_nodes=parse_int(env.get("DISTILLERY_MAX_NODES"), d.max_nodes),
             slurm_partition=env.get("DISTILLERY_SLURM_PARTITION", d.slurm_partition),
             slurm_account=env.get("DISTILLERY_SLURM_ACCOUNT", d.slurm_account),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from deit_core.local_ranks import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -80,27 +82,18 @@ def child_env(gpus: tuple[str, ...], processes: int) -> dict[str, str]:
     return env
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` of a run's child: the kernel sends it SIGTERM when the worker (its parent)
-    dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``); torchrun then stops its ranks. Elsewhere
-    a no-op: the run's lease file (``deit_core.lease``) still stops it within a lease."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-    if os.getppid() == 1:  # the worker died between fork and prctl
-        os._exit(1)
+def write_command_line(log_path: Path, cmd: list[str]) -> None:
+    """The run's log starts each launch with the command it ran, as a shell would show it."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        out.write(("$ " + " ".join(cmd) + "\n").encode())
 
 
 def start(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
     """Start ``cmd`` in a new session with stdout and stderr appended to ``log_path``; it dies
-    with the worker (:func:`die_with_parent`)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with the worker (:func:`deit_core.local_ranks.die_with_parent`)."""
+    write_command_line(log_path, cmd)
     with open(log_path, "ab") as out:
-        out.write(("$ " + " ".join(cmd) + "\n").encode())
-        out.flush()
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, cwd=str(cwd), start_new_session=True, preexec_fn=die_with_parent)
 

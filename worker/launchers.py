@@ -24,7 +24,7 @@ from typing import Protocol
 from server.settings import Settings
 from server.vocabulary import LOCAL, SLURM
 
-from . import launch
+from . import launch, warm_start
 from .launch import TrainSpec
 from .run_contract import OUTPUT_LOG
 from .slurm import SlurmLauncher
@@ -64,7 +64,7 @@ class LocalRun:
 
     detachable = False
 
-    def __init__(self, proc: subprocess.Popen):
+    def __init__(self, proc: subprocess.Popen | warm_start.WarmProcess):
         self.proc = proc
 
     def row_values(self) -> dict[str, object]:
@@ -84,22 +84,37 @@ class LocalRun:
 
 
 class LocalLauncher:
-    """torchrun on this host with this worker's GPUs (``gpus``; none: CPU processes with gloo)."""
+    """Runs on this host with this worker's GPUs (``gpus``; none: CPU processes with gloo): forked
+    by the worker's warm server (``warm``, :mod:`worker.warm_start`) when it has one that is ready,
+    else torchrun (cold: every rank imports torch again)."""
 
     name = LOCAL
 
-    def __init__(self, gpus: tuple[str, ...] = (), cwd: Path | None = None):
+    def __init__(self, gpus: tuple[str, ...] = (), cwd: Path | None = None,
+                 warm: warm_start.WarmStarter | None = None, grace_s: float = 10.0):
         self.gpus = tuple(gpus)
         self.cwd = cwd or Path.cwd()
+        self.warm, self.grace_s = warm, grace_s
 
     def start(self, spec: TrainSpec, logger: Logger = log) -> LocalRun:
         env = launch.child_env(self.gpus, spec.processes_per_node)
         if spec.nodes > 1:  # torchrun --standalone would shrink the world
             raise ValueError(f"resources.nodes={spec.nodes} needs a worker with the Slurm launcher "
                              "(DISTILLERY_LAUNCHER=slurm); this worker runs on one host")
+        log_path = spec.run_dir / OUTPUT_LOG
+        if self.warm is not None:
+            argv = spec.train_args()
+            try:
+                launch.write_command_line(log_path, ["(warm start)", "deit_core.local_ranks",
+                                                     f"--nproc={spec.processes_per_node}", "--", *argv])
+                proc = self.warm.spawn(argv, spec.processes_per_node, env, self.cwd, log_path, self.grace_s)
+                logger.info("training (warm start, leader pid %s): %s", proc.pid, " ".join(argv))
+                return LocalRun(proc)
+            except warm_start.WarmStartUnavailable as e:
+                logger.warning("warm start unavailable (%s); starting torchrun", e)
         cmd = launch.train_command(spec.config_path, spec.run_dir, spec.processes_per_node, spec.resume, spec.extra_args)
         logger.info("training: %s", " ".join(cmd))
-        return self.run_command(cmd, spec.run_dir / OUTPUT_LOG, env)
+        return self.run_command(cmd, log_path, env)
 
     def run_command(self, cmd: list[str], log_path: Path, env: dict[str, str]) -> LocalRun:
         """Any command as a run on this host (the exporter), its output appended to ``log_path``."""
@@ -116,4 +131,5 @@ def launcher_for(settings: Settings) -> Launcher:
     """The deployment's launcher (``DISTILLERY_LAUNCHER``)."""
     if settings.launcher == SLURM:
         return SlurmLauncher(settings)
-    return LocalLauncher(settings.worker_gpus)
+    return LocalLauncher(settings.worker_gpus, warm=warm_start.shared() if settings.warm_start else None,
+                         grace_s=float(settings.cancel_grace_s))

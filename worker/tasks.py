@@ -11,9 +11,9 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from server.db import Database
 from server.settings import Settings
-from server.vocabulary import RUN_TASK
+from server.vocabulary import LOCAL, RUN_TASK
 
-from . import comparison, sweep
+from . import comparison, sweep, warm_start
 from .lease import LocalLeases
 from .reattach import SlurmReattach
 from .reconciler import Reconciler
@@ -60,6 +60,8 @@ def register(app: Celery) -> None:
         if reconcilers:
             return
         settings: Settings = app.distillery_settings
+        if settings.launcher == LOCAL and settings.warm_start:
+            warm_start.shared().start()  # it imports torch and the engine now, before the first job arrives
         reconciler = Reconciler(app, settings, database(settings), local,
                                 reattach=SlurmReattach(app, settings, database(settings), local, stopping,
                                                        sweep_hook=advance_sweep_of))
