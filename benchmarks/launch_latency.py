@@ -53,7 +53,7 @@ ROWS = [("local, warm", {"DISTILLERY_LAUNCHER": LOCAL}, {"processes": 1}),
         ("slurm", {"DISTILLERY_LAUNCHER": SLURM}, {"nodes": 1, "processes_per_node": 1}),
         ("slurm", {"DISTILLERY_LAUNCHER": SLURM}, {"nodes": 2, "processes_per_node": 1})]
 PARTS = ("queue", "claim", "launch", "spawn", "imports", "setup", "data", "model", "first step")
-RECEIVED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): .*Task \S+\[[^\]]+\] received")
+RECEIVED = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\b.*Task \S+\[[^\]]+\] received")
 
 
 def run_events(run_dir: Path) -> list[dict]:

@@ -472,16 +472,24 @@ def log_placement(rank: int, world: int) -> None:
 ENTERED: dict[str, float] = {}  # when run_from_args began, after this process's imports
 
 
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` was created, on ``time.time()``'s clock to 10 ms: its age from
+    ``/proc`` subtracted from now (psutil adds the boot time, which Linux gives in whole seconds, so
+    its value can be up to a second off the wall clock the other marks use). None off Linux."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK")), 3)
+
+
 def launch_times() -> dict[str, Any]:
     """When this rank's launcher (torchrun, the warm-start leader, or none) and this rank were created
     and when the engine was entered, in the ``start`` event: ``benchmarks/launch_latency.py`` splits
     a run's start into spawn, imports and the rest with these."""
-    import psutil
-
-    me = psutil.Process()
-    parent = me.parent()
-    return {"launcher_started": round(parent.create_time(), 3) if parent else None,
-            "rank_started": round(me.create_time(), 3), "entered": round(ENTERED.get("time", time.time()), 3),
+    return {"launcher_started": process_started(os.getppid()), "rank_started": process_started(os.getpid()),
+            "entered": round(ENTERED.get("time", time.time()), 3),
             "launcher": os.environ.get(LAUNCHER_VARIABLE) or ("torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else None)}
 
 
