@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -80,17 +81,21 @@ def child_env(gpus: tuple[str, ...], processes: int) -> dict[str, str]:
     return env
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` of a run's child: the kernel sends it SIGTERM when the worker (its parent)
-    dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``); torchrun then stops its ranks. Elsewhere
-    a no-op: the run's lease file (``deit_core.lease``) still stops it within a lease."""
+def die_with_parent(parent: int) -> None:
+    """``preexec_fn`` of a run's child: the kernel sends it SIGTERM when the worker (its parent,
+    pid ``parent``) dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``); torchrun then stops its
+    ranks. Elsewhere a no-op: the run's lease file (``deit_core.lease``) still stops it within a lease.
+
+    A worker that died between fork and prctl has left its child re-parented, so the child's parent
+    is no longer ``parent``. (Not "is 1": a worker that is itself pid 1, as ``distillery worker``
+    is as a container's command, would see every run exit 1 at birth, without a line of output.)"""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-    if os.getppid() == 1:  # the worker died between fork and prctl
+    if os.getppid() != parent:  # the worker died between fork and prctl
         os._exit(1)
 
 
@@ -101,8 +106,8 @@ def start(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> sub
     with open(log_path, "ab") as out:
         out.write(("$ " + " ".join(cmd) + "\n").encode())
         out.flush()
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(cwd), start_new_session=True, preexec_fn=die_with_parent)
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=str(cwd), start_new_session=True, preexec_fn=partial(die_with_parent, os.getpid()))
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -131,3 +131,25 @@ def test_tar_members_without_filters_refuse_escapes_and_links(tmp_path, members,
     with tarfile.open(tmp_path / "a.tar.gz") as tf, pytest.raises(ArchiveRefused, match=why):
         _extract_tar_members(tf, tmp_path / "dest")
     assert not (tmp_path / "escape.png").exists() and not (tmp_path / "dest" / "train" / "a" / "link.png").exists()
+
+
+def test_a_run_starts_under_a_worker_that_is_pid_1(tmp_path):
+    """In a container ``distillery worker`` is pid 1; its runs' children must not take their
+    parent's pid 1 for "the worker died" (every containerised run exited 1 with no output)."""
+    import shutil
+    import subprocess
+
+    if not sys.platform.startswith("linux") or not shutil.which("unshare"):
+        pytest.skip("needs Linux and unshare (a new pid namespace)")
+    script = ("import sys; from pathlib import Path; from worker import launch; import os; assert os.getpid() == 1; "
+              f"p = launch.start([sys.executable, '-c', 'print(42)'], Path({str(tmp_path / 'out.log')!r}), dict(os.environ), "
+              "Path('.')); sys.exit(p.wait())")
+    for ns in (["--pid", "--fork"], ["--user", "--map-root-user", "--pid", "--fork"]):
+        probe = subprocess.run(["unshare", *ns, "true"], capture_output=True)
+        if probe.returncode == 0:
+            break
+    else:
+        pytest.skip(f"no new pid namespace here: {probe.stderr.decode().strip()}")
+    done = subprocess.run(["unshare", *ns, sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.stderr, (tmp_path / "out.log").read_text())
+    assert (tmp_path / "out.log").read_text().splitlines()[-1] == "42"
