@@ -71,6 +71,11 @@ class Compose(RestClient):
     def __init__(self, cmd: list[str], project: str, env: dict, url: str):
         self.cmd, self.project, self.env, self.url, self.token = cmd, project, env, url, ""
         self.timings: dict[str, float] = {}
+        self.job_id: int | None = None
+
+    def submit(self, name: str, config: dict) -> int:
+        self.job_id = super().submit(name, config)
+        return self.job_id
 
     def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         out = subprocess.run([*self.cmd, "-p", self.project, "--profile", "cpu", *args], cwd=ROOT, env=self.env,
@@ -83,7 +88,11 @@ class Compose(RestClient):
     def logs(self) -> str:
         out = subprocess.run([*self.cmd, "-p", self.project, "--profile", "cpu", "logs", "--no-color", "--tail", "40"],
                              cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
-        return out.stdout[-6000:]
+        run = ""
+        if self.job_id is not None:  # the run's own output.log, where a training error is
+            r = self.api("GET", f"/jobs/{self.job_id}/logs?tail=40")
+            run = "\n".join(r.json().get("lines", [])) if r.ok else r.text
+        return f"{out.stdout[-6000:]}\n--- job {self.job_id} log ---\n{run}"
 
     def exit_code(self, service: str) -> int:
         """The exit code of the service's (only) container."""
@@ -167,5 +176,5 @@ def test_compose_up_runs_a_job_and_serves_its_ptl(compose, tmp_path):
     assert len(r.content) == ptl["size"] > 0
     assert hashlib.sha256(r.content).hexdigest() == ptl["sha256"]
     print(f"compose timings: build {compose.timings['build_s']:.0f}s, up to healthy {up_s:.0f}s, "
-          f"teacher job {job_s:.0f}s ({compose.cmd[0]} {' '.join(compose.cmd[1:])})")
+          f"teacher job {job_s:.0f}s ({' '.join(compose.cmd)})")
 
