@@ -30,17 +30,22 @@ from .layout import LAUNCHER_VARIABLE
 SUMMARY_RULE = "=" * 60
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Ask the kernel for ``sig`` when this process's parent dies, even by SIGKILL (Linux
-    ``PR_SET_PDEATHSIG``); exit at once when the parent is already gone. Elsewhere a no-op: the run's
-    lease file (``deit_core.lease``) still stops it within a lease."""
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel for ``sig`` when this process's parent (pid ``parent``) dies, even by SIGKILL
+    (Linux ``PR_SET_PDEATHSIG``); the ``preexec_fn`` of the worker's children and the first step of
+    every forked leader and rank. Elsewhere a no-op: the run's lease file (``deit_core.lease``)
+    still stops it within a lease.
+
+    A parent that died between fork and prctl has left this process re-parented, so its parent is
+    no longer ``parent``: exit at once. (Not "is 1": a worker that is itself pid 1, as
+    ``distillery worker`` is as a container's command, would see every run exit 1 at birth.)"""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-    if os.getppid() == 1:  # the parent died before prctl
+    if os.getppid() != parent:
         os._exit(1)
 
 
@@ -84,23 +89,23 @@ def set_title(title: str | None = None) -> None:
         setproctitle.setproctitle(title)
 
 
-def _run_rank(rank: int, world: int, port: int, argv: list[str]) -> int:
+def _run_rank(rank: int, world: int, port: int, argv: list[str], leader: int) -> int:
+    die_with_parent(leader)
     os.environ.update(rank_env(rank, world, port))
     set_title(" ".join([sys.executable, "-m", "deit_core.train", *argv, f"(rank {rank} of {world})"]))
-    die_with_parent()
     apply_thread_count()
     from .train import main
 
     return main(argv)
 
 
-def _rank_child(rank: int, world: int, port: int, argv: list[str]) -> None:
+def _rank_child(rank: int, world: int, port: int, argv: list[str], leader: int) -> None:
     """The forked rank: run, then leave without running the leader's exit handlers."""
     code = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        code = _run_rank(rank, world, port, argv)
+        code = _run_rank(rank, world, port, argv, leader)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:  # noqa: BLE001 - a rank must never return into the leader's code
@@ -226,10 +231,11 @@ def lead(argv: list[str], nprocs: int, grace_s: float = 10.0, poll_s: float = 0.
     sys.stdout.flush()
     sys.stderr.flush()
     ranks: dict[int, int] = {}
+    me = os.getpid()
     for rank in range(nprocs):
         pid = os.fork()
         if pid == 0:
-            _rank_child(rank, nprocs, port, argv)
+            _rank_child(rank, nprocs, port, argv, me)
         ranks[pid] = rank
     leader = Leader(ranks, grace_s)
     signal.signal(signal.SIGTERM, leader.on_signal)

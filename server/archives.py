@@ -92,7 +92,34 @@ def _extract(path: Path, kind: str, dest: Path) -> None:
             zf.extractall(dest)
     else:
         with tarfile.open(path, "r:*") as tf:
-            tf.extractall(dest, filter="data")  # the 'data' filter re-checks links and escapes
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(dest, filter="data")  # the 'data' filter re-checks links and escapes
+            else:
+                _extract_tar_members(tf, dest)
+
+
+def _extract_tar_members(tf: tarfile.TarFile, dest: Path) -> None:
+    """Extraction filters (PEP 706) are missing from some Pythons distillery supports: 3.10 before
+    3.10.12, 3.11 before 3.11.4, and Debian bookworm's 3.11.2 (its system Python, and the base of
+    the stand-in container image), where ``extractall(filter=...)`` is a TypeError. There, only the
+    folders and regular files are written, each target re-checked to lie inside ``dest``; links and
+    special files were already refused by ``_members``, and are refused again here."""
+    root = dest.resolve()
+    for m in tf:
+        target = (root / m.name).resolve()
+        if target != root and root not in target.parents:
+            raise ArchiveRefused(f"member {m.name!r} escapes the archive folder")
+        if m.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif m.isfile():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(m)
+            if src is None:
+                raise ArchiveRefused(f"member {m.name!r} has no data")
+            with src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+        else:
+            raise ArchiveRefused(f"member {m.name!r} is a link or special file")
 
 
 def _dataset_root(folder: Path) -> Path:

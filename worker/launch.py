@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -95,7 +96,8 @@ def start(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> sub
     write_command_line(log_path, cmd)
     with open(log_path, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(cwd), start_new_session=True, preexec_fn=die_with_parent)
+                                env=env, cwd=str(cwd), start_new_session=True,
+                                preexec_fn=partial(die_with_parent, os.getpid()))
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -63,7 +64,7 @@ def _send(sock: socket.socket, message: dict) -> None:
     sock.sendall((json.dumps(message) + "\n").encode())
 
 
-def _child(request: dict, closing: list[int]) -> None:
+def _child(request: dict, closing: list[int], server: int) -> None:
     """The forked leader: its own session, the run's log and environment, then the ranks."""
     code = 1
     try:
@@ -73,7 +74,7 @@ def _child(request: dict, closing: list[int]) -> None:
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()
-        die_with_parent()
+        die_with_parent(server)
         out = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -126,6 +127,7 @@ def serve(fd: int) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     _send(sock, {"ready": True, "imports_s": round(time.monotonic() - started, 3), "pid": os.getpid()})
     buffer = b""
+    server_pid = os.getpid()
     while True:
         try:
             readable, _, _ = select.select([sock, wake_r], [], [])
@@ -149,7 +151,7 @@ def serve(fd: int) -> int:
             request = json.loads(line)
             pid = os.fork()
             if pid == 0:
-                _child(request, [sock.fileno(), wake_r, wake_w])
+                _child(request, [sock.fileno(), wake_r, wake_w], server_pid)
             _send(sock, {"id": request["id"], "pid": pid})
 
 
@@ -226,7 +228,7 @@ class WarmStarter:
             env = {**os.environ, "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
             self._proc = subprocess.Popen([self.python, "-m", "worker.warm_start", "--fd", str(theirs.fileno())],
                                           pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
-                                          start_new_session=True, preexec_fn=die_with_parent)
+                                          start_new_session=True, preexec_fn=partial(die_with_parent, os.getpid()))
             theirs.close()
             self._sock, self._state, self._reason = ours, "starting", ""
             threading.Thread(target=self._read, args=(ours,), name="warm-start-reader", daemon=True).start()

@@ -4,12 +4,13 @@ from __future__ import annotations
 import io
 import json
 import sys
+import tarfile
 import zipfile
 
 import psutil
 import pytest
 
-from server.archives import ArchiveRefused, unpack_dataset
+from server.archives import ArchiveRefused, _extract_tar_members, unpack_dataset
 from tests.helpers import wait_until
 from worker import launch
 from worker.tail import MetricsTail, RunProgress
@@ -82,3 +83,73 @@ def test_archive_limits_and_atomicity(tmp_path):
     assert counts == {"num_classes": 2, "num_train": 6, "num_val": 6}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x"]
     assert (tmp_path / "out" / "x" / "train" / "a" / "0.png").is_file()
+
+
+def _tgz(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+def test_tar_upload_on_a_python_without_extraction_filters(tmp_path, monkeypatch):
+    """Debian bookworm's Python 3.11.2 (the stand-in container's) has no tarfile.data_filter and its
+    extractall takes no ``filter``: every .tar.gz upload was a 500 there (found by tests/deploy)."""
+    from PIL import Image
+
+    img = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(img, format="PNG")
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(_tgz({f"{s}/{c}/{i}.png": img.getvalue() for s in ("train", "val") for c in "ab" for i in range(2)}))
+    original = tarfile.TarFile.extractall
+
+    def extractall_before_pep706(self, path=".", members=None, *, numeric_owner=False):
+        return original(self, path, members, numeric_owner=numeric_owner)
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_before_pep706)
+    counts = unpack_dataset(archive, tmp_path / "out" / "x", max_files=100, max_bytes=1 << 30)
+    assert counts == {"num_classes": 2, "num_train": 4, "num_val": 4}
+    assert (tmp_path / "out" / "x" / "val" / "b" / "1.png").read_bytes() == img.getvalue()
+
+
+@pytest.mark.parametrize("members, links, why", [
+    ({"../escape.png": b"x"}, None, "escapes"),
+    ({"train/a/0.png": b"x"}, {"train/a/link.png": "/etc/passwd"}, "link or special file"),
+])
+def test_tar_members_without_filters_refuse_escapes_and_links(tmp_path, members, links, why):
+    """The filterless extraction re-checks what ``_members`` already refused."""
+    (tmp_path / "a.tar.gz").write_bytes(_tgz(members, links))
+    (tmp_path / "dest").mkdir()
+    with tarfile.open(tmp_path / "a.tar.gz") as tf, pytest.raises(ArchiveRefused, match=why):
+        _extract_tar_members(tf, tmp_path / "dest")
+    assert not (tmp_path / "escape.png").exists() and not (tmp_path / "dest" / "train" / "a" / "link.png").exists()
+
+
+def test_a_run_starts_under_a_worker_that_is_pid_1(tmp_path):
+    """In a container ``distillery worker`` is pid 1; its runs' children must not take their
+    parent's pid 1 for "the worker died" (every containerised run exited 1 with no output)."""
+    import shutil
+    import subprocess
+
+    if not sys.platform.startswith("linux") or not shutil.which("unshare"):
+        pytest.skip("needs Linux and unshare (a new pid namespace)")
+    script = ("import sys; from pathlib import Path; from worker import launch; import os; assert os.getpid() == 1; "
+              f"p = launch.start([sys.executable, '-c', 'print(42)'], Path({str(tmp_path / 'out.log')!r}), dict(os.environ), "
+              "Path('.')); sys.exit(p.wait())")
+    for ns in (["--pid", "--fork"], ["--user", "--map-root-user", "--pid", "--fork"]):
+        probe = subprocess.run(["unshare", *ns, "true"], capture_output=True)
+        if probe.returncode == 0:
+            break
+    else:
+        pytest.skip(f"no new pid namespace here: {probe.stderr.decode().strip()}")
+    done = subprocess.run(["unshare", *ns, sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.stderr, (tmp_path / "out.log").read_text())
+    assert (tmp_path / "out.log").read_text().splitlines()[-1] == "42"
