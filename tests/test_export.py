@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deit_core import export, export_report, mobile, paired_stats, predictions
+from deit_core import export, export_report, latency, mobile, paired_stats, predictions
 from deit_core.models import load_final, save_final
 
 ARCH = "deit_tiny_distilled_patch16_224"
@@ -209,7 +209,10 @@ def test_report_consistent_with_files(exported, student_final):
     assert set(speedups["vs_fp32_eager"]) == {"int8", "ptl"}
     same_runtime = speedups["same_runtime"]
     for entry in [same_runtime["eager"], same_runtime["lite_interpreter"], *speedups["vs_fp32_eager"].values()]:
-        assert entry["speedup"] > 0 and isinstance(entry["same_speed"], bool)
+        lo, hi = entry["speedup_range"]
+        assert 0 < lo <= entry["speedup"] <= hi and isinstance(entry["same_speed"], bool)
+    assert same_runtime["executorch"] is None and timing["fp32_pte"] is None  # --no-pte: no fp32 .pte either
+    assert "no int8 .pte" in timing["fp32_pte_missing"]
     assert v["fp32"]["top1"] == 100.0  # the val labels are the fp32 predictions
     assert v["fp32"]["agreement_top1"] == 100.0
     stamp = report["runtime"]
@@ -392,6 +395,13 @@ def test_pte_exported_and_verified(tmp_path):
     for name, row in report["variants"].items():  # every row timed on the one thread it claims
         assert row["latency_ms"]["threads"] == 1, name
         assert row["latency_ms"]["thread_pool"] == ("executorch" if name == "pte" else "torch intra-op")
+    # int8 vs fp32 inside ExecuTorch: the fp32 model lowered the same way, timed on ExecuTorch's pool, not shipped
+    timing = report["latency"]
+    assert timing["fp32_pte"]["thread_pool"] == "executorch" and timing["fp32_pte"]["threads"] == 1, timing["fp32_pte_missing"]
+    assert timing["int8_vs_fp32"]["same_runtime"]["executorch"] == latency.speedup(timing["fp32_pte"],
+                                                                                   report["variants"]["pte"]["latency_ms"])
+    assert sorted(timing["int8_vs_fp32"]["vs_fp32_eager"]) == ["int8", "pte", "ptl"]
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pte") == ["model.pte"]
     runner = mobile.PteRunner(out / "model.pte")
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     # ExecuTorch's own pool (one thread per core by default) is what the .pte row's count is read from
