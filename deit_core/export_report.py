@@ -121,7 +121,10 @@ def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int
     torch's intra-op pool (eager, TorchScript, the Lite Interpreter) is set with ``torch.set_num_threads``.
     A runtime with its own pool (ExecuTorch) passes ``pool``: a context manager that sets it to
     ``threads`` and yields the count it really has (None if unknown). ``threads`` in the result is the
-    count read back while timing, not the one asked for.
+    count read back while timing, not the one asked for. A predictor whose program binds that pool
+    when loaded (:class:`deit_core.mobile.PteRunner`) has ``reloaded()``: the copy loaded inside the
+    context is the one timed, and it is dropped before the pool is restored (the original would run
+    on a freed pool).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -129,13 +132,15 @@ def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int
     try:
         with (pool(threads) if pool is not None else contextlib.nullcontext(None)) as pool_threads:
             used = torch.get_num_threads() if pool is None else pool_threads
+            timed = fn.reloaded() if pool is not None and hasattr(fn, "reloaded") else fn
             with torch.no_grad():
                 for _ in range(warmup):
-                    fn(example)
+                    timed(example)
                 for _ in range(max(1, runs)):
                     t0 = time.perf_counter()
-                    fn(example)
+                    timed(example)
                     times.append((time.perf_counter() - t0) * 1000.0)
+            del timed
     finally:
         torch.set_num_threads(before)
     return {**latency.summarize(times), "threads": used,

@@ -402,21 +402,25 @@ def test_pte_exported_and_verified(tmp_path):
                                                                                    report["variants"]["pte"]["latency_ms"])
     assert sorted(timing["int8_vs_fp32"]["vs_fp32_eager"]) == ["int8", "pte", "ptl"]
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".pte") == ["model.pte"]
-    runner = mobile.PteRunner(out / "model.pte")
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     # ExecuTorch's own pool (one thread per core by default) is what the .pte row's count is read from
     from executorch.extension.pybindings import portable_lib
 
     pool_before = portable_lib._threadpool_get_thread_count()
-    seen = []
+    seen, loaded_on = [], []
 
-    def recording_runner(inp):
-        seen.append(portable_lib._threadpool_get_thread_count())
-        return runner(inp)
+    class Recording:
+        """Records the pool size a runner is loaded on (XNNPACK binds the pool then) and runs on."""
 
-    timing = export_report.latency_ms(recording_runner, x, runs=2, warmup=1, threads=1, pool=mobile.executorch_threads)
-    assert timing["threads"] == 1 and set(seen) == {1}
+        def reloaded(self):
+            loaded_on.append(portable_lib._threadpool_get_thread_count())
+            fresh = mobile.PteRunner(out / "model.pte")
+            return lambda inp: (seen.append(portable_lib._threadpool_get_thread_count()), fresh(inp))[1]
+
+    timing = export_report.latency_ms(Recording(), x, runs=2, warmup=1, threads=1, pool=mobile.executorch_threads)
+    assert timing["threads"] == 1 and set(seen) == {1} and loaded_on == [1]  # loaded inside the resized pool
     assert portable_lib._threadpool_get_thread_count() == pool_before  # restored afterwards
+    runner = mobile.PteRunner(out / "model.pte")  # loaded on the restored pool: the one before was freed
     norm = (x - torch.tensor(IMAGENET[0]).view(1, 3, 1, 1)) / torch.tensor(IMAGENET[1]).view(1, 3, 1, 1)
     with torch.no_grad():
         got, want, unnormalized = runner(x), model(norm), model(x)
