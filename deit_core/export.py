@@ -93,6 +93,7 @@ class ExportOptions:
     gate_alpha: float = 0.05
     force: bool = False
     pte: bool = True
+    fp32_pte: bool = True  # the fp32 .pte reference, timed only: int8 vs fp32 inside ExecuTorch
     keep_fp32: tuple[str, ...] = mobile.DEFAULT_KEEP_FP32
     latency_runs: int = 50
     latency_warmup: int = 10
@@ -365,8 +366,12 @@ def _latency_block(model: nn.Module, cfg: dict[str, Any], variants: dict[str, di
     The fp32 ``.pte`` reference is built only when the int8 ``.pte`` was (the ExecuTorch lowering is
     the slow part of an export; ``--no-pte`` skips both)."""
     fp32_lite, why = _fp32_reference_latency(model, cfg, example, opts, "ptl")
-    fp32_pte, why_pte = (_fp32_reference_latency(model, cfg, example, opts, "pte") if "pte" in variants
-                         else (None, "no int8 .pte was built, so no fp32 .pte reference either"))
+    if "pte" not in variants:
+        fp32_pte, why_pte = None, "no int8 .pte was built, so no fp32 .pte reference either"
+    elif not opts.fp32_pte:
+        fp32_pte, why_pte = None, "--no-fp32-pte given"
+    else:
+        fp32_pte, why_pte = _fp32_reference_latency(model, cfg, example, opts, "pte")
     runs = variants["fp32"]["latency_ms"]["runs"]
     return {"batch": 1, "runs": runs, "warmup": opts.latency_warmup, "threads": variants["fp32"]["latency_ms"]["threads"],
             "min_runs": latency.MIN_RUNS, "enough_runs": runs >= latency.MIN_RUNS,
@@ -533,6 +538,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
     if args.latency_runs < 1:
         raise BadInputError(f"--latency-runs must be >= 1, got {args.latency_runs}")
     return ExportOptions(val=args.val, max_drop=args.max_drop, gate_alpha=alpha, force=args.force, pte=args.pte,
+                         fp32_pte=getattr(args, "fp32_pte", True),
                          keep_fp32=mobile.parse_patterns(args.keep_fp32), latency_runs=args.latency_runs,
                          latency_warmup=min(10, max(1, args.latency_runs // 5)))
 

@@ -627,3 +627,20 @@ def test_loading_a_ptl_prints_no_lite_interpreter_deprecation(tmp_path):
         warnings.simplefilter("always")
         load_ptl(path)(torch.rand(1, 3))
     assert [str(w.message) for w in seen if "Lite Interpreter" in str(w.message)] == []
+
+
+def test_no_fp32_pte_skips_the_reference_and_says_so(student_final):
+    """``--no-fp32-pte``: the int8 .pte is still compared with fp32 eager, not inside ExecuTorch, and the report says why."""
+    p = argparse.ArgumentParser()
+    export.add_arguments(p)
+    opts = export.options_from_args(p.parse_args(["--model", str(student_final), "--output", "x", "--no-fp32-pte",
+                                                  "--latency-runs", "3"]))
+    assert opts.fp32_pte is False and opts.pte is True
+    model, cfg = load_final(student_final)
+    lat = {"p50": 2.0, "p10": 1.9, "p90": 2.2, "runs": 3, "threads": 1}
+    variants = {name: {"latency_ms": dict(lat)} for name in ("fp32", "int8", "ptl", "pte")}
+    timing = export._latency_block(model, cfg, variants, torch.rand(1, 3, 32, 32), opts)
+    assert timing["fp32_pte"] is None and timing["fp32_pte_missing"] == "--no-fp32-pte given"
+    assert timing["int8_vs_fp32"]["same_runtime"]["executorch"] is None
+    assert timing["int8_vs_fp32"]["vs_fp32_eager"]["pte"]["same_speed"] is True
+    assert timing["fp32_ptl"]["runs"] == 3  # the Lite Interpreter reference is cheap and still timed
