@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
           f"kept fp32: {', '.join(q['kept_fp32_linear']) or 'none'}; engine {q['engine']}")
     print(f"torch {stamp['torch']}, executorch {stamp['executorch']}, .ptl bytecode v{stamp['ptl_bytecode_version']}, "
           f"{len(stamp['ptl_operators'])} operators; {stamp['platform']}")
-    print(export_report.format_table(report["variants"], m["fp32_weights_bytes"], report.get("cpu")))
+    print(export_report.format_table(report["variants"], m["fp32_weights_bytes"], report.get("cpu"),
+                                      report.get("latency")))
     gate = report["gate"]
     print(f"parity gate at --max-drop {gate['max_drop']}: {'passed' if gate['passed'] else 'FAILED'} ({gate['reason']})")
     for s in report["skipped"]:

@@ -8,7 +8,13 @@ database and the broker publish, not training. Then:
 1. ``--jobs`` job submissions (POST /jobs) from ``--clients`` concurrent client threads;
 2. every client lists jobs (GET /jobs, pages of 50) ``--lists`` times;
 3. every job is polled once (GET /jobs/{id});
-4. every job is cancelled (POST /jobs/{id}/cancel: a queued job is cancelled at once).
+4. one client alone, ``--quiet-runs`` times, alternates a page of 50 (GET /jobs?limit=50) and one job
+   (GET /jobs/{id}): the cost of each without queueing behind 50 clients;
+5. every job is cancelled (POST /jobs/{id}/cancel: a queued job is cancelled at once).
+
+It prints the ratio of a page of 50's p50 to a single job's p50, under load (step 2 against step 3)
+and alone (step 4); the goal is at most 3x (``--max-ratio``): a page is one constant set of queries
+(tests/test_list_queries.py), so 50 rows should not cost 50 single requests.
 
 It asserts that every submission is recorded exactly once (one row per unique name, ``--jobs``
 rows in all, one message each in the Redis queue) and that no request got a 5xx or a connection
@@ -84,9 +90,28 @@ class Recorder:
                         f"{xs[-1] * 1000:.0f} | {statuses} |")
         return "\n".join(rows)
 
+    def ratio(self, op: str, base: str) -> float | None:
+        """p50 of ``op`` over p50 of ``base`` (None if either was not measured)."""
+        if not self.latency.get(op) or not self.latency.get(base):
+            return None
+        return statistics.median(self.latency[op]) / statistics.median(self.latency[base])
+
     def server_errors(self) -> dict[str, int]:
         return {op: sum(n for code, n in st.items() if code >= 500 or code == 0) for op, st in self.status.items()
                 if any(code >= 500 or code == 0 for code in st)}
+
+
+def queue_keys(client, queue: str) -> list[bytes]:
+    """Every Redis list of ``queue``: kombu keeps one per priority step (``queue``, ``queue\\x06\\x164``...), and
+    a normal-priority job goes to step 4, not to ``queue`` itself; a size's queue is ``queue.pN``."""
+    return list(client.scan_iter(match=f"{queue}*"))
+
+
+def queued_messages(redis_url: str, queue: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    return sum(client.llen(k) for k in queue_keys(client, queue) if client.type(k) == b"list")
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:
@@ -131,13 +156,14 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         if api is not None:
             api.terminate()
             api.wait(timeout=30)
-        redis.Redis.from_url(args.redis).delete(queue)
+        client = redis.Redis.from_url(args.redis)
+        for key in queue_keys(client, queue):
+            client.delete(key)
         with psycopg.connect(f"{admin}/postgres", autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 def load(args: argparse.Namespace, base: str, h: dict, db_url: str, queue: str, redis_url: str) -> int:
-    import redis
     import sqlalchemy
 
     rec = Recorder()
@@ -175,15 +201,23 @@ def load(args: argparse.Namespace, base: str, h: dict, db_url: str, queue: str, 
     def poll(job_id: int) -> None:
         rec.call("GET /jobs/{id}", session(), "GET", f"{base}/jobs/{job_id}")
 
+    def quiet(n: int) -> None:
+        """One client, nothing else running: a page of 50 and a single job, alternately."""
+        for i in range(n):
+            rec.call("quiet: GET /jobs (page of 50)", session(), "GET", f"{base}/jobs", params={"limit": 50})
+            rec.call("quiet: GET /jobs/{id}", session(), "GET", f"{base}/jobs/{ids[i % len(ids)]}")
+
     def cancel(job_id: int) -> None:
         rec.call("POST /jobs/{id}/cancel", session(), "POST", f"{base}/jobs/{job_id}/cancel")
 
     t0 = time.monotonic()
     with ThreadPoolExecutor(args.clients) as pool:
         list(pool.map(submit, range(args.jobs), timeout=args.timeout))
-        messages = redis.Redis.from_url(redis_url).llen(queue)
+        messages = queued_messages(redis_url, queue)
         list(pool.map(listing, range(args.clients * args.lists), timeout=args.timeout))
         list(pool.map(poll, ids, timeout=args.timeout))
+        if ids and args.quiet_runs:
+            quiet(args.quiet_runs)
         list(pool.map(cancel, ids, timeout=args.timeout))
     wall = time.monotonic() - t0
 
@@ -193,22 +227,42 @@ def load(args: argparse.Namespace, base: str, h: dict, db_url: str, queue: str, 
     engine.dispose()
     per_name = dict(rows)
     print(f"{args.jobs} submissions from {args.clients} clients, then {args.clients * args.lists} listings, "
-          f"{len(ids)} polls, {len(ids)} cancels in {wall:.1f}s "
+          f"{len(ids)} polls, {args.quiet_runs} quiet pairs, {len(ids)} cancels in {wall:.1f}s "
           f"(gunicorn {args.gunicorn_workers} workers x {args.gunicorn_threads} threads; no worker: jobs stay queued)")
     print(rec.table())
+    problems = page_ratio_problems(rec, args.max_ratio) + bookkeeping_problems(rec, args.jobs, ids, per_name, messages)
+    print("OK: every submission recorded exactly once, one message each, no 5xx, page ratio within the goal"
+          if not problems else "FAILED:\n" + "\n".join(problems))
+    return 0 if not problems else 1
+
+
+def bookkeeping_problems(rec: Recorder, jobs: int, ids: list[int], per_name: dict, messages: int) -> list[str]:
+    """Every submission recorded exactly once, one message each, no 5xx or connection error."""
     problems = []
     if rec.server_errors():
         problems.append(f"5xx answers or connection errors (status 0): {rec.server_errors()}")
-    if len(ids) != args.jobs or len(set(ids)) != args.jobs:
-        problems.append(f"{len(ids)} submissions accepted ({len(set(ids))} distinct ids), expected {args.jobs}")
+    if len(ids) != jobs or len(set(ids)) != jobs:
+        problems.append(f"{len(ids)} submissions accepted ({len(set(ids))} distinct ids), expected {jobs}")
     wrong = {n: k for n, k in per_name.items() if k != 1}
-    if len(per_name) != args.jobs or wrong:
-        problems.append(f"{len(per_name)} job names recorded, expected {args.jobs}; recorded more than once: {wrong}")
-    if messages != args.jobs:
-        problems.append(f"{messages} messages in the queue after the submissions, expected {args.jobs}")
-    print("OK: every submission recorded exactly once, one message each, no 5xx" if not problems else
-          "FAILED:\n" + "\n".join(problems))
-    return 0 if not problems else 1
+    if len(per_name) != jobs or wrong:
+        problems.append(f"{len(per_name)} job names recorded, expected {jobs}; recorded more than once: {wrong}")
+    if messages != jobs:
+        problems.append(f"{messages} messages in the queue after the submissions, expected {jobs}")
+    return problems
+
+
+def page_ratio_problems(rec: Recorder, max_ratio: float) -> list[str]:
+    """Print a page of 50's p50 over a single job's, under load and alone; the one alone is held to the goal
+    (under load both are mostly queueing behind the other clients)."""
+    ratios = {label: rec.ratio(page, one) for label, page, one in (
+        ("under load", "GET /jobs (page of 50)", "GET /jobs/{id}"),
+        ("alone", "quiet: GET /jobs (page of 50)", "quiet: GET /jobs/{id}"))}
+    for label, r in ratios.items():
+        if r is not None:
+            print(f"page of 50 / single job, p50 {label}: {r:.2f}x (goal: at most {max_ratio:g}x)")
+    alone = ratios["alone"]
+    return [f"a page of 50 costs {alone:.2f}x a single job alone, more than {max_ratio:g}x"] \
+        if alone is not None and alone > max_ratio else []
 
 
 def main() -> int:
@@ -221,6 +275,8 @@ def main() -> int:
     p.add_argument("--gunicorn-workers", type=int, default=2)
     p.add_argument("--gunicorn-threads", type=int, default=4)
     p.add_argument("--timeout", type=float, default=600, help="seconds per phase")
+    p.add_argument("--quiet-runs", type=int, default=40, help="pages of 50 and single jobs timed by one client alone")
+    p.add_argument("--max-ratio", type=float, default=3.0, help="page of 50 over single job, p50 alone: the goal")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="distillery-load-") as tmp:
         return run(args, Path(tmp))

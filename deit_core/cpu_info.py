@@ -41,22 +41,34 @@ def torch_capability() -> str | None:
         return None
 
 
+def torch_version() -> str | None:
+    """The torch release timing the latency (its kernels change between releases), None without torch."""
+    try:
+        import torch
+        return str(torch.__version__)
+    except ImportError:
+        return None
+
+
 def cpu_identity(threads: int | None = None, cpuinfo: Path = CPUINFO) -> dict[str, Any]:
-    """``{"model", "isa", "torch_capability", "machine", "threads"}`` of this host (``threads``: the
-    count the latency was timed on, as given by the caller)."""
+    """``{"model", "isa", "torch_capability", "torch", "machine", "threads"}`` of this host (``threads``:
+    the count the latency was timed on, as given by the caller; ``torch``: its version)."""
     try:
         info = parse_cpuinfo(cpuinfo.read_text())
     except OSError:
         info = {"model": None, "isa": []}
     return {"model": info["model"] or platform.processor() or None, "isa": info["isa"],
-            "torch_capability": torch_capability(), "machine": platform.machine() or None, "threads": threads}
+            "torch_capability": torch_capability(), "torch": torch_version(), "machine": platform.machine() or None,
+            "threads": threads}
 
 
 def describe(cpu: dict[str, Any] | None) -> str:
-    """One line for a table footer: ``Intel(R) Xeon(R) ... (avx2, avx512f), 1 thread``."""
+    """One line for a table footer: ``Intel(R) Xeon(R) ... (avx2, avx512f), 1 thread, torch 2.14.1``
+    (the torch version when recorded: a report written before it was has none)."""
     if not cpu:
         return "CPU not recorded"
     isa = ", ".join(cpu.get("isa") or []) or "no AVX2/AVX-512/AMX"
     threads = cpu.get("threads")
     tail = "" if threads is None else f", {threads} thread{'s' if threads != 1 else ''}"
-    return f"{cpu.get('model') or 'unknown CPU'} ({isa}){tail}"
+    version = f", torch {cpu['torch']}" if cpu.get("torch") else ""
+    return f"{cpu.get('model') or 'unknown CPU'} ({isa}){tail}{version}"

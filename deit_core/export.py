@@ -93,6 +93,7 @@ class ExportOptions:
     gate_alpha: float = 0.05
     force: bool = False
     pte: bool = True
+    fp32_pte: bool = True  # the fp32 .pte reference, timed only: int8 vs fp32 inside ExecuTorch
     keep_fp32: tuple[str, ...] = mobile.DEFAULT_KEEP_FP32
     latency_runs: int = 50
     latency_warmup: int = 10
@@ -338,30 +339,45 @@ def _measure(predictors: dict[str, tuple[rep.Predictor, bool]], val: rep.ValSet 
     return variants, predictions
 
 
-def _fp32_lite_latency(model: nn.Module, cfg: dict[str, Any], example: torch.Tensor,
-                       opts: ExportOptions) -> tuple[dict[str, Any] | None, str | None]:
-    """The fp32 model converted to the Lite Interpreter like the .ptl (not shipped: timed only), so the
-    report can give int8 vs fp32 within one runtime. Returns (latency, None) or (None, why not)."""
+def _fp32_reference_latency(model: nn.Module, cfg: dict[str, Any], example: torch.Tensor, opts: ExportOptions,
+                            runtime: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The fp32 model converted like the shipped int8 file of ``runtime`` ("ptl": the Lite Interpreter;
+    "pte": ExecuTorch XNNPACK), timed like it and never shipped, so the report can give int8 vs fp32
+    within one runtime. Returns (latency, None) or (None, why not)."""
     fp32 = mobile.NormalizedClassifier(model, cfg["mean"], cfg["std"]).eval()
-    with tempfile.TemporaryDirectory(prefix="fp32-ptl-") as d:
+    with tempfile.TemporaryDirectory(prefix=f"fp32-{runtime}-") as d:
+        path = Path(d) / (PTL if runtime == "ptl" else PTE)
         try:
-            mobile.to_lite_interpreter(fp32, example, Path(d) / PTL, opts.torchscript_methods)
-            lite = mobile.load_ptl(Path(d) / PTL)
+            if runtime == "ptl":
+                mobile.to_lite_interpreter(fp32, example, path, opts.torchscript_methods)
+                fn, pool = mobile.load_ptl(path), None
+            else:
+                mobile.export_pte_fp32(fp32, example, path)
+                fn, pool = mobile.PteRunner(path), mobile.executorch_threads
         except Exception as e:  # noqa: BLE001 - a reference timing only; the report says why it is missing
-            return None, f"fp32 .ptl reference not built: {type(e).__name__}: {e}"
-        return rep.latency_ms(lite, example, opts.latency_runs, opts.latency_warmup, opts.latency_threads), None
+            return None, f"fp32 .{runtime} reference not built: {type(e).__name__}: {e}"
+        return rep.latency_ms(fn, example, opts.latency_runs, opts.latency_warmup, opts.latency_threads, pool), None
 
 
 def _latency_block(model: nn.Module, cfg: dict[str, Any], variants: dict[str, dict[str, Any]], example: torch.Tensor,
                    opts: ExportOptions) -> dict[str, Any]:
-    """How latency was measured and the int8-vs-fp32 speedups (within a runtime and against fp32 eager)."""
-    fp32_lite, why = _fp32_lite_latency(model, cfg, example, opts)
+    """How latency was measured and the int8-vs-fp32 speedups (within a runtime and against fp32 eager).
+
+    The fp32 ``.pte`` reference is built only when the int8 ``.pte`` was (the ExecuTorch lowering is
+    the slow part of an export; ``--no-pte`` skips both)."""
+    fp32_lite, why = _fp32_reference_latency(model, cfg, example, opts, "ptl")
+    if "pte" not in variants:
+        fp32_pte, why_pte = None, "no int8 .pte was built, so no fp32 .pte reference either"
+    elif not opts.fp32_pte:
+        fp32_pte, why_pte = None, "--no-fp32-pte given"
+    else:
+        fp32_pte, why_pte = _fp32_reference_latency(model, cfg, example, opts, "pte")
     runs = variants["fp32"]["latency_ms"]["runs"]
     return {"batch": 1, "runs": runs, "warmup": opts.latency_warmup, "threads": variants["fp32"]["latency_ms"]["threads"],
             "min_runs": latency.MIN_RUNS, "enough_runs": runs >= latency.MIN_RUNS,
             "same_speed_rule": "two latencies whose p10-p90 spreads overlap are the same speed",
-            "fp32_ptl": fp32_lite, "fp32_ptl_missing": why,
-            "int8_vs_fp32": rep.latency_comparison(variants, fp32_lite)}
+            "fp32_ptl": fp32_lite, "fp32_ptl_missing": why, "fp32_pte": fp32_pte, "fp32_pte_missing": why_pte,
+            "int8_vs_fp32": rep.latency_comparison(variants, fp32_lite, fp32_pte)}
 
 
 def _write_predictions(tmp: Path, predictions: dict[str, list[int]], val: rep.ValSet, classes: Sequence[str]) -> dict[str, str]:
@@ -522,12 +538,14 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
     if args.latency_runs < 1:
         raise BadInputError(f"--latency-runs must be >= 1, got {args.latency_runs}")
     return ExportOptions(val=args.val, max_drop=args.max_drop, gate_alpha=alpha, force=args.force, pte=args.pte,
+                         fp32_pte=getattr(args, "fp32_pte", True),
                          keep_fp32=mobile.parse_patterns(args.keep_fp32), latency_runs=args.latency_runs,
                          latency_warmup=min(10, max(1, args.latency_runs // 5)))
 
 
 def print_summary(report: dict[str, Any], out: Path) -> None:
-    print(rep.format_table(report["variants"], report["model"]["fp32_weights_bytes"], report.get("cpu")))
+    print(rep.format_table(report["variants"], report["model"]["fp32_weights_bytes"], report.get("cpu"),
+                           report.get("latency")))
     gate = report["gate"]
     verdict = "not checked" if not gate["checked"] else ("passed" if gate["passed"] else "FAILED")
     print(f"parity gate: {verdict} ({gate['reason']})")
@@ -561,7 +579,8 @@ def main(args: argparse.Namespace) -> int:
         report = export_final(args.model, args.output, options_from_args(args))
     except ExportError as e:
         if isinstance(e, ParityGateError):
-            print(rep.format_table(e.report["variants"], e.report["model"]["fp32_weights_bytes"], e.report.get("cpu")))
+            print(rep.format_table(e.report["variants"], e.report["model"]["fp32_weights_bytes"], e.report.get("cpu"),
+                                   e.report.get("latency")))
         error = e
     except Exception as e:  # noqa: BLE001 - whatever escaped export_final still gets a reason and exit 1
         log.exception("export failed")

@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "is at most this (default 0.05; 1 judges the bare drop)")
     p.add_argument("--force", action="store_true", help="replace a non-empty OUT (only once the export succeeded)")
     p.add_argument("--no-pte", dest="pte", action="store_false", help="skip the ExecuTorch .pte (saves ~40 s)")
+    p.add_argument("--no-fp32-pte", dest="fp32_pte", action="store_false",
+                   help="skip the fp32 .pte timed beside the int8 one (int8 vs fp32 inside ExecuTorch is then not "
+                        "reported; saves the second ExecuTorch lowering, 25-35 s on a 2-core x86)")
     p.add_argument("--keep-fp32", default=None, metavar="PATTERNS",
                    help="comma-separated fnmatch patterns of Linear layers kept fp32 "
                         f"(default {','.join(DEFAULT_KEEP_FP32)}; '' quantizes all, '*' none)")

@@ -121,7 +121,10 @@ def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int
     torch's intra-op pool (eager, TorchScript, the Lite Interpreter) is set with ``torch.set_num_threads``.
     A runtime with its own pool (ExecuTorch) passes ``pool``: a context manager that sets it to
     ``threads`` and yields the count it really has (None if unknown). ``threads`` in the result is the
-    count read back while timing, not the one asked for.
+    count read back while timing, not the one asked for. A predictor whose program binds that pool
+    when loaded (:class:`deit_core.mobile.PteRunner`) has ``reloaded()``: the copy loaded inside the
+    context is the one timed, and it is dropped before the pool is restored (the original would run
+    on a freed pool).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -129,32 +132,61 @@ def latency_ms(fn: Predictor, example: torch.Tensor, runs: int = 50, warmup: int
     try:
         with (pool(threads) if pool is not None else contextlib.nullcontext(None)) as pool_threads:
             used = torch.get_num_threads() if pool is None else pool_threads
+            timed = fn.reloaded() if pool is not None and hasattr(fn, "reloaded") else fn
             with torch.no_grad():
                 for _ in range(warmup):
-                    fn(example)
+                    timed(example)
                 for _ in range(max(1, runs)):
                     t0 = time.perf_counter()
-                    fn(example)
+                    timed(example)
                     times.append((time.perf_counter() - t0) * 1000.0)
+            del timed
     finally:
         torch.set_num_threads(before)
     return {**latency.summarize(times), "threads": used,
             "thread_pool": "torch intra-op" if pool is None else "executorch"}
 
 
-def latency_comparison(variants: dict[str, dict[str, Any]], fp32_lite: dict[str, Any] | None) -> dict[str, Any]:
+def latency_comparison(variants: dict[str, dict[str, Any]], fp32_lite: dict[str, Any] | None,
+                       fp32_pte: dict[str, Any] | None = None) -> dict[str, Any]:
     """int8 against fp32 within the same runtime (eager: ``int8`` vs ``fp32``; Lite Interpreter: ``ptl``
-    vs the fp32 model converted the same way, timed only) and every int8 file against fp32 eager.
-    Each entry: ``speedup`` (fp32 median / int8 median) and ``same_speed`` (p10-p90 spreads overlap)."""
-    def entry(fp32: dict[str, Any] | None, int8: dict[str, Any] | None) -> dict[str, Any] | None:
-        if not fp32 or not int8:
-            return None
-        return {"speedup": latency.ratio(fp32, int8), "same_speed": latency.same_speed(fp32, int8)}
+    vs the fp32 model converted the same way; ExecuTorch: ``pte`` vs the fp32 model lowered to XNNPACK;
+    both references timed only) and every int8 file against fp32 eager. Each entry is
+    :func:`deit_core.latency.speedup`'s: ``speedup`` (fp32 median / int8 median), ``speedup_range``
+    (over the two p10-p90 spreads) and ``same_speed`` (the spreads overlap); None when a side is missing.
 
+    Why both: on a CPU with AMX, fp32 eager is fast and a ``.pte`` can be slower than it while still
+    2x faster than the fp32 ``.pte``; the same-runtime ratio says what int8 buys, the other what the
+    file buys over running the checkpoint as it is."""
     lat = {name: v.get("latency_ms") for name, v in variants.items()}
-    return {"same_runtime": {"eager": entry(lat.get("fp32"), lat.get("int8")),
-                             "lite_interpreter": entry(fp32_lite, lat.get("ptl"))},
-            "vs_fp32_eager": {name: entry(lat.get("fp32"), lat.get(name)) for name in ("int8", "ptl", "pte") if lat.get(name)}}
+    return {"same_runtime": {"eager": latency.speedup(lat.get("fp32"), lat.get("int8")),
+                             "lite_interpreter": latency.speedup(fp32_lite, lat.get("ptl")),
+                             "executorch": latency.speedup(fp32_pte, lat.get("pte"))},
+            "vs_fp32_eager": {name: latency.speedup(lat.get("fp32"), lat.get(name))
+                              for name in ("int8", "ptl", "pte") if lat.get(name)}}
+
+
+RUNTIMES = (("eager", "eager"), ("lite_interpreter", ".ptl"), ("executorch", ".pte"))
+
+
+def speedup_lines(timing: dict[str, Any] | None) -> list[str]:
+    """The report's ``latency.int8_vs_fp32`` as two lines: int8 against fp32 in the same runtime, and
+    each int8 file against fp32 eager, each ratio with its range over the spreads (empty without it)."""
+    cmp = (timing or {}).get("int8_vs_fp32")
+    if not cmp:
+        return []
+    same = cmp.get("same_runtime") or {}
+    inside = [f"{words} {latency.speedup_text(same[key])}" for key, words in RUNTIMES if same.get(key)]
+    missing = [f"{words} not measured (no fp32 {words} reference: see latency.fp32_{words[1:]}_missing)"
+               for key, words in RUNTIMES[1:] if not same.get(key) and (cmp.get("vs_fp32_eager") or {}).get(words[1:])]
+    vs_eager = [f"{'int8 eager' if k == 'int8' else '.' + k} {latency.speedup_text(e)}"
+                for k, e in (cmp.get("vs_fp32_eager") or {}).items() if e]
+    lines = []
+    if inside or missing:
+        lines.append("int8 vs fp32, same runtime: " + "; ".join(inside + missing))
+    if vs_eager:
+        lines.append("int8 vs fp32 eager: " + "; ".join(vs_eager))
+    return lines
 
 
 def file_entries(directory: Path, exclude: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
@@ -167,12 +199,20 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def format_table(variants: dict[str, dict[str, Any]], fp32_bytes: int | None = None, cpu: dict[str, Any] | None = None) -> str:
+def format_table(variants: dict[str, dict[str, Any]], fp32_bytes: int | None = None, cpu: dict[str, Any] | None = None,
+                 timing: dict[str, Any] | None = None) -> str:
     """The fp32 / int8 / .ptl / .pte comparison as a fixed-width text table; latency is the median and the
-    p10-p90 spread of the timed runs, and the footer names the CPU, its ISA features and the thread count."""
+    p10-p90 spread of the timed runs. With the report's ``latency`` block (``timing``) the fp32
+    references converted like the .ptl / .pte (timed only, not shipped) get a row each and the
+    int8-vs-fp32 speed-ups follow, within each runtime and against fp32 eager. The footer names the
+    CPU, its ISA features, the thread count and the torch version: a latency means nothing without them."""
     head = f"{'model':<11}{'top-1':>8}{'top-5':>8}{'agree':>8}{'p50 ms':>9}{'p10-p90 ms':>15}{'size MB':>9}{'ratio':>7}"
     lines = [head, "-" * len(head)]
-    for name, v in variants.items():
+    rows = list(variants.items())
+    for ref in ("ptl", "pte"):
+        if (timing or {}).get(f"fp32_{ref}"):
+            rows.append((f"{ref} fp32*", {"latency_ms": timing[f"fp32_{ref}"]}))  # type: ignore[index]
+    for name, v in rows:
         lat = v.get("latency_ms") or {}
         size = v.get("size_bytes")
         ratio = size / fp32_bytes if size and fp32_bytes else None
@@ -180,7 +220,10 @@ def format_table(variants: dict[str, dict[str, Any]], fp32_bytes: int | None = N
         lines.append(f"{name:<11}{_fmt(v.get('top1')):>8}{_fmt(v.get('top5')):>8}{_fmt(v.get('agreement_top1')):>8}"
                      f"{_fmt(lat.get('p50')):>9}{spread:>15}"
                      f"{_fmt(size / 1e6 if size else None, '.3f'):>9}{_fmt(ratio, '.3f'):>7}")
+    if len(rows) > len(variants):
+        lines.append("* the fp32 model converted like the int8 file: timed only, not shipped")
     runs = next((v["latency_ms"].get("runs") for v in variants.values() if v.get("latency_ms")), None)
     if cpu is not None or runs is not None:
         lines.append(f"latency: batch 1, {runs} timed runs on {cpu_info.describe(cpu)}")
+    lines += speedup_lines(timing)
     return "\n".join(lines)

@@ -67,3 +67,36 @@ def ratio(slow: Mapping[str, Any] | None, fast: Mapping[str, Any] | None) -> flo
     if not isinstance(s, (int, float)) or not isinstance(f, (int, float)) or s <= 0 or f <= 0:
         return None
     return round(float(s) / float(f), 2)
+
+
+def ratio_range(slow: Mapping[str, Any] | None, fast: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """The spread of :func:`ratio`: from ``slow``'s p10 over ``fast``'s p90 (the least favourable pair
+    of the two p10-p90 intervals) to ``slow``'s p90 over ``fast``'s p10. None if either is unknown or 0."""
+    a, b = interval(slow), interval(fast)
+    if a is None or b is None or a[0] <= 0 or b[0] <= 0:
+        return None
+    return round(a[0] / b[1], 2), round(a[1] / b[0], 2)
+
+
+def speedup(slow: Mapping[str, Any] | None, fast: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``{"speedup", "speedup_range", "same_speed"}`` of ``fast`` against ``slow`` (None if either is
+    unknown): the median ratio, its range over the two p10-p90 spreads, and whether the spreads overlap."""
+    r, rng = ratio(slow, fast), ratio_range(slow, fast)
+    if r is None or rng is None:
+        return None
+    return {"speedup": r, "speedup_range": list(rng), "same_speed": same_speed(slow, fast)}
+
+
+def speedup_text(entry: Mapping[str, Any] | None) -> str:
+    """``2.10x faster (1.90-2.30)``, ``1.35x slower (1.28-1.43)`` or ``the same speed (0.95-1.10x)``:
+    a :func:`speedup` entry in words; "faster"/"slower" only when the spreads do not overlap. An
+    entry without ``speedup_range`` (a report from before it was recorded) shows the ratio alone."""
+    if not entry or not isinstance(entry.get("speedup"), (int, float)) or entry["speedup"] <= 0:
+        return "not measured"
+    r, rng = float(entry["speedup"]), entry.get("speedup_range")
+    lo, hi = (float(rng[0]), float(rng[1])) if isinstance(rng, (list, tuple)) and len(rng) == 2 and min(rng) > 0 else (None, None)
+    if entry.get("same_speed"):
+        return "the same speed" + (f" ({lo:.2f}-{hi:.2f}x)" if lo is not None else f" ({r:.2f}x)")
+    if r >= 1:
+        return f"{r:.2f}x faster" + (f" ({lo:.2f}-{hi:.2f})" if lo is not None else "")
+    return f"{1 / r:.2f}x slower" + (f" ({1 / hi:.2f}-{1 / lo:.2f})" if lo is not None else "")

@@ -335,9 +335,7 @@ def export_pte(wrapped_fp32: nn.Module, quantize_names: Sequence[str], example: 
     so the same layers stay fp32 as in the ``.ptl``. Returns the PT2E reference module (quantize/
     dequantize ops in eager), which is what the ``.pte`` must agree with, and a description.
     """
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-    from executorch.exir import to_edge_transform_and_lower
 
     prepare_pt2e, convert_pt2e = _pt2e_functions()
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
@@ -352,12 +350,33 @@ def export_pte(wrapped_fp32: nn.Module, quantize_names: Sequence[str], example: 
             for x in calibration:
                 prepared(x)
         reference = convert_pt2e(prepared)
-        program = torch.export.export(reference, (example,))
-        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
-    pte_path.write_bytes(lowered.buffer)
+    _lower_to_pte(reference, example, pte_path)
     info = {"quantizer": "XNNPACKQuantizer symmetric per-channel dynamic int8",
             "partitioner": "XnnpackPartitioner", "quantized_linear": len(quantize_names)}
     return reference, info
+
+
+def _lower_to_pte(module: nn.Module, example: torch.Tensor, pte_path: Path) -> None:
+    """torch.export ``module`` and lower it to the XNNPACK delegate; the program is written to ``pte_path``."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module, (example,))
+        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    pte_path.write_bytes(lowered.buffer)
+
+
+def export_pte_fp32(wrapped_fp32: nn.Module, example: torch.Tensor, pte_path: Path) -> None:
+    """The fp32 model lowered to XNNPACK like the shipped ``.pte`` but not quantized: a reference that
+    is timed only (never shipped), so int8 vs fp32 can be given within ExecuTorch itself.
+
+    Why: on a CPU with AMX, PyTorch eager's fp32 matmuls are faster than XNNPACK's, so a ``.pte``
+    can be slower than fp32 eager while still being faster than the fp32 ``.pte``; only the
+    same-runtime ratio says what int8 buys inside the runtime an app ships.
+    """
+    _lower_to_pte(wrapped_fp32.eval(), example, pte_path)
 
 
 @contextlib.contextmanager
@@ -390,13 +409,24 @@ def executorch_threads(n: int) -> Iterator[int | None]:
 
 
 class PteRunner:
-    """Runs a ``.pte`` through ``executorch.runtime`` like a tensor-in, tensor-out module."""
+    """Runs a ``.pte`` through ``executorch.runtime`` like a tensor-in, tensor-out module.
+
+    The XNNPACK delegate binds ExecuTorch's threadpool when the method is loaded, so a runner loaded
+    before :func:`executorch_threads` resized the pool would run on the freed one (seen: a segfault in
+    ``execute`` timing a 224 px DeiT-Ti, heap corruption found later by malloc with a 32 px one). A
+    timing inside that context therefore runs :meth:`reloaded`, a runner loaded on the pool that exists.
+    """
 
     def __init__(self, path: str | Path):
         from executorch.runtime import Runtime
 
+        self.path = Path(path)
         self._program = Runtime.get().load_program(str(path))
         self._method = self._program.load_method("forward")
+
+    def reloaded(self) -> "PteRunner":
+        """The same program loaded again, bound to ExecuTorch's threadpool as it is now."""
+        return PteRunner(self.path)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self._method.execute([x.contiguous()])

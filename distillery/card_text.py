@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from deit_core.cpu_info import describe as cpu_text
+from deit_core.latency import speedup_text
 
 from .text_format import format_size, format_table
 
-__all__ = ["cpu_text", "gain_line", "latency_text", "ship_card_text", "state_text"]
+__all__ = ["cpu_text", "gain_line", "latency_text", "ship_card_text", "speedup_line", "speedup_text", "state_text"]
 
 
 def _is_num(v: Any) -> bool:
@@ -58,6 +59,20 @@ def latency_text(lat: dict[str, Any] | None) -> str:
 ROLE = {"teacher": "teacher", "student": "distilled student", "baseline": "student alone"}
 
 
+def speedup_line(rows: list[dict[str, Any]]) -> str | None:
+    """``int8 .ptl vs fp32: distilled student 2.10x faster (1.90-2.30) than its fp32 .ptl, 3.05x faster
+    (2.80-3.30) than fp32 eager; ...``: each row's ``int8_vs_fp32`` (None when no row has one)."""
+    parts = []
+    for r in rows:
+        s = r.get("int8_vs_fp32") or {}
+        if not s.get("same_runtime") and not s.get("vs_fp32_eager"):
+            continue
+        role = f"trial {r.get('trial')}" if r.get("role") == "front" else ROLE.get(r.get("role"), str(r.get("role")))
+        parts.append(f"{role} {speedup_text(s.get('same_runtime'))} than its fp32 .ptl, "
+                     f"{speedup_text(s.get('vs_fp32_eager'))} than fp32 eager")
+    return ("int8 .ptl vs fp32: " + "; ".join(parts)) if parts else None
+
+
 def ship_card_text(card: dict[str, Any] | None) -> str | None:
     """The job JSON's ``ship_card`` as the sentence, a table and the CPU line (None without a card)."""
     if not card:
@@ -76,6 +91,9 @@ def ship_card_text(card: dict[str, Any] | None) -> str | None:
     lines = [card.get("sentence") or "",
              format_table(rows, ["", "job", "model", "params M", "top-1 % (95% CI)", ".ptl p50 (p10-p90)", ".ptl size"]),
              f"latency: batch 1 on {cpu_text(card.get('cpu'))}; spreads that overlap are the same speed"]
+    speedups = speedup_line(card.get("rows") or [])
+    if speedups:
+        lines.append(speedups)
     warning = next((r.get("fitness_warning") for r in card.get("rows") or [] if r.get("fitness_warning")), None)
     if warning:
         lines.append(f"warning: teacher: {warning}")

@@ -38,7 +38,7 @@ from .api_client import (
     write_client_config,
 )
 from .artifact_download import download_artifact, export_report
-from .card_text import cpu_text, gain_line, latency_text, ship_card_text, state_text
+from .card_text import cpu_text, gain_line, latency_text, ship_card_text, speedup_text, state_text
 from .job_files import load_job_file
 from .text_format import format_age, format_duration, format_size, format_table
 
@@ -296,8 +296,11 @@ def exported_summary(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
     if not report:
         return {}
     ptl = (report.get("variants") or {}).get("ptl") or {}
+    cmp = (report.get("latency") or {}).get("int8_vs_fp32") or {}
     return {"top1": ptl.get("top1"), "p50_ms": (ptl.get("latency_ms") or {}).get("p50"), "latency": ptl.get("latency_ms"),
-            "size": ptl.get("size_bytes"), "cpu": report.get("cpu")}
+            "size": ptl.get("size_bytes"), "cpu": report.get("cpu"),
+            "vs_fp32_ptl": (cmp.get("same_runtime") or {}).get("lite_interpreter"),
+            "vs_fp32_eager": (cmp.get("vs_fp32_eager") or {}).get("ptl")}
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -323,6 +326,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     print(format_table([["state", *[state_text(j) for j in jobs]],
                         ["top-1 %", *[_num(e.get("top1"), ".2f") for e in exported]],
                         ["p50 latency (p10-p90)", *[latency_text(e.get("latency")) for e in exported]],
+                        ["vs its fp32 .ptl", *[speedup_text(e.get("vs_fp32_ptl")) if e else "-" for e in exported]],
+                        ["vs fp32 eager", *[speedup_text(e.get("vs_fp32_eager")) if e else "-" for e in exported]],
                         ["size", *[format_size(e["size"]) if e.get("size") else "-" for e in exported]]], head))
     cpus = {cpu_text(e.get("cpu")) for e in exported if e}
     if cpus:

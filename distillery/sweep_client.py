@@ -120,11 +120,16 @@ def cmd_download(args: argparse.Namespace) -> int:
             raise ClientError(f"sweep {args.id} has no finished, exported trial yet", EXIT_NOT_FOUND)
     out = Path(args.output or f"sweep{args.id}")
     out.mkdir(parents=True, exist_ok=True)
+    cpus = set()
     for job_id in chosen:
         t = by_id[job_id]
         path, sha, size = download_artifact(client, job_id, "ptl", str(out / f"trial{t['number']}-job{job_id}.ptl"))
-        print(f"trial {t['number']} (job {job_id}): top-1 {_fmt(t.get('ptl_top1'))}%, p50 {_fmt(t.get('latency_ms'), '.3f')} ms"
+        lat = latency_text(t["latency"]) if t.get("latency") else f"{_fmt(t.get('latency_ms'), '.3f')} ms"
+        print(f"trial {t['number']} (job {job_id}): top-1 {_fmt(t.get('ptl_top1'))}%, p50 {lat}"
               f" -> {path} ({format_size(size)}), sha256 {sha} verified")
+        cpus.add(cpu_text(t.get("cpu")))
+    if cpus:
+        print(f"latency: batch 1, measured on {'; '.join(sorted(cpus))}")
     return EXIT_OK
 
 

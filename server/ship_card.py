@@ -54,7 +54,21 @@ def card_row(role: str, job_id: int | None, model: str | None, top1: float | Non
             "params_m": params_m(report), "top1": top1, "top1_ci95": top1_ci95(top1, n_images), "n_images": n_images,
             "latency_ms": ({k: lat.get(k) for k in ("p50", "p10", "p90", "runs", "threads")} if lat else None),
             "size_bytes": ptl.get("size_bytes"), "file": SHIPPED_FILE if ptl else None,
-            "cpu": (report or {}).get("cpu"), **extra}
+            "cpu": (report or {}).get("cpu"), "int8_vs_fp32": ptl_speedups(report), **extra}
+
+
+def ptl_speedups(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What int8 buys the shipped ``.ptl``, from the report's ``latency.int8_vs_fp32``: against the fp32
+    model in the same runtime (the Lite Interpreter) and against fp32 eager, each ``{"speedup",
+    "speedup_range", "same_speed"}`` (None when not measured). None for a report without the block.
+
+    Why on the card: on a CPU with AMX, fp32 eager is fast and an int8 file can be slower than it while
+    still faster than its fp32 conversion; one ratio alone tells a reader the wrong story."""
+    cmp = ((report or {}).get("latency") or {}).get("int8_vs_fp32")
+    if not isinstance(cmp, Mapping):
+        return None
+    return {"same_runtime": (cmp.get("same_runtime") or {}).get("lite_interpreter"),
+            "vs_fp32_eager": (cmp.get("vs_fp32_eager") or {}).get("ptl")}
 
 
 def _x(ratio: float) -> str:
@@ -173,10 +187,14 @@ def ship_card(teacher: dict[str, Any] | None, student: dict[str, Any], alone: di
     """``{"rows": [...], "cpu": ..., "sentence": ...}``: the rows in teacher, student, baseline order
     (those that exist), the CPU the student's latency was measured on, and the sentence."""
     rows = [r for r in (teacher, student, alone) if r is not None]
-    cpu = student.get("cpu")
-    return {"rows": rows,
-            "cpu": {"model": cpu.get("model"), "isa": cpu.get("isa") or [], "threads": cpu.get("threads")} if cpu else None,
-            "sentence": sentence(teacher, student, alone, baseline)}
+    return {"rows": rows, "cpu": card_cpu(student.get("cpu")), "sentence": sentence(teacher, student, alone, baseline)}
+
+
+def card_cpu(cpu: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The CPU line's fields: model, ISA features, threads and the torch version that timed the latency."""
+    if not cpu:
+        return None
+    return {"model": cpu.get("model"), "isa": cpu.get("isa") or [], "threads": cpu.get("threads"), "torch": cpu.get("torch")}
 
 
 def trial_row(trial: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,7 +206,7 @@ def trial_row(trial: Mapping[str, Any]) -> dict[str, Any]:
             "model": (trial.get("params") or {}).get("student_model"), "params_m": None, "top1": top1, "top1_ci95": None,
             "n_images": None, "latency_ms": ({k: lat.get(k) for k in ("p50", "p10", "p90", "runs", "threads")} if lat else None),
             "size_bytes": trial.get("size_bytes"), "file": SHIPPED_FILE, "cpu": trial.get("cpu"),
-            "at_chance": bool(trial.get("at_chance"))}
+            "int8_vs_fp32": None, "at_chance": bool(trial.get("at_chance"))}
 
 
 def sweep_card(teacher: dict[str, Any] | None, summary: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -212,6 +230,5 @@ def sweep_card(teacher: dict[str, Any] | None, summary: Mapping[str, Any]) -> di
                      and r["top1"] is not None else name)
     head = f"{len(rows)} trial{'s' if len(rows) != 1 else ''} on the accuracy-latency front (same-speed differences ignored)"
     cpu = next((r["cpu"] for r in rows if r.get("cpu")), None)
-    return {"rows": [r for r in (teacher, *rows) if r is not None],
-            "cpu": {"model": cpu.get("model"), "isa": cpu.get("isa") or [], "threads": cpu.get("threads")} if cpu else None,
+    return {"rows": [r for r in (teacher, *rows) if r is not None], "cpu": card_cpu(cpu),
             "sentence": f"{head}: " + "; ".join(parts)}

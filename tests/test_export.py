@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deit_core import export, export_report, mobile, paired_stats, predictions
+from deit_core import export, export_report, latency, mobile, paired_stats, predictions
 from deit_core.models import load_final, save_final
 
 ARCH = "deit_tiny_distilled_patch16_224"
@@ -209,7 +209,10 @@ def test_report_consistent_with_files(exported, student_final):
     assert set(speedups["vs_fp32_eager"]) == {"int8", "ptl"}
     same_runtime = speedups["same_runtime"]
     for entry in [same_runtime["eager"], same_runtime["lite_interpreter"], *speedups["vs_fp32_eager"].values()]:
-        assert entry["speedup"] > 0 and isinstance(entry["same_speed"], bool)
+        lo, hi = entry["speedup_range"]
+        assert 0 < lo <= entry["speedup"] <= hi and isinstance(entry["same_speed"], bool)
+    assert same_runtime["executorch"] is None and timing["fp32_pte"] is None  # --no-pte: no fp32 .pte either
+    assert "no int8 .pte" in timing["fp32_pte_missing"]
     assert v["fp32"]["top1"] == 100.0  # the val labels are the fp32 predictions
     assert v["fp32"]["agreement_top1"] == 100.0
     stamp = report["runtime"]
@@ -392,21 +395,32 @@ def test_pte_exported_and_verified(tmp_path):
     for name, row in report["variants"].items():  # every row timed on the one thread it claims
         assert row["latency_ms"]["threads"] == 1, name
         assert row["latency_ms"]["thread_pool"] == ("executorch" if name == "pte" else "torch intra-op")
-    runner = mobile.PteRunner(out / "model.pte")
+    # int8 vs fp32 inside ExecuTorch: the fp32 model lowered the same way, timed on ExecuTorch's pool, not shipped
+    timing = report["latency"]
+    assert timing["fp32_pte"]["thread_pool"] == "executorch" and timing["fp32_pte"]["threads"] == 1, timing["fp32_pte_missing"]
+    assert timing["int8_vs_fp32"]["same_runtime"]["executorch"] == latency.speedup(timing["fp32_pte"],
+                                                                                   report["variants"]["pte"]["latency_ms"])
+    assert sorted(timing["int8_vs_fp32"]["vs_fp32_eager"]) == ["int8", "pte", "ptl"]
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pte") == ["model.pte"]
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     # ExecuTorch's own pool (one thread per core by default) is what the .pte row's count is read from
     from executorch.extension.pybindings import portable_lib
 
     pool_before = portable_lib._threadpool_get_thread_count()
-    seen = []
+    seen, loaded_on = [], []
 
-    def recording_runner(inp):
-        seen.append(portable_lib._threadpool_get_thread_count())
-        return runner(inp)
+    class Recording:
+        """Records the pool size a runner is loaded on (XNNPACK binds the pool then) and runs on."""
 
-    timing = export_report.latency_ms(recording_runner, x, runs=2, warmup=1, threads=1, pool=mobile.executorch_threads)
-    assert timing["threads"] == 1 and set(seen) == {1}
+        def reloaded(self):
+            loaded_on.append(portable_lib._threadpool_get_thread_count())
+            fresh = mobile.PteRunner(out / "model.pte")
+            return lambda inp: (seen.append(portable_lib._threadpool_get_thread_count()), fresh(inp))[1]
+
+    timing = export_report.latency_ms(Recording(), x, runs=2, warmup=1, threads=1, pool=mobile.executorch_threads)
+    assert timing["threads"] == 1 and set(seen) == {1} and loaded_on == [1]  # loaded inside the resized pool
     assert portable_lib._threadpool_get_thread_count() == pool_before  # restored afterwards
+    runner = mobile.PteRunner(out / "model.pte")  # loaded on the restored pool: the one before was freed
     norm = (x - torch.tensor(IMAGENET[0]).view(1, 3, 1, 1)) / torch.tensor(IMAGENET[1]).view(1, 3, 1, 1)
     with torch.no_grad():
         got, want, unnormalized = runner(x), model(norm), model(x)
@@ -613,3 +627,20 @@ def test_loading_a_ptl_prints_no_lite_interpreter_deprecation(tmp_path):
         warnings.simplefilter("always")
         load_ptl(path)(torch.rand(1, 3))
     assert [str(w.message) for w in seen if "Lite Interpreter" in str(w.message)] == []
+
+
+def test_no_fp32_pte_skips_the_reference_and_says_so(student_final):
+    """``--no-fp32-pte``: the int8 .pte is still compared with fp32 eager, not inside ExecuTorch, and the report says why."""
+    p = argparse.ArgumentParser()
+    export.add_arguments(p)
+    opts = export.options_from_args(p.parse_args(["--model", str(student_final), "--output", "x", "--no-fp32-pte",
+                                                  "--latency-runs", "3"]))
+    assert opts.fp32_pte is False and opts.pte is True
+    model, cfg = load_final(student_final)
+    lat = {"p50": 2.0, "p10": 1.9, "p90": 2.2, "runs": 3, "threads": 1}
+    variants = {name: {"latency_ms": dict(lat)} for name in ("fp32", "int8", "ptl", "pte")}
+    timing = export._latency_block(model, cfg, variants, torch.rand(1, 3, 32, 32), opts)
+    assert timing["fp32_pte"] is None and timing["fp32_pte_missing"] == "--no-fp32-pte given"
+    assert timing["int8_vs_fp32"]["same_runtime"]["executorch"] is None
+    assert timing["int8_vs_fp32"]["vs_fp32_eager"]["pte"]["same_speed"] is True
+    assert timing["fp32_ptl"]["runs"] == 3  # the Lite Interpreter reference is cheap and still timed

@@ -5,7 +5,7 @@ import pytest
 
 from server.ship_card import card_row, ship_card, top1_ci95
 
-CPU = {"model": "Intel(R) Xeon(R) Platinum 8480+", "isa": ["avx2", "avx512f", "amx_tile"], "threads": 1}
+CPU = {"model": "Intel(R) Xeon(R) Platinum 8480+", "isa": ["avx2", "avx512f", "amx_tile"], "threads": 1, "torch": "2.14.1"}
 
 
 def report(p50, p10, p90, size, fp32_bytes=22_000_000, images=360, cpu=CPU):
@@ -92,6 +92,29 @@ def test_pending_baseline_and_missing_teacher():
 def test_at_chance_student_is_nothing_to_ship():
     chance = {**STUDENT, "at_chance": True}
     assert "ended at chance" in ship_card(TEACHER, chance, ALONE, SIGNIFICANT)["sentence"]
+
+
+def test_the_card_gives_what_int8_buys_the_ptl_in_its_runtime_and_against_fp32_eager():
+    from deit_core import export_report, latency
+    from distillery.card_text import ship_card_text
+
+    rep = report(15.3, 15.0, 15.9, 5_500_000)
+    fp32, fp32_ptl = {"p50": 23.4, "p10": 22.0, "p90": 25.0}, {"p50": 24.0, "p10": 23.5, "p90": 24.8}
+    variants = {"fp32": {"latency_ms": fp32}, **rep["variants"]}
+    rep["latency"] = {"int8_vs_fp32": export_report.latency_comparison(variants, fp32_ptl)}
+    student = card_row("student", 2, None, 79.2, rep)
+    assert student["int8_vs_fp32"] == {"same_runtime": latency.speedup(fp32_ptl, rep["variants"]["ptl"]["latency_ms"]),
+                                       "vs_fp32_eager": latency.speedup(fp32, rep["variants"]["ptl"]["latency_ms"])}
+    card = ship_card(TEACHER, student, None, None)
+    assert card["cpu"]["torch"] == "2.14.1"
+    text = ship_card_text(card).splitlines()
+    assert ("latency: batch 1 on Intel(R) Xeon(R) Platinum 8480+ (avx2, avx512f, amx_tile), 1 thread, torch 2.14.1; "
+            "spreads that overlap are the same speed") in text
+    assert text[-1] == ("int8 .ptl vs fp32: distilled student 1.57x faster (1.48-1.65) than its fp32 .ptl, "
+                        "1.53x faster (1.38-1.67) than fp32 eager")
+    # a report from before the comparison was recorded: no speed-up claimed, no line
+    assert TEACHER["int8_vs_fp32"] is None
+    assert not [line for line in ship_card_text(ship_card(TEACHER, STUDENT, None, None)).splitlines() if "vs fp32" in line]
 
 
 @pytest.mark.parametrize("top1, n, lo, hi", [(50.0, 100, 40.4, 59.6), (100.0, 360, 98.9, 100.0), (0.0, 10, 0.0, 27.8)])

@@ -252,7 +252,9 @@ def build_openapi(st: Settings | None = None) -> dict[str, Any]:
                                      "heartbeat_at": {"type": ["string", "null"], "format": "date-time"}}},
             "ship_card": {"type": ["object", "null"], "description": "detail view of a distill job that is not a baseline: "
                           "teacher, student and baseline rows (top-1 with its 95% interval, the .ptl's latency p50/p10/p90 "
-                          "and size), the CPU the latencies were measured on, and the sentence that says what to ship "
+                          "and size; int8_vs_fp32: the .ptl's speed-up over the fp32 model in the Lite Interpreter and over fp32 eager, "
+                          "each with its range over both spreads), the CPU (model, ISA, threads, torch) the latencies were "
+                          "measured on, and the sentence that says what to ship "
                           "(server/ship_card.py)",
                           "properties": {"rows": {"type": "array", "items": {"type": "object"}},
                                          "cpu": {"type": ["object", "null"]}, "sentence": {"type": "string"}}},

@@ -186,7 +186,30 @@ const Distillery = (() => {
     if (!cpu) return "CPU not recorded";
     const isa = (cpu.isa || []).length ? cpu.isa.join(", ") : "no AVX2/AVX-512/AMX";
     const threads = isNum(cpu.threads) ? `, ${cpu.threads} thread${cpu.threads === 1 ? "" : "s"}` : "";
-    return `${cpu.model || "unknown CPU"} (${isa})${threads}`;
+    const torch = cpu.torch ? `, torch ${cpu.torch}` : "";
+    return `${cpu.model || "unknown CPU"} (${isa})${threads}${torch}`;
+  }
+
+  /** "2.10x faster (1.90–2.30)", "1.30x slower (1.16–1.45)" or "the same speed (0.95–1.10x)": an
+   * int8-vs-fp32 entry of the export report (deit_core.latency.speedup_text says the same). */
+  function speedupText(e) {
+    if (!e || !isNum(e.speedup) || e.speedup <= 0) return "not measured";
+    const r = e.speedup;
+    const rng = Array.isArray(e.speedup_range) && e.speedup_range.length === 2 && Math.min(...e.speedup_range) > 0
+      ? e.speedup_range : null;
+    if (e.same_speed) return "the same speed" + (rng ? ` (${rng[0].toFixed(2)}–${rng[1].toFixed(2)}x)` : ` (${r.toFixed(2)}x)`);
+    if (r >= 1) return `${r.toFixed(2)}x faster` + (rng ? ` (${rng[0].toFixed(2)}–${rng[1].toFixed(2)})` : "");
+    return `${(1 / r).toFixed(2)}x slower` + (rng ? ` (${(1 / rng[1]).toFixed(2)}–${(1 / rng[0]).toFixed(2)})` : "");
+  }
+
+  /** "int8 .ptl vs fp32: distilled student 2.10x faster (…) than its fp32 .ptl, 3.05x faster (…) than fp32 eager". */
+  function shipSpeedups(rows) {
+    const role = (r) => r.role === "student" ? "distilled student" : r.role === "baseline" ? "student alone"
+      : r.role === "front" ? `trial ${r.trial}` : r.role;
+    const parts = rows.filter((r) => r.int8_vs_fp32 && (r.int8_vs_fp32.same_runtime || r.int8_vs_fp32.vs_fp32_eager))
+      .map((r) => `${role(r)} ${speedupText(r.int8_vs_fp32.same_runtime)} than its fp32 .ptl, ` +
+        `${speedupText(r.int8_vs_fp32.vs_fp32_eager)} than fp32 eager`);
+    return parts.length ? "int8 .ptl vs fp32: " + parts.join("; ") : null;
   }
 
   /** The ship card (the API's job.ship_card): the sentence, then teacher / student / baseline side by
@@ -220,6 +243,8 @@ const Distillery = (() => {
         el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { text: h })))), el("tbody", {}, ...rows))),
       el("p", { class: "muted ship-cpu", "data-testid": "ship-cpu",
         text: `latency: batch 1, measured on ${cpuText(card.cpu)}; spreads that overlap are the same speed` }),
+      shipSpeedups(card.rows) ? el("p", { class: "muted ship-speedups", "data-testid": "ship-speedups",
+        text: shipSpeedups(card.rows) }) : null,
       warning ? el("p", { class: "note warn", "data-testid": "teacher-fitness", text: "Teacher: " + warning }) : null);
   }
 
@@ -310,5 +335,5 @@ const Distillery = (() => {
 
   return { TOKEN_KEY, API, TERMINAL, ApiError, api, apiBlob, items, el, duration, age, parseTime, bytes, num,
            fraction, progressText, setBar, badge, owner, bestTop1, flash, poll, LABELS, label, flatConfig, valueText,
-           chanceNote, gainSummary, latencyText, cpuText, shipCard, signed };
+           chanceNote, gainSummary, latencyText, cpuText, speedupText, shipCard, signed };
 })();

@@ -61,18 +61,20 @@ const Report = (() => {
 
   const spread = (lat) => isNum(lat.p10) && isNum(lat.p90) ? `${lat.p10.toFixed(2)}–${lat.p90.toFixed(2)} ms` : "–";
 
-  /** "int8 vs fp32: 2.1x faster in eager, 1.9x in the Lite Interpreter; against fp32 eager: ..." */
+  /** "int8 against fp32 in the same runtime: eager PyTorch 2.10x faster (1.90–2.30), …; against fp32 eager: …",
+   * each ratio with its range over both p10–p90 spreads ("the same speed" when they overlap). */
   function speedups(latency) {
     const cmp = (latency || {}).int8_vs_fp32;
     if (!cmp) return null;
-    const say = (e) => !e ? null : e.same_speed ? "the same speed" : `${e.speedup.toFixed(1)}x`;
-    const same = [["eager", "eager PyTorch"], ["lite_interpreter", "the Lite Interpreter"]]
-      .map(([k, words]) => say((cmp.same_runtime || {})[k]) && `${say(cmp.same_runtime[k])} in ${words}`).filter(Boolean);
-    const eager = Object.entries(cmp.vs_fp32_eager || {}).map(([k, e]) => say(e) && `${k} ${say(e)}`).filter(Boolean);
+    const same = [["eager", "eager PyTorch"], ["lite_interpreter", "the Lite Interpreter (.ptl)"], ["executorch", "ExecuTorch (.pte)"]]
+      .filter(([k]) => (cmp.same_runtime || {})[k]).map(([k, words]) => `${words} ${D.speedupText(cmp.same_runtime[k])}`);
+    const names = { int8: "int8 eager", ptl: ".ptl", pte: ".pte" };
+    const eager = Object.entries(cmp.vs_fp32_eager || {}).filter(([, e]) => e)
+      .map(([k, e]) => `${names[k] || k} ${D.speedupText(e)}`);
     const parts = [];
     if (same.length) parts.push(`int8 against fp32 in the same runtime: ${same.join(", ")}`);
     if (eager.length) parts.push(`against fp32 eager: ${eager.join(", ")}`);
-    return parts.length ? `Speed-up (fp32 median / int8 median): ${parts.join("; ")}.` +
+    return parts.length ? `Speed-up (fp32 median / int8 median, range over both spreads): ${parts.join("; ")}.` +
       (latency.enough_runs === false ? ` Fewer than ${latency.min_runs} timed runs: the spread is rough.` : "") : null;
   }
 
