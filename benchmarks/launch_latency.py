@@ -50,8 +50,8 @@ ROWS = [("local, warm", {"DISTILLERY_LAUNCHER": LOCAL}, {"processes": 1}),
         ("local, warm", {"DISTILLERY_LAUNCHER": LOCAL}, {"processes": 2}),
         ("local, cold (torchrun)", {"DISTILLERY_LAUNCHER": LOCAL, "DISTILLERY_WARM_START": "0"}, {"processes": 1}),
         ("local, cold (torchrun)", {"DISTILLERY_LAUNCHER": LOCAL, "DISTILLERY_WARM_START": "0"}, {"processes": 2}),
-        ("slurm", {"DISTILLERY_LAUNCHER": SLURM}, {"nodes": 1, "processes_per_node": 1}),
-        ("slurm", {"DISTILLERY_LAUNCHER": SLURM}, {"nodes": 2, "processes_per_node": 1})]
+        (SLURM, {"DISTILLERY_LAUNCHER": SLURM}, {"nodes": 1, "processes_per_node": 1}),
+        (SLURM, {"DISTILLERY_LAUNCHER": SLURM}, {"nodes": 2, "processes_per_node": 1})]
 PARTS = ("queue", "claim", "launch", "spawn", "imports", "setup", "data", "model", "first step")
 RECEIVED = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\b.*Task \S+\[[^\]]+\] received")
 
