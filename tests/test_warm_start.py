@@ -187,3 +187,17 @@ def test_warm_runs_die_with_their_worker(small_digits, tmp_path):
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_a_named_run_is_found_by_its_run_folder():
+    """A warm-started rank's title reads as one argument padded with empty ones (setproctitle): the
+    worker's finder of an attempt's processes (never two attempts at once) must still see it."""
+    from worker.lease import names_path
+
+    run = "/srv/storage/runs/7/attempt-1"
+    title = [f"/venv/bin/python -m deit_core.train --config {run}/job.json --output {run} (rank 1 of 2)", "", ""]
+    argv = ["/venv/bin/python", "-m", "deit_core.train", "--config", f"{run}/job.json", "--output", run]
+    assert names_path(title, run) and names_path(argv, run)
+    assert not names_path(title, "/srv/storage/runs/7/attempt-") and not names_path(argv, "/srv/storage/runs/70")
+    assert names_path(argv, "/srv/storage/runs/7")  # a file under the folder names it too
+    assert not names_path([title[0].replace("attempt-1", "attempt-10")], run)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -157,16 +158,30 @@ class LeaseKeeper:
                 return
 
 
+def command_line(cmdline: list[str]) -> str:
+    """A process's command line as one string. A warm-started run (``worker.warm_start``) names
+    itself with setproctitle, which writes one string padded with NULs: psutil returns it as one
+    argument followed by empty ones, so arguments cannot be compared one by one."""
+    return " ".join(arg for arg in cmdline if arg)
+
+
+def names_path(cmdline: list[str], path: Path | str) -> bool:
+    """Whether ``cmdline`` names ``path``, or a file under it, as a whole word (not a prefix of
+    another folder: ``attempt-1`` is not ``attempt-10``)."""
+    pattern = r"(?:^|\s)" + re.escape(str(path)) + r"(?:/\S*)?(?=\s|$)"
+    return re.search(pattern, command_line(cmdline)) is not None
+
+
 def attempt_processes(run_dir: Path) -> list[psutil.Process]:
-    """Processes on this host whose command line names ``run_dir`` (torchrun, its ranks, the exporter)."""
-    needle = str(run_dir)
+    """Processes on this host whose command line names ``run_dir`` (torchrun or the warm-start
+    leader, the ranks, the exporter)."""
     found = []
     for p in psutil.process_iter(["cmdline"]):
         try:
             cmd = p.info["cmdline"] or []
         except psutil.Error:
             continue
-        if any(needle == arg or arg.startswith(needle + "/") for arg in cmd):
+        if names_path(cmd, run_dir):
             found.append(p)
     return found
 

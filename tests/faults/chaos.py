@@ -38,7 +38,7 @@ import requests
 from deit_core.files import sha256_file
 from server.vocabulary import FAILED, FINAL_STATES, SUCCEEDED
 
-from .conftest import PrivatePostgres, PrivateRedis, Stack, attempt_processes, events, job_config, kill9
+from .conftest import PrivatePostgres, PrivateRedis, Stack, attempt_processes, events, is_rank, job_config, kill9
 
 WORKER_KILL, WORKER_STOP, RANK_KILL, RANK_STOP = "worker SIGKILL", "worker SIGSTOP", "rank SIGKILL", "rank SIGSTOP"
 API_KILL, REDIS_RESTART, PG_RESTART = "API SIGKILL", "Redis restart", "PostgreSQL restart"
@@ -106,7 +106,7 @@ def _is_rank(p: psutil.Process) -> bool:
         cmd = p.cmdline()
     except psutil.Error:
         return False
-    return "deit_core.train" in cmd and "torch.distributed.run" not in cmd
+    return is_rank(cmd)
 
 
 @dataclass

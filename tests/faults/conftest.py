@@ -26,6 +26,7 @@ import sqlalchemy
 from server.cli import free_port
 from tests.helpers import RestClient, wait_healthy, wait_until
 from tests.service.conftest import TRAIN, distillery, new_token, stop, unavailable, write_digits
+from worker import lease as worker_lease
 
 # Untrained 32 px models on 50 val images: the parity gate is not what these tests are about.
 EXPORT_ARGS = "--no-pte --latency-runs 1 --max-drop 100"
@@ -245,17 +246,22 @@ def make_stack(private_pg, tmp_path):
 
 
 def attempt_processes(run_dir: Path) -> list[psutil.Process]:
-    """Live processes whose command line names ``run_dir`` (torchrun, its ranks, the exporter)."""
-    needle = str(run_dir)
+    """Live processes whose command line names ``run_dir`` (torchrun or the warm-start leader, the
+    ranks, the exporter): the worker's own finder, zombies left out."""
     found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
+    for p in worker_lease.attempt_processes(run_dir):
         try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and any(
-                    a == needle or a.startswith(needle + "/") for a in (p.info["cmdline"] or [])):
+            if p.status() != psutil.STATUS_ZOMBIE:
                 found.append(p)
         except psutil.Error:
             pass
     return found
+
+
+def is_rank(cmdline: list[str]) -> bool:
+    """A training rank's command line (not torchrun's, not the warm-start leader's)."""
+    cmd = worker_lease.command_line(cmdline).split()
+    return "deit_core.train" in cmd and "torch.distributed.run" not in cmd
 
 
 def events(run_dir: Path, kind: str) -> list[dict]:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import wait_until
 
-from .conftest import attempt_processes, events, job_config, kill9
+from .conftest import attempt_processes, events, is_rank, job_config, kill9
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,7 +68,7 @@ def _rank_of(run_dir) -> psutil.Process | None:
             cmd = p.cmdline()
         except psutil.Error:
             continue
-        if "deit_core.train" in cmd and "torch.distributed.run" not in cmd:
+        if is_rank(cmd):
             return p
     return None
 
