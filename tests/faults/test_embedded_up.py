@@ -7,6 +7,7 @@ restarted, and that nothing piles up in the broker folder across restarts.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -23,6 +24,7 @@ from server.vocabulary import FINAL_STATES, QUEUED, RUNNING
 from tests.helpers import wait_for_job, wait_until
 from tests.service.conftest import teacher_config
 from tests.service.test_embedded import embedded_service
+from worker.lease import command_line
 
 from .conftest import attempt_processes
 
@@ -34,11 +36,12 @@ SERVICE_ENV = {"per_class": (10, 2), "DISTILLERY_POLL_S": "0.3", "DISTILLERY_CAN
 
 
 def worker_children(up) -> list[psutil.Process]:
-    """`up`'s live worker children (a killed one is a zombie until `up` reaps it)."""
+    """`up`'s live worker children (a killed one is a zombie until `up` reaps it). Celery retitles its
+    worker with setproctitle (``[celeryd: ...] (worker --concurrency 1 ...)``): its words are matched."""
     found = []
     for p in psutil.Process(up.pid).children():
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and "worker" in p.cmdline():
+            if p.status() != psutil.STATUS_ZOMBIE and "worker" in re.split(r"[\s()]+", command_line(p.cmdline())):
                 found.append(p)
         except psutil.Error:
             pass
