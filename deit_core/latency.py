@@ -87,10 +87,20 @@ def speedup(slow: Mapping[str, Any] | None, fast: Mapping[str, Any] | None) -> d
     return {"speedup": r, "speedup_range": list(rng), "same_speed": same_speed(slow, fast)}
 
 
-def speedup_text(entry: Mapping[str, Any] | None) -> str:
+def speedup_text(entry: Mapping[str, Any] | None, than: str | None = None) -> str:
     """``2.10x faster (1.90-2.30)``, ``1.35x slower (1.28-1.43)`` or ``the same speed (0.95-1.10x)``:
     a :func:`speedup` entry in words; "faster"/"slower" only when the spreads do not overlap. An
-    entry without ``speedup_range`` (a report from before it was recorded) shows the ratio alone."""
+    entry without ``speedup_range`` (a report from before it was recorded) shows the ratio alone.
+    With ``than`` the comparison is named: ``... than fp32 eager``, ``the same speed (...) as ...``."""
+    words = _speedup_words(entry)
+    if than is None:
+        return words
+    if words == "not measured":
+        return f"not measured against {than}"
+    return f"{words} {'as' if entry.get('same_speed') else 'than'} {than}"
+
+
+def _speedup_words(entry: Mapping[str, Any] | None) -> str:
     if not entry or not isinstance(entry.get("speedup"), (int, float)) or entry["speedup"] <= 0:
         return "not measured"
     r, rng = float(entry["speedup"]), entry.get("speedup_range")

@@ -68,8 +68,8 @@ def speedup_line(rows: list[dict[str, Any]]) -> str | None:
         if not s.get("same_runtime") and not s.get("vs_fp32_eager"):
             continue
         role = f"trial {r.get('trial')}" if r.get("role") == "front" else ROLE.get(r.get("role"), str(r.get("role")))
-        parts.append(f"{role} {speedup_text(s.get('same_runtime'))} than its fp32 .ptl, "
-                     f"{speedup_text(s.get('vs_fp32_eager'))} than fp32 eager")
+        parts.append(f"{role} {speedup_text(s.get('same_runtime'), 'its fp32 .ptl')}, "
+                     f"{speedup_text(s.get('vs_fp32_eager'), 'fp32 eager')}")
     return ("int8 .ptl vs fp32: " + "; ".join(parts)) if parts else None
 
 

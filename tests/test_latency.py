@@ -97,6 +97,11 @@ def test_a_slower_file_is_said_slower_and_overlapping_spreads_are_the_same_speed
 def test_a_speedup_recorded_before_its_range_shows_the_ratio_alone():
     assert latency.speedup_text({"speedup": 2.1, "same_speed": False}) == "2.10x faster"
     assert latency.speedup_text({"speedup": 1.02, "same_speed": True}) == "the same speed (1.02x)"
+    # named comparisons read as English: "as" for the same speed, "than" otherwise
+    assert latency.speedup_text({"speedup": 1.02, "same_speed": True}, "its fp32 .ptl") == \
+        "the same speed (1.02x) as its fp32 .ptl"
+    assert latency.speedup_text({"speedup": 2.0}, "fp32 eager") == "2.00x faster than fp32 eager"
+    assert latency.speedup_text(None, "fp32 eager") == "not measured against fp32 eager"
     assert latency.speedup_text(None) == "not measured"
 
 

@@ -192,7 +192,15 @@ const Distillery = (() => {
 
   /** "2.10x faster (1.90–2.30)", "1.30x slower (1.16–1.45)" or "the same speed (0.95–1.10x)": an
    * int8-vs-fp32 entry of the export report (deit_core.latency.speedup_text says the same). */
-  function speedupText(e) {
+  /** The words of speedup_text (deit_core/latency.py); with `than`, the comparison is named. */
+  function speedupText(e, than) {
+    const words = speedupWords(e);
+    if (!than) return words;
+    if (words === "not measured") return `not measured against ${than}`;
+    return `${words} ${e.same_speed ? "as" : "than"} ${than}`;
+  }
+
+  function speedupWords(e) {
     if (!e || !isNum(e.speedup) || e.speedup <= 0) return "not measured";
     const r = e.speedup;
     const rng = Array.isArray(e.speedup_range) && e.speedup_range.length === 2 && Math.min(...e.speedup_range) > 0
@@ -207,8 +215,8 @@ const Distillery = (() => {
     const role = (r) => r.role === "student" ? "distilled student" : r.role === "baseline" ? "student alone"
       : r.role === "front" ? `trial ${r.trial}` : r.role;
     const parts = rows.filter((r) => r.int8_vs_fp32 && (r.int8_vs_fp32.same_runtime || r.int8_vs_fp32.vs_fp32_eager))
-      .map((r) => `${role(r)} ${speedupText(r.int8_vs_fp32.same_runtime)} than its fp32 .ptl, ` +
-        `${speedupText(r.int8_vs_fp32.vs_fp32_eager)} than fp32 eager`);
+      .map((r) => `${role(r)} ${speedupText(r.int8_vs_fp32.same_runtime, "its fp32 .ptl")}, ` +
+        `${speedupText(r.int8_vs_fp32.vs_fp32_eager, "fp32 eager")}`);
     return parts.length ? "int8 .ptl vs fp32: " + parts.join("; ") : null;
   }
 
