@@ -226,7 +226,7 @@ def lead(argv: list[str], nprocs: int, grace_s: float = 10.0, poll_s: float = 0.
     docstring); returns the exit code for the run."""
     if nprocs < 1:
         raise ValueError(f"nprocs must be at least 1, got {nprocs}")
-    port = free_port() if nprocs > 1 else 29500
+    port = free_port()  # one process too: Accelerate starts a process group from these variables, as under torchrun
     set_title(" ".join([sys.executable, "-m", "deit_core.local_ranks", f"--nproc={nprocs}", "--", *argv]))
     sys.stdout.flush()
     sys.stderr.flush()
