@@ -61,8 +61,9 @@ def run_events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def first_step_time(run_dir: Path) -> float | None:
-    return next((float(e["time"]) for e in run_events(run_dir) if e.get("event") == "step"), None)
+def first_step_time(events: list[dict]) -> float | None:
+    """When rank 0 logged its first step (None before it)."""
+    return next((float(e["time"]) for e in events if e.get("event") == "step"), None)
 
 
 def received_times(worker_log: Path) -> list[float]:
@@ -82,17 +83,13 @@ def breakdown(t0: float, received: float | None, started_at: float | None, event
     launch = start.get("launch") or {}
     model_phase = phases.get("building model", phases.get("loading teacher"))
     marks = [t0, received, started_at, launch.get("launcher_started"), launch.get("rank_started"), launch.get("entered"),
-             phases.get("loading data"), model_phase, start["time"], first_step_time_of(events)]
+             phases.get("loading data"), model_phase, start["time"], first_step_time(events)]
     parts = {}
     for name, a, b in zip(PARTS, marks, marks[1:]):
         if a is not None and b is not None:
             parts[name] = b - a
     parts["total"] = marks[-1] - t0
     return parts
-
-
-def first_step_time_of(events: list[dict]) -> float:
-    return next(float(e["time"]) for e in events if e["event"] == "step")
 
 
 def measure(url: str, token: str, storage: Path, data: Path, resources: dict, worker_log: Path) -> dict[str, float]:
@@ -105,7 +102,7 @@ def measure(url: str, token: str, storage: Path, data: Path, resources: dict, wo
     r.raise_for_status()
     job_id = r.json()["id"]
     run_dir = storage.resolve() / "runs" / str(job_id) / "attempt-1"
-    wait_until(lambda: first_step_time(run_dir), 300, f"job {job_id}'s first step", interval=0.2)
+    wait_until(lambda: first_step_time(run_events(run_dir)), 300, f"job {job_id}'s first step", interval=0.2)
     job = requests.get(f"{url}/api/v1/jobs/{job_id}", headers=headers, timeout=60).json()
     requests.post(f"{url}/api/v1/jobs/{job_id}/cancel", headers=headers, timeout=60)
     wait_until(lambda: requests.get(f"{url}/api/v1/jobs/{job_id}", headers=headers, timeout=60).json()["state"]

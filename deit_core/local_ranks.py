@@ -176,17 +176,15 @@ class Leader:
             except ProcessLookupError:
                 pass
 
-    def stop_ranks(self) -> None:
-        """SIGTERM to every rank left, SIGKILL after ``grace_s``."""
-        self.signal_ranks(signal.SIGTERM)
+    def stop_ranks(self, sig: int = signal.SIGTERM) -> None:
+        """``sig`` to every rank left, SIGKILL after ``grace_s``."""
+        self.signal_ranks(sig)
         if self.deadline is None:
             self.deadline = time.monotonic() + self.grace_s
 
     def on_signal(self, signum, _frame) -> None:
         """The worker stops the run: pass the signal on and wait for the ranks."""
-        self.signal_ranks(signum)
-        if self.deadline is None:
-            self.deadline = time.monotonic() + self.grace_s
+        self.stop_ranks(signum)
 
     def kill_if_overdue(self) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:

@@ -248,8 +248,8 @@ class WarmStarter:
                 line, buffer = buffer.split(b"\n", 1)
                 self._on_message(json.loads(line))
         with self._cond:
-            if self._sock is sock:
-                self._state = "gone" if self._state != "refused" else "refused"
+            if self._sock is sock and self._state != "refused":  # a refusal keeps its state and reason
+                self._state = "gone"
                 self._reason = self._reason or "the warm server exited"
             self._cond.notify_all()
 
