@@ -445,7 +445,10 @@ def build_optimization(model: torch.nn.Module, t: TrainConfig, global_batch: int
     from timm.scheduler import CosineLRScheduler
 
     lr = t.lr * global_batch / 512.0
-    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=t.weight_decay)
+    # torch's fused AdamW (one kernel over all parameters, on CPU too since torch 2.4): the same
+    # update as the per-parameter loop, 14.4 -> 4.3 ms a step for DeiT-Ti on 2 cores, which is
+    # 2-3% of a small-image step (issue 22: at least as fast as the reference DeiT code).
+    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=t.weight_decay, fused=True)
     scheduler = CosineLRScheduler(
         optimizer, t_initial=t.epochs * updates_per_epoch, lr_min=t.min_lr,
         warmup_t=t.warmup_epochs * updates_per_epoch, warmup_lr_init=t.warmup_lr, t_in_epochs=False)

@@ -249,12 +249,42 @@ def test_resume_with_more_epochs_and_another_lr_follows_the_new_schedule(trained
 # ----------------------------------------------------------------------------- data and accumulation
 
 
-def augmented_train_set(root: Path, t: TrainConfig):
-    from deit_core.data import image_folder, train_transform
+def augmented_train_set(root: Path, t: TrainConfig, cache: bool = True):
+    """The training set as a run loads it (decoded images kept in memory), or reading every file each time."""
+    from deit_core.data import DecodedImages, image_folder, train_transform
 
-    ds = image_folder(str(root / "train"), "data.train")
+    ds = image_folder(str(root / "train"), "data.train", DecodedImages() if cache else None)
     ds.transform = train_transform(32, t)
     return ds
+
+
+def test_the_decoded_image_cache_serves_the_files_pixels_within_its_budget(small_digits, tmp_path):
+    from PIL import Image
+
+    from deit_core.data import DecodedImages
+
+    files = sorted((small_digits / "train").rglob("*.png"))[:3]
+    copies = [Path(shutil.copy(f, tmp_path / f"{i}.png")) for i, f in enumerate(files)]
+    one = Image.open(copies[0]).convert("RGB")
+    cache = DecodedImages(budget=2 * len(one.tobytes()))  # room for two of the three
+    first = [cache(str(p)) for p in copies]
+    for p in copies:
+        p.unlink()
+    again = [cache(str(p)) for p in copies[:2]]  # served without the files
+    for f, a, b in zip(files, first, again):
+        want = Image.open(f).convert("RGB")
+        assert a.tobytes() == b.tobytes() == want.tobytes() and b.mode == "RGB" and b.size == want.size
+    assert again[0] is not cache(str(copies[0])), "each call must hand out a new image"
+    assert cache.used == 2 * len(one.tobytes())
+    with pytest.raises(FileNotFoundError):
+        cache(str(copies[2]))  # past the budget: read from the file each time
+
+
+def test_the_decoded_image_cache_does_not_change_the_batches(small_digits):
+    t = TrainConfig(batch_size=16, seed=4, reprob=0.25)
+    for epoch_batches in zip(first_batches(augmented_train_set(small_digits, t), t, 3, epochs=2),
+                             first_batches(augmented_train_set(small_digits, t, cache=False), t, 3, epochs=2)):
+        assert torch.equal(*epoch_batches)
 
 
 def test_repeated_augmentation_augments_each_copy_differently(small_digits):
@@ -273,16 +303,18 @@ def test_repeated_augmentation_augments_each_copy_differently(small_digits):
     assert torch.equal(seeded[copies[1]][0], images[1])  # the same key gives the same tensor
 
 
-def first_batches(ds, t: TrainConfig, n: int) -> list[torch.Tensor]:
+def first_batches(ds, t: TrainConfig, n: int, epochs: int = 1) -> list[torch.Tensor]:
+    """The first ``n`` batches of each of epochs 1 .. ``epochs``."""
     from deit_core.data import build_train_loader
 
     loader = build_train_loader(ds, t, rank=0, world=1, pin_memory=False)
-    loader.sampler.set_epoch(1)
     batches = []
-    for images, _ in loader:
-        batches.append(images)
-        if len(batches) == n:
-            break
+    for epoch in range(1, epochs + 1):
+        loader.sampler.set_epoch(epoch)
+        for step, (images, _) in enumerate(loader, start=1):
+            batches.append(images)
+            if step == n:
+                break
     del loader  # stops persistent workers
     return batches
 
@@ -385,3 +417,29 @@ def test_short_accumulation_window_gets_the_full_batch_gradient():
                 p -= p.grad
     for got, want in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_the_optimizer_is_torchs_fused_adamw_with_the_loops_update():
+    """Fused AdamW (issue 22: the per-parameter loop was 3% of a small-image step) must give the update the
+    loop gives, to float rounding, with DeiT's no-weight-decay groups kept."""
+    from deit_core.train import build_optimization
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+    twin = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+    twin.load_state_dict(model.state_dict())
+    fused, _, _ = build_optimization(model, TrainConfig(), 512, 10)
+    assert all(g["fused"] for g in fused.param_groups)
+    twin_of = {id(a): b for a, b in zip(model.parameters(), twin.parameters())}
+    loop = torch.optim.AdamW([{**{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
+                               "params": [twin_of[id(p)] for p in g["params"]]} for g in fused.param_groups],
+                             foreach=False)
+    assert {g["weight_decay"] for g in fused.param_groups} == {0.0, TrainConfig().weight_decay}
+    for _ in range(3):
+        x = torch.randn(32, 8)
+        for net, opt in ((model, fused), (twin, loop)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
