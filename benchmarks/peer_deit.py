@@ -191,6 +191,14 @@ def epoch_rate(rates: list[float], skip: int) -> float:
     return len(kept) / sum(1.0 / r for r in kept)
 
 
+def summary(ratios: list[float]) -> str:
+    """The median ratio with its spread and how many pairs went each way: on a shared machine one pair can
+    swing by 10-20% either way, so a median alone would hide how sure it is."""
+    faster = sum(r > 1.0 for r in ratios)
+    return (f"median ratio (distillery / reference): {statistics.median(ratios):.3f} over {len(ratios)} pairs "
+            f"(range {min(ratios):.3f}-{max(ratios):.3f}; distillery faster in {faster} of {len(ratios)})")
+
+
 def cap_per_class(root: Path, per_class: int) -> None:
     """Keep the first ``per_class`` images (by name) of each class folder under ``root``: shorter epochs on a
     busy machine, the same images for both sides."""
@@ -258,7 +266,7 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for pair, r, o in rows:
         print(f"| {pair} | {r:.1f} | {o:.1f} | {o / r:.3f} |")
-    print(f"median ratio (distillery / reference): {statistics.median(o / r for _, r, o in rows):.3f}")
+    print(summary([o / r for _, r, o in rows]))
 
 
 if __name__ == "__main__":

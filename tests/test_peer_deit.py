@@ -15,6 +15,7 @@ from benchmarks.peer_deit import (
     epoch_rate,
     our_config,
     reference_rates,
+    summary,
 )
 from deit_core.config import parse_config
 
@@ -91,3 +92,8 @@ def test_cap_per_class_keeps_the_first_images_of_each_class(tmp_path):
     cap_per_class(tmp_path, 2)
     assert sorted(p.name for p in (tmp_path / "0").iterdir()) == ["0000.png", "0001.png"]
     assert len(list((tmp_path / "1").iterdir())) == 2
+
+
+def test_the_summary_gives_the_median_with_its_range_and_the_pairs_each_way():
+    line = summary([1.09, 0.89, 1.19, 1.03, 1.08])
+    assert "1.080 over 5 pairs" in line and "range 0.890-1.190" in line and "faster in 4 of 5" in line
