@@ -108,49 +108,60 @@ def write_digits_resplit(out_dir: str | os.PathLike, train_per_class: int = 40, 
     return counts
 
 
-def image_folder(root: str, field: str, loader=None):
-    """An ImageFolder, or a ConfigError naming ``field`` if the folder holds no class folders/images.
-    ``loader`` replaces torchvision's file loader (a :class:`DecodedImages`)."""
+def image_folder(root: str, field: str):
+    """An ImageFolder, or a ConfigError naming ``field`` if the folder holds no class folders/images."""
     from torchvision.datasets import ImageFolder
 
     try:
-        return ImageFolder(root, **({"loader": loader} if loader is not None else {}))
+        return ImageFolder(root)
     except (FileNotFoundError, OSError) as e:
         raise ConfigError(field, f"not a readable ImageFolder (class sub-folders of images): {e}") from e
 
 
-DECODED_CACHE_BYTES = 256 << 20  # per process: a loader worker fills its own copy
+DECODED_CACHE_BYTES = 128 << 20  # per process: a loader worker keeps its own
 
 
 class DecodedImages:
-    """ImageFolder's loader (open, decode, convert to RGB) that keeps the decoded pixels of the images
-    it has loaded, up to ``budget`` bytes, and serves them again without touching the file.
+    """ImageFolder's loader (open, decode, convert to RGB) that keeps the decoded pixels of a small
+    dataset in memory and serves them again without touching the file.
 
     Why: every epoch otherwise reopens and decodes every image, which on a small dataset (digits at
-    32 px: 3 KB an image) costs as much as RandAugment. Images past the budget are decoded each time,
-    as before. Each call returns a new image (``Image.frombytes``), so no transform can change a
-    cached one; the pixels are those the file decodes to, so the batches are the same with the cache
-    or without it. Loader workers are separate processes, so each keeps its own cache.
+    32 px: 3 KB an image) costs as much as RandAugment. Whether to keep anything is decided on the first
+    image: when ``images`` of its size would not fit in ``budget`` bytes nothing is kept, since a cache
+    of part of a large set costs memory in every loader worker for little gain. Each call returns a new
+    image (``Image.frombytes``), so no transform can change a kept one, and the pixels are those the
+    file decodes to: the batches are the same with the cache or without it.
     """
 
-    def __init__(self, budget: int = DECODED_CACHE_BYTES):
-        self.budget, self.used = budget, 0
-        self.images: dict[str, tuple[str, tuple[int, int], bytes]] = {}
+    def __init__(self, images: int, budget: int = DECODED_CACHE_BYTES):
+        self.images, self.budget, self.used = images, budget, 0
+        self.kept: dict[str, tuple[str, tuple[int, int], bytes]] = {}
+        self.enabled: bool | None = None  # decided by the first image
 
     def __call__(self, path: str):
         from PIL import Image
 
-        hit = self.images.get(path)
+        hit = self.kept.get(path)
         if hit is not None:
             return Image.frombytes(*hit)
         from torchvision.datasets.folder import default_loader
 
         img = default_loader(path)
+        if self.enabled is False:
+            return img
         pixels = img.tobytes()
-        if self.used + len(pixels) <= self.budget:
-            self.images[path] = (img.mode, img.size, pixels)
+        if self.enabled is None:
+            self.enabled = self.images * len(pixels) <= self.budget
+        if self.enabled and self.used + len(pixels) <= self.budget:
+            self.kept[path] = (img.mode, img.size, pixels)
             self.used += len(pixels)
         return img
+
+
+def keep_decoded(dataset, budget: int = DECODED_CACHE_BYTES):
+    """``dataset`` (an ImageFolder) with a :class:`DecodedImages` loader sized for it."""
+    dataset.loader = DecodedImages(len(dataset), budget)
+    return dataset
 
 
 def _posterize_at_least_one_bit(img, bits_to_keep, **_):
@@ -328,8 +339,8 @@ def build_val_loader(dataset: Dataset, batch_size: int, rank: int, world: int, w
 
 def load_datasets(data: DataConfig, t: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
     """Train and val ImageFolders with their transforms; the class lists must agree."""
-    train = image_folder(data.train, "data.train", DecodedImages())
-    val = image_folder(data.val, "data.val", DecodedImages())
+    train = keep_decoded(image_folder(data.train, "data.train"))
+    val = keep_decoded(image_folder(data.val, "data.val"))
     if train.classes != val.classes:
         raise ConfigError("data.val", f"class folders {val.classes} differ from data.train's {train.classes}")
     train.transform = train_transform(data.img_size, t)

@@ -251,9 +251,10 @@ def test_resume_with_more_epochs_and_another_lr_follows_the_new_schedule(trained
 
 def augmented_train_set(root: Path, t: TrainConfig, cache: bool = True):
     """The training set as a run loads it (decoded images kept in memory), or reading every file each time."""
-    from deit_core.data import DecodedImages, image_folder, train_transform
+    from deit_core.data import image_folder, keep_decoded, train_transform
 
-    ds = image_folder(str(root / "train"), "data.train", DecodedImages() if cache else None)
+    ds = image_folder(str(root / "train"), "data.train")
+    ds = keep_decoded(ds) if cache else ds
     ds.transform = train_transform(32, t)
     return ds
 
@@ -265,8 +266,8 @@ def test_the_decoded_image_cache_serves_the_files_pixels_within_its_budget(small
 
     files = sorted((small_digits / "train").rglob("*.png"))[:3]
     copies = [Path(shutil.copy(f, tmp_path / f"{i}.png")) for i, f in enumerate(files)]
-    one = Image.open(copies[0]).convert("RGB")
-    cache = DecodedImages(budget=2 * len(one.tobytes()))  # room for two of the three
+    size = len(Image.open(copies[0]).convert("RGB").tobytes())
+    cache = DecodedImages(images=2, budget=2 * size)  # room for two: the third is past the budget
     first = [cache(str(p)) for p in copies]
     for p in copies:
         p.unlink()
@@ -275,9 +276,14 @@ def test_the_decoded_image_cache_serves_the_files_pixels_within_its_budget(small
         want = Image.open(f).convert("RGB")
         assert a.tobytes() == b.tobytes() == want.tobytes() and b.mode == "RGB" and b.size == want.size
     assert again[0] is not cache(str(copies[0])), "each call must hand out a new image"
-    assert cache.used == 2 * len(one.tobytes())
+    assert cache.used == 2 * size
     with pytest.raises(FileNotFoundError):
         cache(str(copies[2]))  # past the budget: read from the file each time
+
+    too_big = DecodedImages(images=3, budget=2 * size)  # the whole set would not fit: nothing is kept
+    for f in files:
+        too_big(str(f))
+    assert too_big.enabled is False and too_big.used == 0 and not too_big.kept
 
 
 def test_the_decoded_image_cache_does_not_change_the_batches(small_digits):
