@@ -2,6 +2,7 @@
 accumulation details they rely on."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -432,8 +433,7 @@ def test_the_optimizer_is_torchs_fused_adamw_with_the_loops_update():
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
-    twin = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
-    twin.load_state_dict(model.state_dict())
+    twin = copy.deepcopy(model)
     fused, _, _ = build_optimization(model, TrainConfig(), 512, 10)
     assert all(g["fused"] for g in fused.param_groups)
     twin_of = {id(a): b for a, b in zip(model.parameters(), twin.parameters())}
